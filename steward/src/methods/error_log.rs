@@ -1,0 +1,90 @@
+//! `errorLog` (event, on central): appends error reports to `<data_dir>/errors.log` as JSON
+//! lines (time, node, message id, reason). Every other node forwards its errors here.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::handler::Request;
+use crate::message::Message;
+use crate::node::Inner;
+use crate::notify::ErrorReport;
+use crate::publisher::PubEvent;
+use crate::result::MethodResult;
+
+/// File name of the central error log inside the data directory.
+pub const ERRORS_LOG: &str = "errors.log";
+
+pub(crate) async fn handle(req: Request) -> MethodResult {
+    let mut lines = Vec::new();
+    for d in &req.data {
+        // The reporting node is the authenticated sender, whatever the report says.
+        let line = match serde_json::from_str::<ErrorReport>(d) {
+            Ok(mut r) => {
+                r.node = req.from_node.clone();
+                serde_json::to_value(&r).unwrap_or_default()
+            }
+            Err(_) => serde_json::json!({
+                "timeMs": crate::envelope::now_ms(), "node": req.from_node, "kind": "unparsed", "reason": d,
+            }),
+        };
+        lines.push(line);
+    }
+    let path = req.data_dir.join(ERRORS_LOG);
+    match tokio::task::spawn_blocking(move || append(&path, &lines)).await {
+        Ok(Ok(())) => MethodResult::ok(""),
+        Ok(Err(e)) => MethodResult::failed(format!("cannot write {ERRORS_LOG}: {e}")),
+        Err(e) => MethodResult::failed(e.to_string()),
+    }
+}
+
+fn append(path: &Path, lines: &[serde_json::Value]) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut buf, l)?;
+        buf.push(b'\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(&buf)?;
+    f.sync_data()
+}
+
+/// Sends a report to central's `errorLog`, or appends it directly when this node is central.
+pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
+    if inner.cfg.name == inner.cfg.central {
+        let path = inner.cfg.data_dir.join(ERRORS_LOG);
+        let line = serde_json::to_value(&report).unwrap_or_default();
+        let _guard = inner.error_log.lock();
+        if let Err(e) = append(&path, &[line]) {
+            tracing::error!("cannot write {}: {e}", path.display());
+        }
+        return;
+    }
+    let data = serde_json::to_string(&report).unwrap_or_default();
+    let msg = Message::event(inner.cfg.central.clone(), "errorLog", [data]);
+    let prepared = match inner.prepare(msg, None, false) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot prepare an error report for central: {e}");
+            return;
+        }
+    };
+    let i = inner.clone();
+    let r = inner.store.submit(
+        move |txn| crate::store::enqueue(txn, vec![prepared]),
+        move |r| match r {
+            Ok(done) => {
+                for d in done {
+                    i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
+                }
+            }
+            Err(e) => tracing::error!("cannot queue an error report for central: {e}"),
+        },
+    );
+    if r.is_err() {
+        tracing::debug!("node stopping; error report not queued");
+    }
+}

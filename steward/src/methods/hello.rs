@@ -1,0 +1,52 @@
+//! `hello` (event, no ACK): "I'm here" to central at a fixed interval; central records last seen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::envelope::{now_ms, Envelope, WireKind};
+use crate::handler::Request;
+use crate::node::Inner;
+use crate::result::MethodResult;
+
+/// Central notes the sender as seen (the receiver already touched `last_seen` for every sender).
+pub(crate) async fn handle(_req: Request) -> MethodResult {
+    MethodResult::ok("")
+}
+
+/// Publishes a `hello` to central every `every`; fire-and-forget, so nothing piles up offline.
+pub(crate) async fn run(inner: Arc<Inner>, every: Duration) -> crate::Result<()> {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        if !*inner.connected.borrow() {
+            continue;
+        }
+        let env = Envelope {
+            id: ulid::Ulid::new().to_string(),
+            from: inner.cfg.name.clone(),
+            to: inner.cfg.central.clone(),
+            kind: WireKind::Event,
+            method: "hello".into(),
+            data: Vec::new(),
+            epoch: inner.store.epoch(),
+            seq: 0,
+            ack: false,
+            expires_ms: Some(now_ms() + every.as_millis() as u64),
+            method_timeout_ms: 1000,
+            result_of: None,
+            result: None,
+            outcome: None,
+        };
+        let payload = Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
+        if let Err(e) = inner.client.publish(env.subject(), payload).await {
+            tracing::debug!("hello not sent: {e}");
+        }
+    }
+}

@@ -1,0 +1,893 @@
+//! The node: a cheap-to-clone handle in front of the tasks that deliver, receive and run messages.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::access::AccessList;
+use crate::config::NodeConfig;
+use crate::envelope::{now_ms, Envelope, WireKind};
+use crate::error::{Error, Result};
+use crate::executor::Work;
+use crate::handler::Method;
+use crate::message::{Expiry, Message, ParsedBatch};
+use crate::notify::{Dispatcher, ErrorReport, ErrorReportKind, ListenerId, Notification};
+use crate::publisher::PubEvent;
+use crate::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
+use crate::store::{self, Enqueued, MessageRecord, NewMessage, OutboxItem, Store};
+use crate::{names, publisher, supervisor};
+
+/// Builds and starts a [`Node`].
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo() -> steward::Result<()> {
+/// use steward::{Message, Node};
+/// let node = Node::builder("central")
+///     .brokers(["nats://127.0.0.1:4222"])
+///     .data_dir("/var/lib/steward")
+///     .start()
+///     .await?;
+/// let receipt = node.send(Message::command("ship1", "shellCommand", ["uptime"])).await?;
+/// println!("{}", receipt.result().await?.stdout);
+/// node.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct NodeBuilder {
+    cfg: NodeConfig,
+    access_set: bool,
+    methods: Vec<(String, Method)>,
+}
+
+impl NodeBuilder {
+    /// Starts from an existing configuration.
+    pub fn from_config(cfg: NodeConfig) -> Self {
+        NodeBuilder {
+            cfg,
+            access_set: true,
+            methods: Vec::new(),
+        }
+    }
+    /// Broker URLs (several for a cluster).
+    pub fn brokers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
+        self.cfg.brokers = urls.into_iter().map(Into::into).collect();
+        self
+    }
+    /// The data directory (created if missing).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cfg.data_dir = dir.into();
+        self
+    }
+    /// The central node's name (also the default access list's trusted sender).
+    pub fn central(mut self, name: impl Into<String>) -> Self {
+        self.cfg.central = name.into();
+        if !self.access_set {
+            self.cfg.access = AccessList::default_for(&self.cfg.central);
+        }
+        self
+    }
+    /// Default ACK timeout.
+    pub fn ack_timeout(mut self, d: Duration) -> Self {
+        self.cfg.ack_timeout = d;
+        self
+    }
+    /// Default resends (`None`: unlimited).
+    pub fn retries(mut self, n: Option<u32>) -> Self {
+        self.cfg.retries = n;
+        self
+    }
+    /// Base wait between resends.
+    pub fn retry_wait(mut self, d: Duration) -> Self {
+        self.cfg.retry_wait = d;
+        self
+    }
+    /// Cap of the wait between resends.
+    pub fn retry_wait_max(mut self, d: Duration) -> Self {
+        self.cfg.retry_wait_max = d;
+        self
+    }
+    /// Default method run-time limit.
+    pub fn method_timeout(mut self, d: Duration) -> Self {
+        self.cfg.method_timeout = d;
+        self
+    }
+    /// Default time to live.
+    pub fn ttl(mut self, d: Option<Duration>) -> Self {
+        self.cfg.ttl = d;
+        self
+    }
+    /// Clock skew tolerated when checking expiry.
+    pub fn clock_skew(mut self, d: Duration) -> Self {
+        self.cfg.clock_skew = d;
+        self
+    }
+    /// Messages in flight per subject.
+    pub fn window(mut self, n: usize) -> Self {
+        self.cfg.window = n;
+        self
+    }
+    /// Send `hello` to central at this interval (`None`: never).
+    pub fn hello_interval(mut self, d: Option<Duration>) -> Self {
+        self.cfg.hello_interval = d;
+        self
+    }
+    /// Output capture limit for `shellCommand`.
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.cfg.output_limit = bytes;
+        self
+    }
+    /// Replaces the access list.
+    pub fn access(mut self, list: AccessList) -> Self {
+        self.cfg.access = list;
+        self.access_set = true;
+        self
+    }
+    /// Adds one rule to the access list (`"*"` matches all).
+    pub fn allow(mut self, from: &str, method: &str) -> Self {
+        self.cfg.access =
+            std::mem::replace(&mut self.cfg.access, AccessList::empty()).allow(from, method);
+        self
+    }
+    /// Watch `<data_dir>/inmsg.txt` for messages.
+    pub fn watch_inmsg(mut self, on: bool) -> Self {
+        self.cfg.watch_inmsg = on;
+        self
+    }
+    /// Serve the built-in methods (on by default).
+    pub fn builtin_methods(mut self, on: bool) -> Self {
+        self.cfg.builtin_methods = on;
+        self
+    }
+    /// Serves a method from the start (so messages resumed after a restart find it).
+    pub fn method(mut self, name: impl Into<String>, method: Method) -> Self {
+        self.methods.push((name.into(), method));
+        self
+    }
+    /// The configuration so far.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+    /// Opens the store, connects to the broker (retrying in the background if it is down),
+    /// resumes unfinished work and starts serving. Must be called inside a tokio runtime.
+    pub async fn start(self) -> Result<Node> {
+        Node::start(self.cfg, self.methods).await
+    }
+}
+
+/// A running steward node. Clone it freely; every clone drives the same node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: NodeConfig,
+    /// The runtime the node started on; tasks are spawned here even from the store's thread.
+    pub rt: tokio::runtime::Handle,
+    pub store: Store,
+    pub client: async_nats::Client,
+    pub reply_prefix: String,
+    pub publishers: Mutex<HashMap<u64, mpsc::UnboundedSender<PubEvent>>>,
+    pub executors: Mutex<HashMap<String, mpsc::UnboundedSender<Work>>>,
+    pub methods: RwLock<HashMap<String, Method>>,
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<MessageStatus>>>>,
+    pub dispatcher: Dispatcher,
+    pub shutdown: watch::Sender<bool>,
+    pub connected: watch::Receiver<bool>,
+    pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub error_log: Mutex<()>,
+}
+
+/// Proof that a message was durably accepted; await its result through it.
+#[derive(Clone)]
+pub struct Receipt {
+    /// The message id.
+    pub id: String,
+    /// Its destination.
+    pub to_node: String,
+    /// Its subject.
+    pub subject: String,
+    node: Node,
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt")
+            .field("id", &self.id)
+            .field("subject", &self.subject)
+            .finish()
+    }
+}
+
+impl Receipt {
+    /// Waits for the final state (completed, failed, expired, rejected or cancelled).
+    pub async fn wait(&self) -> Result<MessageStatus> {
+        self.node.wait(&self.id).await
+    }
+    /// Waits for the result; delivery failures, expiry and rejection are errors.
+    pub async fn result(&self) -> Result<MethodResult> {
+        self.node.result(&self.id).await
+    }
+    /// The current state.
+    pub async fn status(&self) -> Result<MessageStatus> {
+        self.node
+            .message(&self.id)
+            .await?
+            .ok_or_else(|| Error::NotFound(self.id.clone()))
+    }
+}
+
+/// What [`Node::send_json`] did with each element of a JSON batch.
+#[derive(Debug)]
+pub struct SendReport {
+    /// Receipts of the accepted messages, with the index of the array element each came from.
+    pub accepted: Vec<(usize, Receipt)>,
+    /// Errors for the refused elements (each names its index and field).
+    pub rejected: Vec<Error>,
+}
+
+impl Node {
+    /// A builder for a node called `name` with default settings.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            cfg: NodeConfig::new(name),
+            access_set: false,
+            methods: Vec::new(),
+        }
+    }
+
+    async fn start(cfg: NodeConfig, extra: Vec<(String, Method)>) -> Result<Node> {
+        names::node(&cfg.name)?;
+        names::node(&cfg.central).map_err(|e| Error::Config(format!("central: {e}")))?;
+        if cfg.brokers.is_empty() {
+            return Err(Error::Config("no broker URL given".into()));
+        }
+        if cfg.window == 0 {
+            return Err(Error::Config("window must be at least 1".into()));
+        }
+        let store = {
+            let dir = cfg.data_dir.clone();
+            tokio::task::spawn_blocking(move || Store::open(&dir))
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))??
+        };
+        let (conn_tx, conn_rx) = watch::channel(false);
+        let conn_tx = Arc::new(conn_tx);
+        let cb_tx = conn_tx.clone();
+        let node_name = cfg.name.clone();
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("steward-{}", cfg.name))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .subscription_capacity(1 << 16)
+            .client_capacity(1 << 14)
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((100u64 << attempts.min(6) as u64).min(5000))
+            })
+            .event_callback(move |event| {
+                let tx = cb_tx.clone();
+                let name = node_name.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!(node = %name, "connected to the broker");
+                            let _ = tx.send(true);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!(node = %name, "lost the broker; messages wait in the outbox");
+                            let _ = tx.send(false);
+                        }
+                        other => tracing::debug!(node = %name, "broker event: {other}"),
+                    }
+                }
+            });
+        let urls = cfg.brokers.join(",");
+        let client = options
+            .connect(urls.as_str())
+            .await
+            .map_err(|e| Error::BrokerUnavailable(format!("{urls}: {e}")))?;
+        if client.connection_state() == async_nats::connection::State::Connected {
+            let _ = conn_tx.send(true);
+        }
+        let reply_prefix = format!("{}.{}", client.new_inbox(), cfg.name);
+        let ack_sub = client
+            .subscribe(format!("{reply_prefix}.>"))
+            .await
+            .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
+        let cmd_sub = client
+            .subscribe(format!("{}.command.*", cfg.name))
+            .await
+            .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
+        let ev_sub = client
+            .subscribe(format!("{}.event.*", cfg.name))
+            .await
+            .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
+        let dispatcher = Dispatcher::start()
+            .map_err(|e| Error::Config(format!("cannot start the callback thread: {e}")))?;
+        let (shutdown, _) = watch::channel(false);
+        let mut methods = HashMap::new();
+        if cfg.builtin_methods {
+            for (name, m) in crate::methods::builtins() {
+                methods.insert(name.to_owned(), m);
+            }
+        }
+        for (name, m) in extra {
+            names::method(&name)?;
+            methods.insert(name, m);
+        }
+        let inner = Arc::new(Inner {
+            cfg,
+            rt: tokio::runtime::Handle::current(),
+            store,
+            client,
+            reply_prefix,
+            publishers: Mutex::default(),
+            executors: Mutex::default(),
+            methods: RwLock::new(methods),
+            waiters: Mutex::default(),
+            dispatcher,
+            shutdown,
+            connected: conn_rx,
+            tasks: Mutex::default(),
+            error_log: Mutex::new(()),
+        });
+        let ev = futures::stream::select(cmd_sub, ev_sub);
+        supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
+        // Resume: unfinished received messages first (in arrival order), then the outbox.
+        crate::executor::resume(&inner).await?;
+        for (stream_id, subject) in inner.store.active_streams()? {
+            inner.publisher(stream_id, &subject);
+        }
+        tracing::info!(node = %inner.cfg.name, data_dir = %inner.cfg.data_dir.display(), "node started");
+        Ok(Node { inner })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.cfg.name
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.cfg
+    }
+
+    /// True while connected to a broker.
+    pub fn is_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// Durably accepts one message (fsync'd) and returns its receipt; delivery runs in the background.
+    pub async fn send(&self, msg: Message) -> Result<Receipt> {
+        let mut r = self.send_batch(vec![msg]).await?;
+        r.pop()
+            .ok_or_else(|| Error::Storage("no receipt returned".into()))
+    }
+
+    /// Durably accepts several messages in one disk commit. All or none are accepted.
+    pub async fn send_batch(&self, msgs: Vec<Message>) -> Result<Vec<Receipt>> {
+        let mut prepared = Vec::with_capacity(msgs.len());
+        for (i, m) in msgs.into_iter().enumerate() {
+            let index = if prepared.is_empty() && i == 0 {
+                None
+            } else {
+                Some(i)
+            };
+            prepared.push(self.inner.prepare(m, index, false)?);
+        }
+        self.enqueue(prepared).await
+    }
+
+    /// Accepts messages in the original JSON format (an array, or one object). Valid elements
+    /// are sent even when others are invalid; each invalid one is reported with its index.
+    pub async fn send_json(&self, text: &str) -> Result<SendReport> {
+        let parsed = crate::message::parse_json(text)?;
+        self.send_parsed(parsed).await
+    }
+
+    /// Sends an already parsed batch (see [`crate::parse_json`]).
+    pub async fn send_parsed(&self, parsed: ParsedBatch) -> Result<SendReport> {
+        let mut rejected = parsed.errors;
+        let mut prepared = Vec::new();
+        let mut indices = Vec::new();
+        for (i, m) in parsed.messages {
+            match self.inner.prepare(m, Some(i), false) {
+                Ok(p) => {
+                    prepared.push(p);
+                    indices.push(i);
+                }
+                Err(e) => rejected.push(e),
+            }
+        }
+        let receipts = if prepared.is_empty() {
+            Vec::new()
+        } else {
+            self.enqueue(prepared).await?
+        };
+        for e in &rejected {
+            self.inner
+                .report(None, ErrorReportKind::BadInput, e.to_string());
+        }
+        Ok(SendReport {
+            accepted: indices.into_iter().zip(receipts).collect(),
+            rejected,
+        })
+    }
+
+    async fn enqueue(&self, prepared: Vec<NewMessage>) -> Result<Vec<Receipt>> {
+        let done: Vec<Enqueued> = self
+            .inner
+            .store
+            .write(move |txn| store::enqueue(txn, prepared))
+            .await?;
+        let receipts = done
+            .into_iter()
+            .map(|e| {
+                if !e.existed {
+                    self.inner
+                        .publisher_event(e.stream_id, &e.subject, PubEvent::Enqueued(e.seq));
+                }
+                Receipt {
+                    id: e.id,
+                    to_node: e.to_node,
+                    subject: e.subject,
+                    node: self.clone(),
+                }
+            })
+            .collect();
+        Ok(receipts)
+    }
+
+    /// The state of a message this node sent, or `None` if unknown.
+    pub async fn message(&self, id: &str) -> Result<Option<MessageStatus>> {
+        let Some(rec) = self.inner.store.message(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.inner.live_status(rec).await))
+    }
+
+    /// Recently sent messages, newest first.
+    pub fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
+        self.inner.store.recent_messages(limit)
+    }
+
+    /// What this node knows of every destination (pending, completed, failed, last ACK, last seen).
+    pub fn destinations(&self) -> Result<Vec<DestinationStatus>> {
+        self.inner.store.destinations()
+    }
+
+    /// Waits until the message reaches a final state.
+    pub async fn wait(&self, id: &str) -> Result<MessageStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .waiters
+            .lock()
+            .map_err(|_| Error::Stopped)?
+            .entry(id.to_owned())
+            .or_default()
+            .push(tx);
+        match self.inner.store.message(id)? {
+            None => {
+                self.inner.drop_waiters(id);
+                return Err(Error::NotFound(id.to_owned()));
+            }
+            Some(rec) if rec.status.state.is_final() => {
+                self.inner.drop_waiters(id);
+                return Ok(rec.status);
+            }
+            Some(_) => {}
+        }
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::select! {
+            r = rx => r.map_err(|_| Error::Stopped),
+            _ = stop.wait_for(|s| *s) => Err(Error::Stopped),
+        }
+    }
+
+    /// Waits for the message's result. `Ok` for every method run (check `status`); `Err` when
+    /// it failed to be delivered, expired, was rejected or cancelled, or was sent without ACK.
+    pub async fn result(&self, id: &str) -> Result<MethodResult> {
+        let st = self.wait(id).await?;
+        status_to_result(st)
+    }
+
+    /// Cancels a message not yet received by its destination. Returns false if it is too late.
+    pub async fn cancel(&self, id: &str) -> Result<bool> {
+        let owned = id.to_owned();
+        let rec = self
+            .inner
+            .store
+            .write(move |txn| {
+                store::finalize(
+                    txn,
+                    &owned,
+                    MessageState::Cancelled,
+                    None,
+                    Some("cancelled by the operator".into()),
+                )
+            })
+            .await?;
+        match rec {
+            Some(rec) => {
+                self.inner.publisher_event(
+                    rec.stream_id,
+                    &rec.status.subject,
+                    PubEvent::Finished(rec.seq),
+                );
+                self.inner.after_final(rec.status);
+                Ok(true)
+            }
+            None => match self.inner.store.message(id)? {
+                None => Err(Error::NotFound(id.to_owned())),
+                Some(_) => Ok(false),
+            },
+        }
+    }
+
+    /// Serves (or replaces) a method while running.
+    pub fn serve(&self, name: &str, method: Method) -> Result<()> {
+        names::method(name)?;
+        if name.starts_with('_') {
+            return Err(Error::invalid(
+                None,
+                Some("method"),
+                "names starting with '_' are reserved for steward",
+            ));
+        }
+        self.inner
+            .methods
+            .write()
+            .map_err(|_| Error::Stopped)?
+            .insert(name.to_owned(), method);
+        Ok(())
+    }
+
+    /// Stops serving a method; later messages for it are rejected.
+    pub fn unserve(&self, name: &str) -> bool {
+        self.inner
+            .methods
+            .write()
+            .map(|mut m| m.remove(name).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Calls `f` for every notification (final states and errors) on the callback thread.
+    pub fn on_notification(&self, f: impl Fn(&Notification) + Send + Sync + 'static) -> ListenerId {
+        self.inner.dispatcher.add(Arc::new(f))
+    }
+
+    /// Calls `f` with every message that reaches a final state.
+    pub fn on_finished(&self, f: impl Fn(&MessageStatus) + Send + Sync + 'static) -> ListenerId {
+        self.on_notification(move |n| {
+            if let Notification::Finished(s) = n {
+                f(s)
+            }
+        })
+    }
+
+    /// Calls `f` with every error report.
+    pub fn on_error(&self, f: impl Fn(&ErrorReport) + Send + Sync + 'static) -> ListenerId {
+        self.on_notification(move |n| {
+            if let Notification::Error(e) = n {
+                f(e)
+            }
+        })
+    }
+
+    /// Removes a listener; when it returns, no call to it is running (unless called from one).
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        self.inner.dispatcher.remove(id)
+    }
+
+    /// A channel of every notification from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Notification> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.on_notification(move |n| {
+            let _ = tx.send(n.clone());
+        });
+        rx
+    }
+
+    /// Stops the node: no new input, running methods get a short grace period, unfinished work
+    /// stays on disk to resume at the next start, every listener has finished when this returns.
+    pub async fn stop(&self) {
+        if self.inner.shutdown.send_replace(true) {
+            return;
+        }
+        let tasks: Vec<_> = self
+            .inner
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        let grace = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(grace);
+        for mut t in tasks {
+            tokio::select! {
+                _ = &mut t => {}
+                _ = &mut grace => t.abort(),
+            }
+        }
+        if let Ok(mut p) = self.inner.publishers.lock() {
+            p.clear();
+        }
+        if let Ok(mut e) = self.inner.executors.lock() {
+            e.clear();
+        }
+        let _ = self.inner.client.flush().await;
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.dispatcher.shutdown()).await;
+        if let Ok(mut w) = self.inner.waiters.lock() {
+            w.clear();
+        }
+        tracing::info!(node = %self.inner.cfg.name, "node stopped");
+    }
+}
+
+pub(crate) fn status_to_result(st: MessageStatus) -> Result<MethodResult> {
+    let reason = st.reason.clone().unwrap_or_default();
+    match st.state {
+        MessageState::Completed => st.result.ok_or(Error::NoResult(st.id)),
+        MessageState::Failed => Err(Error::DeliveryFailed {
+            id: st.id,
+            node: st.to_node,
+            reason,
+        }),
+        MessageState::Expired => Err(Error::Expired {
+            id: st.id,
+            stage: if reason.contains("run") {
+                "run".into()
+            } else {
+                "delivered".into()
+            },
+        }),
+        MessageState::Rejected => Err(Error::Rejected {
+            id: st.id,
+            node: st.to_node,
+            reason,
+        }),
+        MessageState::Cancelled => Err(Error::Cancelled(st.id)),
+        _ => Err(Error::Stopped),
+    }
+}
+
+impl Inner {
+    /// Validates a message and turns it into an outbox entry.
+    pub(crate) fn prepare(
+        &self,
+        m: Message,
+        index: Option<usize>,
+        internal: bool,
+    ) -> Result<NewMessage> {
+        m.validate(index)?;
+        if m.method.starts_with('_') && !internal {
+            return Err(Error::invalid(
+                index,
+                Some("method"),
+                "names starting with '_' are reserved for steward",
+            ));
+        }
+        let id =
+            m.id.clone()
+                .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let now = SystemTime::now();
+        let expires = match m.expiry.or(self.cfg.ttl.map(Expiry::Ttl)) {
+            Some(Expiry::Ttl(d)) => Some(now + d),
+            Some(Expiry::At(t)) => Some(t),
+            None => None,
+        };
+        let expires_ms = expires.map(|t| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        });
+        if let Some(ms) = expires_ms {
+            if ms <= now_ms() {
+                return Err(Error::invalid(
+                    index,
+                    Some("expiresAt"),
+                    "is already in the past",
+                ));
+            }
+        }
+        let ack_timeout = m.ack_timeout.unwrap_or(self.cfg.ack_timeout);
+        let envelope = Envelope {
+            id: id.clone(),
+            from: self.cfg.name.clone(),
+            to: m.to_node.clone(),
+            kind: WireKind::from(m.kind),
+            method: m.method.clone(),
+            data: m.data.clone(),
+            epoch: self.store.epoch(),
+            seq: 0,
+            ack: !ack_timeout.is_zero(),
+            expires_ms,
+            method_timeout_ms: m
+                .method_timeout
+                .unwrap_or(self.cfg.method_timeout)
+                .as_millis() as u64,
+            result_of: None,
+            result: None,
+            outcome: None,
+        };
+        let size = serde_json::to_vec(&envelope).map(|v| v.len()).unwrap_or(0) + 256;
+        let max = self.max_payload();
+        if size > max {
+            return Err(Error::invalid(
+                index,
+                Some("data"),
+                format!("the message is about {size} bytes, more than the broker's max_payload of {max} bytes; send less data per message"),
+            ));
+        }
+        let subject = m.subject();
+        let mut json = m.to_json();
+        if let Some(o) = json.as_object_mut() {
+            o.insert("id".into(), id.into());
+        }
+        Ok(NewMessage {
+            item: OutboxItem {
+                envelope,
+                ack_timeout_ms: ack_timeout.as_millis() as u64,
+                retries: m.retries.or(self.cfg.retries),
+                retry_wait_ms: m.retry_wait.unwrap_or(self.cfg.retry_wait).as_millis() as u64,
+            },
+            subject,
+            json,
+            internal,
+        })
+    }
+
+    fn max_payload(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => 1 << 20,
+            n => n,
+        }
+    }
+
+    /// Returns the publisher of a stream, starting it if needed.
+    pub(crate) fn publisher(
+        self: &Arc<Self>,
+        stream_id: u64,
+        subject: &str,
+    ) -> mpsc::UnboundedSender<PubEvent> {
+        let mut map = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(&stream_id) {
+            if !tx.is_closed() {
+                return tx.clone();
+            }
+        }
+        let tx = publisher::spawn(self.clone(), stream_id, subject.to_owned());
+        map.insert(stream_id, tx.clone());
+        tx
+    }
+
+    /// Sends an event to a stream's publisher (starting it if needed).
+    pub(crate) fn publisher_event(self: &Arc<Self>, stream_id: u64, subject: &str, ev: PubEvent) {
+        if *self.shutdown.borrow() {
+            return;
+        }
+        let tx = self.publisher(stream_id, subject);
+        let _ = tx.send(ev);
+    }
+
+    /// The status with the publisher's live view (sent / attempts) merged in.
+    pub(crate) async fn live_status(&self, rec: MessageRecord) -> MessageStatus {
+        let mut st = rec.status;
+        if st.state.is_final() {
+            return st;
+        }
+        let tx = self
+            .publishers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&rec.stream_id).cloned());
+        if let Some(tx) = tx {
+            let (otx, orx) = oneshot::channel();
+            if tx.send(PubEvent::Query(rec.seq, otx)).is_ok() {
+                if let Ok(Some((state, attempts))) = orx.await {
+                    if st.state != MessageState::Received || state == MessageState::Received {
+                        st.state = state;
+                    }
+                    st.attempts = st.attempts.max(attempts);
+                }
+            }
+        }
+        st
+    }
+
+    fn drop_waiters(&self, id: &str) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(id);
+        }
+    }
+
+    /// Everything that follows a final state: waiters, listeners, error reports.
+    pub(crate) fn after_final(self: &Arc<Self>, st: MessageStatus) {
+        if let Some(ws) = self.waiters.lock().ok().and_then(|mut w| w.remove(&st.id)) {
+            for w in ws {
+                let _ = w.send(st.clone());
+            }
+        }
+        let failure = match st.state {
+            MessageState::Failed => Some((
+                ErrorReportKind::DeliveryFailed,
+                st.reason.clone().unwrap_or_default(),
+            )),
+            MessageState::Expired => Some((
+                ErrorReportKind::Expired,
+                st.reason.clone().unwrap_or_default(),
+            )),
+            MessageState::Rejected => Some((
+                ErrorReportKind::Rejected,
+                st.reason.clone().unwrap_or_default(),
+            )),
+            MessageState::Completed => match &st.result {
+                Some(r) if r.status != crate::ResultStatus::Ok => Some((
+                    ErrorReportKind::MethodFailed,
+                    r.error.clone().unwrap_or_else(|| match r.exit_code {
+                        Some(c) => format!("exit status {c}"),
+                        None => "method failed".into(),
+                    }),
+                )),
+                _ => None,
+            },
+            _ => None,
+        };
+        let about_error_log = st.subject.ends_with(".event.errorLog");
+        self.dispatcher.notify(Notification::Finished(st.clone()));
+        if let Some((kind, reason)) = failure {
+            let reason = format!("{} on {}: {reason}", st.subject, st.to_node);
+            if about_error_log {
+                // Never report the failure of an error report to central: that could loop.
+                tracing::error!(id = %st.id, "error report to central failed: {reason}");
+                self.dispatcher
+                    .notify(Notification::Error(self.error_report(
+                        Some(st.id),
+                        kind,
+                        reason,
+                    )));
+            } else {
+                self.report(Some(st.id), kind, reason);
+            }
+        }
+    }
+
+    fn error_report(
+        &self,
+        message_id: Option<String>,
+        kind: ErrorReportKind,
+        reason: String,
+    ) -> ErrorReport {
+        ErrorReport {
+            time_ms: now_ms(),
+            node: self.cfg.name.clone(),
+            message_id,
+            kind,
+            reason,
+        }
+    }
+}
+
+impl Inner {
+    /// The error kernel's reporting half: local listeners, the log, and central's `errorLog`.
+    pub(crate) fn report(
+        self: &Arc<Self>,
+        message_id: Option<String>,
+        kind: ErrorReportKind,
+        reason: String,
+    ) {
+        let report = self.error_report(message_id, kind, reason);
+        tracing::warn!(id = ?report.message_id, kind = ?report.kind, "{}", report.reason);
+        self.dispatcher.notify(Notification::Error(report.clone()));
+        crate::methods::error_log::forward(self, report);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

@@ -1,0 +1,526 @@
+//! One publisher task per destination subject: sends in order, pipelined up to the window,
+//! resends on silence with capped, jittered backoff, and gives up only when told to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::envelope::{now_ms, Reply, ReplyStatus, FLOOR_HEADER};
+use crate::node::Inner;
+use crate::notify::ErrorReportKind;
+use crate::result::{MessageState, MethodResult};
+use crate::store::{self, decode_outbox};
+
+/// What a publisher is told.
+pub(crate) enum PubEvent {
+    /// A message was committed to the outbox at this sequence number.
+    Enqueued(u64),
+    /// The receiver answered.
+    Reply(u64, Reply),
+    /// Nobody listens on the subject.
+    NoResponders(u64),
+    /// The message reached a final state elsewhere (result arrived, cancelled).
+    Finished(u64),
+    /// Asks for the live state of a message.
+    Query(u64, oneshot::Sender<Option<(MessageState, u32)>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting to be sent (at `not_before`).
+    Pending,
+    /// Sent; waiting for the receiver's ACK until `deadline`.
+    AwaitAck,
+    /// The receiver has it; waiting for the result message.
+    Received,
+}
+
+struct Entry {
+    id: String,
+    payload: Bytes,
+    ack: bool,
+    ack_timeout: Duration,
+    retries: Option<u32>,
+    retry_wait: Duration,
+    expires_ms: Option<u64>,
+    phase: Phase,
+    attempts: u32,
+    not_before: Instant,
+    deadline: Instant,
+    last_sent: Option<Instant>,
+}
+
+/// Starts a publisher for a stream under supervision; returns its event channel.
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    stream_id: u64,
+    subject: String,
+) -> mpsc::UnboundedSender<PubEvent> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let to_node = subject.split('.').next().unwrap_or_default().to_owned();
+    let p = Publisher {
+        reply_prefix: format!("{}.{stream_id}", inner.reply_prefix),
+        inner: inner.clone(),
+        stream_id,
+        subject: subject.clone(),
+        to_node,
+        window: BTreeMap::new(),
+        next_load: 1,
+        more_on_disk: true,
+        probing: false,
+    };
+    let task_inner = inner.clone();
+    let handle = inner.rt.spawn(async move {
+        let run = std::panic::AssertUnwindSafe(p.run(rx)).catch_unwind().await;
+        let failure = match run {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("panicked".to_owned()),
+        };
+        if let Some(why) = failure {
+            if *task_inner.shutdown.borrow() {
+                return;
+            }
+            task_inner.report(
+                None,
+                ErrorReportKind::TaskFailed,
+                format!("publisher for {subject} failed ({why}); restarting it from the outbox"),
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(mut m) = task_inner.publishers.lock() {
+                m.remove(&stream_id);
+            }
+            task_inner.publisher(stream_id, &subject);
+        }
+    });
+    if let Ok(mut t) = inner.tasks.lock() {
+        t.retain(|h| !h.is_finished());
+        t.push(handle);
+    }
+    tx
+}
+
+struct Publisher {
+    inner: Arc<Inner>,
+    stream_id: u64,
+    subject: String,
+    to_node: String,
+    reply_prefix: String,
+    window: BTreeMap<u64, Entry>,
+    /// Next sequence number to load from the outbox.
+    next_load: u64,
+    /// The outbox may hold messages past what is loaded.
+    more_on_disk: bool,
+    /// After a failure, only the oldest message is sent until the receiver answers.
+    probing: bool,
+}
+
+impl Publisher {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PubEvent>) -> crate::Result<()> {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut connected = self.inner.connected.clone();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            self.fill()?;
+            self.send_due().await;
+            let wake = self.next_wakeup();
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { return Ok(()) };
+                    self.handle(ev);
+                    while let Ok(ev) = rx.try_recv() {
+                        self.handle(ev);
+                    }
+                }
+                _ = sleep_until(wake) => self.on_timer(),
+                r = connected.changed() => {
+                    if r.is_ok() && *connected.borrow() {
+                        // The link is back: retry now instead of at the end of the backoff.
+                        let now = Instant::now();
+                        for e in self.window.values_mut() {
+                            if e.phase == Phase::Pending {
+                                e.not_before = now;
+                            }
+                        }
+                    }
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    fn fill(&mut self) -> crate::Result<()> {
+        let room = self.inner.cfg.window.saturating_sub(self.window.len());
+        if !self.more_on_disk || room == 0 {
+            return Ok(());
+        }
+        let rows = self
+            .inner
+            .store
+            .load_outbox(self.stream_id, self.next_load, room)?;
+        if rows.len() < room {
+            self.more_on_disk = false;
+        }
+        let now = Instant::now();
+        for (seq, bytes) in rows {
+            self.next_load = seq + 1;
+            let item = decode_outbox(&bytes)?;
+            let payload = Bytes::from(serde_json::to_vec(&item.envelope).unwrap_or_default());
+            self.window.insert(
+                seq,
+                Entry {
+                    id: item.envelope.id,
+                    payload,
+                    ack: item.envelope.ack,
+                    ack_timeout: Duration::from_millis(item.ack_timeout_ms),
+                    retries: item.retries,
+                    retry_wait: Duration::from_millis(item.retry_wait_ms),
+                    expires_ms: item.envelope.expires_ms,
+                    phase: Phase::Pending,
+                    attempts: 0,
+                    not_before: now,
+                    deadline: now,
+                    last_sent: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut first_pending = true;
+        for e in self.window.values() {
+            let t = match e.phase {
+                Phase::AwaitAck => Some(e.deadline),
+                Phase::Pending if first_pending => {
+                    first_pending = false;
+                    Some(e.not_before)
+                }
+                _ => None,
+            };
+            if let Some(t) = t {
+                wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
+            }
+        }
+        wake
+    }
+
+    async fn send_due(&mut self) {
+        if !*self.inner.connected.borrow() {
+            return;
+        }
+        let now = Instant::now();
+        let floor = match self.window.keys().next() {
+            Some(k) => *k,
+            None => return,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(FLOOR_HEADER, floor.to_string().as_str());
+        let mut outstanding = self.window.values().any(|e| e.phase == Phase::AwaitAck);
+        let mut finished = Vec::new();
+        let mut sent_any = false;
+        for (&seq, e) in self.window.iter_mut() {
+            if e.phase != Phase::Pending {
+                continue;
+            }
+            if e.not_before > now || (self.probing && outstanding) {
+                break;
+            }
+            if let Some(exp) = e.expires_ms {
+                if now_ms() > exp {
+                    finished.push((
+                        seq,
+                        MessageState::Expired,
+                        None,
+                        Some("expired before it could be delivered".to_owned()),
+                    ));
+                    continue;
+                }
+            }
+            let r = if e.ack {
+                let reply = format!("{}.{seq}", self.reply_prefix);
+                self.inner
+                    .client
+                    .publish_with_reply_and_headers(
+                        self.subject.clone(),
+                        reply,
+                        headers.clone(),
+                        e.payload.clone(),
+                    )
+                    .await
+            } else {
+                self.inner
+                    .client
+                    .publish_with_headers(self.subject.clone(), headers.clone(), e.payload.clone())
+                    .await
+            };
+            if let Err(err) = r {
+                tracing::debug!(subject = %self.subject, "publish failed: {err}");
+                break;
+            }
+            sent_any = true;
+            e.attempts += 1;
+            e.last_sent = Some(now);
+            if e.ack {
+                e.phase = Phase::AwaitAck;
+                e.deadline = now + e.ack_timeout;
+                outstanding = true;
+            } else {
+                finished.push((
+                    seq,
+                    MessageState::Completed,
+                    None,
+                    Some("sent without ACK (ackTimeout 0)".to_owned()),
+                ));
+            }
+        }
+        if sent_any {
+            let _ = self.inner.client.flush().await;
+        }
+        for (seq, state, result, reason) in finished {
+            self.finish(seq, state, result, reason);
+        }
+    }
+
+    fn handle(&mut self, ev: PubEvent) {
+        match ev {
+            PubEvent::Enqueued(seq) => {
+                if seq >= self.next_load {
+                    self.more_on_disk = true;
+                }
+            }
+            PubEvent::Finished(seq) => {
+                self.window.remove(&seq);
+            }
+            PubEvent::Query(seq, tx) => {
+                let _ = tx.send(self.window.get(&seq).map(|e| {
+                    let state = match e.phase {
+                        Phase::Received => MessageState::Received,
+                        _ if e.attempts > 0 => MessageState::Sent,
+                        _ => MessageState::Queued,
+                    };
+                    (state, e.attempts)
+                }));
+            }
+            PubEvent::NoResponders(seq) => {
+                if self
+                    .window
+                    .get(&seq)
+                    .is_some_and(|e| e.phase == Phase::AwaitAck)
+                {
+                    let reason = format!(
+                        "no node listens on {} (is {} running and connected?)",
+                        self.subject, self.to_node
+                    );
+                    self.failed_attempt(seq, reason);
+                }
+            }
+            PubEvent::Reply(seq, reply) => self.on_reply(seq, reply),
+        }
+    }
+
+    fn on_reply(&mut self, seq: u64, reply: Reply) {
+        let Some(e) = self.window.get_mut(&seq) else {
+            return;
+        };
+        if e.id != reply.id {
+            return;
+        }
+        match reply.status {
+            ReplyStatus::Received => {
+                self.probing = false;
+                if e.phase != Phase::Received {
+                    e.phase = Phase::Received;
+                    let (id, attempts) = (e.id.clone(), e.attempts);
+                    let _ = self.inner.store.submit(
+                        move |txn| store::mark_progress(txn, &id, MessageState::Received, attempts),
+                        |_| {},
+                    );
+                }
+            }
+            ReplyStatus::Done => {
+                self.probing = false;
+                let result = reply.result.unwrap_or_else(|| {
+                    MethodResult::unknown(
+                        "the receiver finished this message earlier and no longer keeps its result",
+                    )
+                });
+                self.finish(seq, MessageState::Completed, Some(result), None);
+            }
+            ReplyStatus::Rejected => {
+                self.probing = false;
+                self.finish(seq, MessageState::Rejected, None, reply.reason);
+            }
+            ReplyStatus::Expired => {
+                self.probing = false;
+                self.finish(
+                    seq,
+                    MessageState::Expired,
+                    None,
+                    reply
+                        .reason
+                        .or(Some("expired at the receiver before it ran".into())),
+                );
+            }
+            ReplyStatus::Stale => {
+                self.probing = false;
+                self.finish(
+                    seq,
+                    MessageState::Completed,
+                    Some(MethodResult::unknown(
+                        "the receiver moved past this message long ago and no longer remembers its outcome",
+                    )),
+                    None,
+                );
+            }
+            ReplyStatus::Gap => {
+                let now = Instant::now();
+                let expected = reply.expected.unwrap_or(0);
+                let this_sent = e.last_sent;
+                let from = match self.window.get(&expected) {
+                    // Resend from the missing one, unless it was already resent after this one went out.
+                    Some(missing)
+                        if missing.phase == Phase::AwaitAck && missing.last_sent <= this_sent =>
+                    {
+                        Some(expected)
+                    }
+                    Some(_) => None,
+                    // The receiver waits for something we already finished: resend with the new floor.
+                    None if expected < seq => Some(seq),
+                    None => None,
+                };
+                if let Some(from) = from {
+                    for (_, e) in self.window.range_mut(from..) {
+                        if e.phase == Phase::AwaitAck {
+                            e.phase = Phase::Pending;
+                            e.not_before = now;
+                        }
+                    }
+                }
+            }
+            ReplyStatus::Retry => {
+                let reason = reply
+                    .reason
+                    .unwrap_or_else(|| "the receiver could not record it".into());
+                self.failed_attempt(seq, reason);
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        let timed_out: Vec<u64> = self
+            .window
+            .iter()
+            .filter(|(_, e)| e.phase == Phase::AwaitAck && e.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        if let Some(&first) = timed_out.first() {
+            let e = &self.window[&first];
+            let reason = format!("no ACK within {:?}", e.ack_timeout);
+            self.failed_attempt(first, reason);
+        }
+    }
+
+    /// The oldest unanswered message failed an attempt: give it up if its retries are spent,
+    /// and send the rest again, in order, after a backoff, starting with a single probe.
+    fn failed_attempt(&mut self, seq: u64, reason: String) {
+        let now = Instant::now();
+        let Some(e) = self.window.get(&seq) else {
+            return;
+        };
+        let exhausted = e.retries.is_some_and(|r| e.attempts > r);
+        let wait = backoff(e.retry_wait, self.inner.cfg.retry_wait_max, e.attempts);
+        if exhausted {
+            let why = format!("gave up after {} attempts: {reason}", e.attempts);
+            self.finish(seq, MessageState::Failed, None, Some(why));
+        } else {
+            tracing::debug!(subject = %self.subject, seq, "attempt failed ({reason}); retrying in {wait:?}");
+        }
+        // Everything at or after it that awaits an ACK goes back to pending, in order.
+        let mut exhausted_later = Vec::new();
+        for (&s, e) in self.window.range_mut(seq..) {
+            if e.phase == Phase::AwaitAck {
+                if e.deadline <= now && e.retries.is_some_and(|r| e.attempts > r) {
+                    exhausted_later.push((s, e.attempts));
+                    continue;
+                }
+                e.phase = Phase::Pending;
+                e.not_before = now + wait;
+            }
+        }
+        for (s, attempts) in exhausted_later {
+            self.finish(
+                s,
+                MessageState::Failed,
+                None,
+                Some(format!("gave up after {attempts} attempts: {reason}")),
+            );
+        }
+        self.probing = true;
+    }
+
+    /// Removes a message from the window and records its final state.
+    fn finish(
+        &mut self,
+        seq: u64,
+        state: MessageState,
+        result: Option<MethodResult>,
+        reason: Option<String>,
+    ) {
+        let Some(e) = self.window.remove(&seq) else {
+            return;
+        };
+        let inner = self.inner.clone();
+        let id = e.id;
+        let r = self.inner.store.submit(
+            move |txn| store::finalize(txn, &id, state, result, reason),
+            move |r| match r {
+                Ok(Some(rec)) => inner.after_final(rec.status),
+                Ok(None) => {}
+                Err(err) => tracing::error!("could not record a final state: {err}"),
+            },
+        );
+        if r.is_err() {
+            tracing::debug!("store closed while finishing a message");
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped, with ±20 % jitter.
+fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let d = exp.min(cap).max(Duration::from_millis(1));
+    let jitter = rand::random_range(0.8..1.2);
+    d.mul_f64(jitter)
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => futures::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Duration::from_millis(100);
+        let cap = Duration::from_secs(2);
+        assert!(backoff(b, cap, 1) <= Duration::from_millis(120));
+        assert!(backoff(b, cap, 3) >= Duration::from_millis(320));
+        assert!(backoff(b, cap, 30) <= Duration::from_millis(2400));
+    }
+}

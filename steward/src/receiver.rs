@@ -1,0 +1,465 @@
+//! The receiving side: decides for every incoming envelope — accept, refuse, deduplicate, or
+//! wait for an earlier one — records the decision durably (group-committed per batch), answers
+//! the sender, and hands accepted messages to the per-stream executors in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{FutureExt, Stream, StreamExt};
+
+use crate::envelope::{
+    now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER, RESULT_METHOD,
+};
+use crate::executor::Work;
+use crate::node::Inner;
+use crate::publisher::PubEvent;
+use crate::result::MessageState;
+use crate::store::{self, InboxRecord, InboxState};
+
+/// Largest batch of incoming messages decided and committed together.
+const BATCH: usize = 1024;
+
+/// One decision, carried out after the batch commits.
+enum Action {
+    /// Just answer.
+    Reply(Reply),
+    /// Record as received, answer, then run.
+    Accept { key: String, env: Envelope },
+    /// Record as refused (so a resend gets the same answer), then answer.
+    Refuse {
+        key: String,
+        status: ReplyStatus,
+        reason: String,
+    },
+    /// A result coming home for a message we sent.
+    Result { env: Envelope },
+    /// Fire-and-forget: run without recording or answering.
+    RunUnacked { env: Envelope },
+}
+
+struct Item {
+    reply_to: Option<String>,
+    stream: String,
+    seq: u64,
+    action: Action,
+}
+
+/// Runs until the subscription ends or the node stops.
+pub(crate) async fn run<S>(inner: Arc<Inner>, mut sub: S)
+where
+    S: Stream<Item = async_nats::Message> + Unpin,
+{
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let first = tokio::select! {
+            m = sub.next() => match m { Some(m) => m, None => return },
+            _ = shutdown.changed() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match sub.next().now_or_never() {
+                Some(Some(m)) => batch.push(m),
+                _ => break,
+            }
+        }
+        process(&inner, batch, &mut expected).await;
+    }
+}
+
+async fn process(
+    inner: &Arc<Inner>,
+    batch: Vec<async_nats::Message>,
+    expected: &mut HashMap<String, u64>,
+) {
+    let mut items = Vec::with_capacity(batch.len());
+    // Ids decided in this batch (not yet committed), for duplicates arriving together.
+    let mut in_batch: HashMap<String, ReplyStatus> = HashMap::new();
+    for msg in batch {
+        let reply_to = msg.reply.as_ref().map(|r| r.to_string());
+        let env: Envelope = match serde_json::from_slice(&msg.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, "refused a malformed envelope: {e}");
+                if let Some(to) = reply_to {
+                    let mut r = Reply::new("", ReplyStatus::Rejected);
+                    r.reason = Some(format!("malformed envelope: {e}"));
+                    send_reply(inner, &to, &r).await;
+                }
+                continue;
+            }
+        };
+        let floor = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(FLOOR_HEADER))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or(0);
+        let item = decide(inner, env, floor, reply_to, expected, &mut in_batch);
+        items.push(item);
+    }
+    if items.is_empty() {
+        return;
+    }
+    // Record every decision in one transaction.
+    let to_write: Vec<(
+        String,
+        u64,
+        Option<(String, InboxRecord)>,
+        Option<Envelope>,
+        String,
+    )> = items
+        .iter()
+        .map(|it| {
+            let from = match &it.action {
+                Action::Accept { env, .. }
+                | Action::Result { env }
+                | Action::RunUnacked { env } => env.from.clone(),
+                Action::Refuse { key, .. } => key.split('/').next().unwrap_or_default().to_owned(),
+                Action::Reply(_) => String::new(),
+            };
+            let rec = match &it.action {
+                Action::Accept { key, env } => Some((
+                    key.clone(),
+                    InboxRecord {
+                        state: InboxState::Received,
+                        reply: None,
+                        reason: None,
+                        result: None,
+                        envelope: Some(env.clone()),
+                        pending_key: 0,
+                        updated_ms: 0,
+                    },
+                )),
+                Action::Refuse {
+                    key,
+                    status,
+                    reason,
+                } => Some((
+                    key.clone(),
+                    InboxRecord {
+                        state: InboxState::Done,
+                        reply: Some(*status),
+                        reason: Some(reason.clone()),
+                        result: None,
+                        envelope: None,
+                        pending_key: 0,
+                        updated_ms: 0,
+                    },
+                )),
+                _ => None,
+            };
+            let result = match &it.action {
+                Action::Result { env } => Some(env.clone()),
+                _ => None,
+            };
+            (it.stream.clone(), it.seq, rec, result, from)
+        })
+        .collect();
+    let write = inner
+        .store
+        .write(move |txn| {
+            let mut finished = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (stream, seq, rec, result, from) in to_write {
+                if let Some((key, mut rec)) = rec {
+                    store::put_inbox(txn, &key, &mut rec)?;
+                    if seq > 0 {
+                        store::set_expected(txn, &stream, seq + 1)?;
+                    }
+                }
+                if let Some(env) = result {
+                    finished.push(accept_result(txn, &env)?);
+                }
+                if !from.is_empty() && seen.insert(from.clone()) {
+                    store::touch_seen(txn, &from)?;
+                }
+            }
+            Ok(finished)
+        })
+        .await;
+    let finished = match write {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("could not record incoming messages: {e}");
+            expected.clear();
+            for it in items {
+                if let Some(to) = it.reply_to {
+                    let id = match &it.action {
+                        Action::Accept { env, .. } | Action::Result { env } => env.id.clone(),
+                        _ => continue,
+                    };
+                    let mut r = Reply::new(&id, ReplyStatus::Retry);
+                    r.reason = Some(format!("the receiver could not record it: {e}"));
+                    send_reply(inner, &to, &r).await;
+                }
+            }
+            return;
+        }
+    };
+    let mut finished = finished.into_iter();
+    for it in items {
+        let reply = match it.action {
+            Action::Reply(r) => Some(r),
+            Action::Accept { key, env } => {
+                let r = Reply::new(&env.id, ReplyStatus::Received);
+                inner.executor(&it.stream).send_work(Work { key, env });
+                Some(r)
+            }
+            Action::Refuse {
+                key,
+                status,
+                reason,
+            } => {
+                let id = key
+                    .split_once('/')
+                    .map(|(_, id)| id.to_owned())
+                    .unwrap_or_default();
+                tracing::warn!(id = %id, "refused: {reason}");
+                let mut r = Reply::new(&id, status);
+                r.reason = Some(reason);
+                Some(r)
+            }
+            Action::Result { env } => {
+                let outcome = finished.next().flatten();
+                let mut r = Reply::new(&env.id, ReplyStatus::Done);
+                match outcome {
+                    Some(ResultOutcome::Finished(rec)) => {
+                        inner.publisher_event(
+                            rec.stream_id,
+                            &rec.status.subject,
+                            PubEvent::Finished(rec.seq),
+                        );
+                        inner.after_final(rec.status);
+                    }
+                    Some(ResultOutcome::Refused(reason)) => {
+                        tracing::warn!(id = %env.id, "refused a result: {reason}");
+                        r.status = ReplyStatus::Rejected;
+                        r.reason = Some(reason);
+                    }
+                    None => {}
+                }
+                Some(r)
+            }
+            Action::RunUnacked { env } => {
+                let key = format!("{}/{}", env.from, env.id);
+                inner.executor(&it.stream).send_work(Work { key, env });
+                None
+            }
+        };
+        if let (Some(to), Some(r)) = (it.reply_to, reply) {
+            send_reply(inner, &to, &r).await;
+        }
+    }
+}
+
+pub(crate) enum ResultOutcome {
+    Finished(store::MessageRecord),
+    Refused(String),
+}
+
+/// Records a result for a message this node sent, after checking that it came from its destination.
+fn accept_result(
+    txn: &redb::WriteTransaction,
+    env: &Envelope,
+) -> crate::Result<Option<ResultOutcome>> {
+    let Some(of) = env.result_of.as_deref() else {
+        return Ok(Some(ResultOutcome::Refused(
+            "result without result_of".into(),
+        )));
+    };
+    let Some(rec) = store::get_message(txn, of)? else {
+        return Ok(Some(ResultOutcome::Refused(format!(
+            "no message {of} was sent from here"
+        ))));
+    };
+    if rec.status.to_node != env.from {
+        return Ok(Some(ResultOutcome::Refused(format!(
+            "message {of} was sent to {}, not to {}",
+            rec.status.to_node, env.from
+        ))));
+    }
+    let (state, reason) = match env.outcome {
+        Some(ReplyStatus::Expired) => (
+            MessageState::Expired,
+            Some("expired at the receiver before it ran".to_owned()),
+        ),
+        Some(ReplyStatus::Rejected) => (
+            MessageState::Rejected,
+            env.result.as_ref().and_then(|r| r.error.clone()),
+        ),
+        _ => (MessageState::Completed, None),
+    };
+    let result = if state == MessageState::Completed {
+        env.result.clone()
+    } else {
+        None
+    };
+    Ok(store::finalize(txn, of, state, result, reason)?.map(ResultOutcome::Finished))
+}
+
+fn decide(
+    inner: &Arc<Inner>,
+    env: Envelope,
+    floor: u64,
+    reply_to: Option<String>,
+    expected: &mut HashMap<String, u64>,
+    in_batch: &mut HashMap<String, ReplyStatus>,
+) -> Item {
+    let subject = env.subject();
+    let stream = format!("{}/{:x}/{}", env.from, env.epoch, subject);
+    let key = format!("{}/{}", env.from, env.id);
+    let item = |action| Item {
+        reply_to: reply_to.clone(),
+        stream: stream.clone(),
+        seq: 0,
+        action,
+    };
+    if let Err(e) = crate::names::node(&env.from) {
+        return item(Action::Reply(rejected(&env.id, format!("bad sender: {e}"))));
+    }
+    if env.kind == WireKind::Result {
+        if env.method != RESULT_METHOD || env.to != inner.cfg.name {
+            return item(Action::Reply(rejected(&env.id, "malformed result".into())));
+        }
+        return item(Action::Result { env });
+    }
+    if !env.ack {
+        return match check(inner, &env) {
+            Ok(()) => item(Action::RunUnacked { env }),
+            Err((_, reason)) => {
+                tracing::warn!(from = %env.from, id = %env.id, "refused a message sent without ACK: {reason}");
+                item(Action::Reply(rejected(&env.id, reason)))
+            }
+        };
+    }
+    // Duplicate of something decided in this batch or earlier?
+    let seq = env.seq;
+    let exp = if seq > 0 {
+        *expected
+            .entry(stream.clone())
+            .or_insert_with(|| inner.store.inbox_expected(&stream).unwrap_or(1))
+    } else {
+        0
+    };
+    let effective = exp.max(floor);
+    let is_next = seq > 0 && seq == effective;
+    if !is_next {
+        if let Some(status) = in_batch.get(&key) {
+            return item(Action::Reply(Reply::new(&env.id, *status)));
+        }
+        if let Ok(Some(rec)) = inner.store.inbox(&key) {
+            return item(Action::Reply(answer_from_record(&env.id, rec)));
+        }
+        if seq > 0 && seq < effective {
+            return item(Action::Reply(Reply::new(&env.id, ReplyStatus::Stale)));
+        }
+        if seq > effective {
+            let mut r = Reply::new(&env.id, ReplyStatus::Gap);
+            r.expected = Some(effective);
+            return item(Action::Reply(r));
+        }
+    }
+    let mut it = item(Action::Reply(Reply::new(&env.id, ReplyStatus::Received)));
+    it.seq = seq;
+    if seq > 0 {
+        expected.insert(stream.clone(), seq + 1);
+    }
+    match check(inner, &env) {
+        Ok(()) => {
+            in_batch.insert(key.clone(), ReplyStatus::Received);
+            it.action = Action::Accept { key, env };
+        }
+        Err((status, reason)) => {
+            in_batch.insert(key.clone(), status);
+            it.action = Action::Refuse {
+                key,
+                status,
+                reason,
+            };
+        }
+    }
+    it
+}
+
+fn rejected(id: &str, reason: String) -> Reply {
+    let mut r = Reply::new(id, ReplyStatus::Rejected);
+    r.reason = Some(reason);
+    r
+}
+
+fn answer_from_record(id: &str, rec: InboxRecord) -> Reply {
+    match rec.state {
+        InboxState::Received | InboxState::Started => Reply::new(id, ReplyStatus::Received),
+        InboxState::Done => {
+            let mut r = Reply::new(id, rec.reply.unwrap_or(ReplyStatus::Done));
+            r.reason = rec.reason;
+            r.result = rec.result;
+            r
+        }
+    }
+}
+
+/// Whether this node accepts the message: addressed here, allowed, served, not expired.
+fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
+    let me = &inner.cfg.name;
+    if env.to != *me {
+        return Err((
+            ReplyStatus::Rejected,
+            format!("addressed to {}, but this is {me}", env.to),
+        ));
+    }
+    if let Err(e) = crate::names::method(&env.method) {
+        return Err((ReplyStatus::Rejected, e.to_string()));
+    }
+    if !inner.cfg.access.allows(me, &env.from, &env.method) {
+        return Err((
+            ReplyStatus::Rejected,
+            format!(
+                "{} may not call {} on {me} (not in its access list)",
+                env.from, env.method
+            ),
+        ));
+    }
+    let methods = inner
+        .methods
+        .read()
+        .map_err(|_| (ReplyStatus::Retry, "node stopping".to_owned()))?;
+    match methods.get(&env.method) {
+        None => {
+            return Err((
+                ReplyStatus::Rejected,
+                format!("{me} does not serve the method {:?}", env.method),
+            ))
+        }
+        Some(m) if crate::envelope::WireKind::from(m.kind) != env.kind => {
+            return Err((
+                ReplyStatus::Rejected,
+                format!(
+                    "{} is served as a {}, not as a {}",
+                    env.method,
+                    m.kind,
+                    env.kind.subject_token()
+                ),
+            ))
+        }
+        Some(_) => {}
+    }
+    if let Some(exp) = env.expires_ms {
+        if now_ms() > exp.saturating_add(inner.cfg.clock_skew.as_millis() as u64) {
+            return Err((
+                ReplyStatus::Expired,
+                "expired before it reached the receiver".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn send_reply(inner: &Inner, to: &str, r: &Reply) {
+    let payload = Bytes::from(serde_json::to_vec(r).unwrap_or_default());
+    if let Err(e) = inner.client.publish(to.to_owned(), payload).await {
+        tracing::debug!("could not send a reply: {e}");
+    }
+}

@@ -1,0 +1,712 @@
+//! The durable store (one redb file per node) and its group-commit writer.
+//!
+//! Every write goes through one writer thread that gathers all pending write jobs into a single
+//! transaction with one fsync, so concurrent senders share the cost of durability. Reads run on
+//! the caller's thread through redb's MVCC read transactions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::envelope::{now_ms, Envelope, ReplyStatus};
+use crate::error::{Error, Result};
+use crate::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
+
+/// Key/value: misc settings such as the epoch.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Subject -> stream record (id, next sequence number).
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// Stream id -> subject.
+const STREAM_IDS: TableDefinition<u64, &str> = TableDefinition::new("stream_ids");
+/// (stream id, seq) -> envelope JSON, for every message not yet final.
+const OUTBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("outbox");
+/// Message id -> record with its state, for every message this node sent.
+const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
+/// Node -> destination counters.
+const DESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("destinations");
+/// Message id -> what this node did with a message it received (the dedup record).
+const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("inbox");
+/// Inbound stream key -> next sequence number expected.
+const INBOX_STREAMS: TableDefinition<&str, u64> = TableDefinition::new("inbox_streams");
+/// Arrival number -> id of a received message not yet finished, in arrival order.
+const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::new("inbox_pending");
+/// Number -> audit log line waiting to be appended to audit.log.
+const AUDIT_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_pending");
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing our own plain data types cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn dec<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Storage(format!("damaged record in table {table}: {e}")))
+}
+
+/// A sent message's record: its public status plus where it sits in the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MessageRecord {
+    pub stream_id: u64,
+    pub seq: u64,
+    /// Protocol traffic (results) rather than a user message: not audited.
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(flatten)]
+    pub status: MessageStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StreamRecord {
+    id: u64,
+    next_seq: u64,
+}
+
+/// State of a received message at the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum InboxState {
+    Received,
+    Started,
+    Done,
+}
+
+/// The receiver's durable memory of one message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InboxRecord {
+    pub state: InboxState,
+    /// How the message ended (Done, Rejected or Expired), once done.
+    #[serde(default)]
+    pub reply: Option<ReplyStatus>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub result: Option<MethodResult>,
+    /// Kept until done, so an unfinished message can be resumed after a restart.
+    #[serde(default)]
+    pub envelope: Option<Envelope>,
+    #[serde(default)]
+    pub pending_key: u64,
+    pub updated_ms: u64,
+}
+
+/// What the outbox keeps per message: the wire envelope and how to deliver it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OutboxItem {
+    pub envelope: Envelope,
+    pub ack_timeout_ms: u64,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    pub retry_wait_ms: u64,
+}
+
+/// A message ready to be written into the outbox.
+pub(crate) struct NewMessage {
+    pub item: OutboxItem,
+    pub subject: String,
+    /// The message in the original JSON format, for status and audit.
+    pub json: serde_json::Value,
+    pub internal: bool,
+}
+
+/// Where a newly accepted message went.
+#[derive(Debug, Clone)]
+pub(crate) struct Enqueued {
+    pub id: String,
+    pub to_node: String,
+    pub subject: String,
+    pub stream_id: u64,
+    pub seq: u64,
+    /// True when the id was already known (an idempotent resend of the same message).
+    pub existed: bool,
+}
+
+type Done = Box<dyn FnOnce(&Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Done + Send>;
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::UnboundedSender<Job>,
+    epoch: u64,
+}
+
+/// Largest number of write jobs committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+impl Store {
+    /// Opens (or creates) `<dir>/steward.redb` and starts the writer thread.
+    pub(crate) fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join("steward.redb");
+        let db = Database::builder()
+            .set_cache_size(4 << 20)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::DataDirInUse(dir.to_owned()),
+                other => Error::Storage(format!("{}: {other}", path.display())),
+            })?;
+        let db = Arc::new(db);
+        let epoch = {
+            let txn = db.begin_write()?;
+            let epoch = {
+                let mut meta = txn.open_table(META)?;
+                let existing = meta.get("epoch")?.map(|v| v.value());
+                match existing {
+                    Some(e) => e,
+                    None => {
+                        let e = rand::random::<u64>() | 1;
+                        meta.insert("epoch", e)?;
+                        e
+                    }
+                }
+            };
+            // Create every table so read transactions never meet a missing one.
+            txn.open_table(STREAMS)?;
+            txn.open_table(STREAM_IDS)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(MESSAGES)?;
+            txn.open_table(DESTS)?;
+            txn.open_table(INBOX)?;
+            txn.open_table(INBOX_STREAMS)?;
+            txn.open_table(INBOX_PENDING)?;
+            txn.open_table(AUDIT_PENDING)?;
+            txn.commit()?;
+            epoch
+        };
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("steward-store".into())
+            .spawn(move || writer_loop(writer_db, rx))
+            .map_err(|e| Error::Storage(format!("cannot start the store writer thread: {e}")))?;
+        Ok(Store { db, jobs, epoch })
+    }
+
+    /// This store's epoch: sequence numbers are unique within it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Runs `f` in the next group-committed write transaction and returns its value after commit.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) if self.is_closed() => Err(Error::Stopped),
+            Err(_) => Err(Error::Storage(
+                "the store could not start a write transaction; see the node log".into(),
+            )),
+        }
+    }
+
+    /// Runs `f` in the next write transaction without waiting; `then` gets the outcome after commit.
+    pub(crate) fn submit<R, F, T>(&self, f: F, then: T) -> Result<()>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+        T: FnOnce(Result<R>) + Send + 'static,
+    {
+        let job: Job = Box::new(move |txn| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)))
+                .unwrap_or_else(|_| Err(Error::Storage("a store operation panicked".into())));
+            Box::new(move |commit: &Result<(), String>| {
+                let out = match (r, commit) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(c)) => Err(Error::Storage(c.clone())),
+                    (Ok(v), Ok(())) => Ok(v),
+                };
+                then(out)
+            })
+        });
+        self.jobs.send(job).map_err(|_| Error::Stopped)
+    }
+
+    /// True once the writer thread is gone (the node stopped).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.jobs.is_closed()
+    }
+
+    /// Runs a read-only closure on a consistent snapshot.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&ReadTransaction) -> Result<R>) -> Result<R> {
+        let txn = self.db.begin_read()?;
+        f(&txn)
+    }
+
+    // ----- reads -----
+
+    pub(crate) fn message(&self, id: &str) -> Result<Option<MessageRecord>> {
+        self.read(|t| get_message_r(t, id))
+    }
+
+    /// Every sent message, newest id first, at most `limit`.
+    pub(crate) fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
+        self.read(|t| {
+            let table = t.open_table(MESSAGES)?;
+            let mut out = Vec::new();
+            for row in table.iter()?.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, v) = row?;
+                let rec: MessageRecord = dec("messages", v.value())?;
+                if !rec.internal {
+                    out.push(rec.status);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub(crate) fn destinations(&self) -> Result<Vec<DestinationStatus>> {
+        self.read(|t| {
+            let table = t.open_table(DESTS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (_, v) = row?;
+                out.push(dec("destinations", v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Streams that have messages in the outbox: (stream id, subject).
+    pub(crate) fn active_streams(&self) -> Result<Vec<(u64, String)>> {
+        self.read(|t| {
+            let ids = t.open_table(STREAM_IDS)?;
+            let outbox = t.open_table(OUTBOX)?;
+            let mut out = Vec::new();
+            for row in ids.iter()? {
+                let (id, subject) = row?;
+                let id = id.value();
+                if outbox.range((id, 0)..=(id, u64::MAX))?.next().is_some() {
+                    out.push((id, subject.value().to_owned()));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Up to `limit` outbox envelopes of a stream from `from_seq` on, in order.
+    pub(crate) fn load_outbox(
+        &self,
+        stream_id: u64,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.read(|t| {
+            let outbox = t.open_table(OUTBOX)?;
+            let mut out = Vec::new();
+            for row in outbox.range((stream_id, from_seq)..=(stream_id, u64::MAX))? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = row?;
+                out.push((k.value().1, v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    pub(crate) fn inbox(&self, id: &str) -> Result<Option<InboxRecord>> {
+        self.read(|t| {
+            let table = t.open_table(INBOX)?;
+            let v = table.get(id)?;
+            v.map(|v| dec("inbox", v.value())).transpose()
+        })
+    }
+
+    pub(crate) fn inbox_expected(&self, stream: &str) -> Result<u64> {
+        self.read(|t| {
+            let table = t.open_table(INBOX_STREAMS)?;
+            let v = table.get(stream)?.map(|v| v.value()).unwrap_or(1);
+            Ok(v)
+        })
+    }
+
+    /// Received messages not yet finished, in arrival order.
+    pub(crate) fn inbox_pending(&self) -> Result<Vec<(String, InboxRecord)>> {
+        self.read(|t| {
+            let pending = t.open_table(INBOX_PENDING)?;
+            let inbox = t.open_table(INBOX)?;
+            let mut out = Vec::new();
+            for row in pending.iter()? {
+                let (_, id) = row?;
+                let id = id.value().to_owned();
+                if let Some(v) = inbox.get(id.as_str())? {
+                    let rec: InboxRecord = dec("inbox", v.value())?;
+                    out.push((id, rec));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub(crate) fn audit_pending(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.read(|t| {
+            let table = t.open_table(AUDIT_PENDING)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = row?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                // Dropping the jobs wakes their waiters with a storage error.
+                tracing::error!("store: cannot begin a write transaction: {e}");
+                drop(jobs);
+                continue;
+            }
+        };
+        let dones: Vec<Done> = jobs.into_iter().map(|job| job(&txn)).collect();
+        let outcome = txn.commit().map_err(|e| e.to_string());
+        if let Err(e) = &outcome {
+            tracing::error!("store: commit failed: {e}");
+        }
+        for done in dones {
+            done(&outcome);
+        }
+    }
+}
+
+// ----- write-side operations, run inside a writer job -----
+
+fn get_message_r(t: &ReadTransaction, id: &str) -> Result<Option<MessageRecord>> {
+    let table = t.open_table(MESSAGES)?;
+    let v = table.get(id)?;
+    v.map(|v| dec("messages", v.value())).transpose()
+}
+
+/// Reads a sent message's record inside a write transaction.
+pub(crate) fn get_message(txn: &WriteTransaction, id: &str) -> Result<Option<MessageRecord>> {
+    let table = txn.open_table(MESSAGES)?;
+    let v = table.get(id)?;
+    v.map(|v| dec("messages", v.value())).transpose()
+}
+
+fn put_message(txn: &WriteTransaction, rec: &MessageRecord) -> Result<()> {
+    let mut table = txn.open_table(MESSAGES)?;
+    table.insert(rec.status.id.as_str(), enc(rec).as_slice())?;
+    Ok(())
+}
+
+fn update_dest(
+    txn: &WriteTransaction,
+    node: &str,
+    f: impl FnOnce(&mut DestinationStatus),
+) -> Result<()> {
+    let mut table = txn.open_table(DESTS)?;
+    let mut d: DestinationStatus = match table.get(node)? {
+        Some(v) => dec("destinations", v.value())?,
+        None => DestinationStatus {
+            node: node.to_owned(),
+            ..Default::default()
+        },
+    };
+    f(&mut d);
+    table.insert(node, enc(&d).as_slice())?;
+    Ok(())
+}
+
+/// Accepts messages into the outbox, assigning stream sequence numbers.
+pub(crate) fn enqueue(txn: &WriteTransaction, msgs: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
+    let mut out = Vec::with_capacity(msgs.len());
+    for mut m in msgs {
+        if let Some(existing) = get_message(txn, &m.item.envelope.id)? {
+            let same = existing.status.message == m.json
+                || (existing.status.to_node == m.item.envelope.to
+                    && existing.status.subject == m.subject
+                    && {
+                        let mut a = existing.status.message.clone();
+                        let mut b = m.json.clone();
+                        strip_defaults(&mut a);
+                        strip_defaults(&mut b);
+                        a == b
+                    });
+            if !same {
+                return Err(Error::invalid(
+                    None,
+                    Some("id"),
+                    format!(
+                        "id {} is already used by a different message; choose another id",
+                        m.item.envelope.id
+                    ),
+                ));
+            }
+            out.push(Enqueued {
+                id: existing.status.id,
+                to_node: existing.status.to_node,
+                subject: existing.status.subject,
+                stream_id: existing.stream_id,
+                seq: existing.seq,
+                existed: true,
+            });
+            continue;
+        }
+        let (stream_id, seq) = {
+            let mut streams = txn.open_table(STREAMS)?;
+            let rec: StreamRecord = match streams.get(m.subject.as_str())? {
+                Some(v) => dec("streams", v.value())?,
+                None => {
+                    let mut meta = txn.open_table(META)?;
+                    let id = meta.get("next_stream_id")?.map(|v| v.value()).unwrap_or(1);
+                    meta.insert("next_stream_id", id + 1)?;
+                    let mut ids = txn.open_table(STREAM_IDS)?;
+                    ids.insert(id, m.subject.as_str())?;
+                    StreamRecord { id, next_seq: 1 }
+                }
+            };
+            let seq = rec.next_seq;
+            let next = StreamRecord {
+                id: rec.id,
+                next_seq: seq + 1,
+            };
+            streams.insert(m.subject.as_str(), enc(&next).as_slice())?;
+            (rec.id, seq)
+        };
+        if m.item.envelope.ack {
+            m.item.envelope.seq = seq;
+        }
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            outbox.insert((stream_id, seq), enc(&m.item).as_slice())?;
+        }
+        let now = now_ms();
+        let rec = MessageRecord {
+            stream_id,
+            seq,
+            internal: m.internal,
+            status: MessageStatus {
+                id: m.item.envelope.id.clone(),
+                message: m.json,
+                to_node: m.item.envelope.to.clone(),
+                subject: m.subject.clone(),
+                state: MessageState::Queued,
+                attempts: 0,
+                result: None,
+                reason: None,
+                created_ms: now,
+                updated_ms: now,
+            },
+        };
+        put_message(txn, &rec)?;
+        update_dest(txn, &m.item.envelope.to, |d| d.pending += 1)?;
+        out.push(Enqueued {
+            id: m.item.envelope.id,
+            to_node: m.item.envelope.to,
+            subject: m.subject,
+            stream_id,
+            seq,
+            existed: false,
+        });
+    }
+    Ok(out)
+}
+
+fn strip_defaults(v: &mut serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        for k in [
+            "ackTimeout",
+            "retries",
+            "retryWait",
+            "ttl",
+            "expiresAt",
+            "methodTimeout",
+            "id",
+        ] {
+            o.remove(k);
+        }
+    }
+}
+
+/// Moves a non-final message to `Sent` or `Received` and counts attempts.
+pub(crate) fn mark_progress(
+    txn: &WriteTransaction,
+    id: &str,
+    state: MessageState,
+    attempts: u32,
+) -> Result<()> {
+    if let Some(mut rec) = get_message(txn, id)? {
+        if rec.status.state.is_final() {
+            return Ok(());
+        }
+        if state == MessageState::Received || rec.status.state != MessageState::Received {
+            rec.status.state = state;
+        }
+        rec.status.attempts = rec.status.attempts.max(attempts);
+        rec.status.updated_ms = now_ms();
+        put_message(txn, &rec)?;
+        if state == MessageState::Received {
+            let node = rec.status.to_node.clone();
+            update_dest(txn, &node, |d| {
+                d.last_ack_ms = Some(now_ms());
+                d.last_seen_ms = Some(now_ms());
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a final state. Returns the new status, or `None` if it was already final
+/// (a late result after `Failed` still upgrades the message to `Completed`).
+pub(crate) fn finalize(
+    txn: &WriteTransaction,
+    id: &str,
+    state: MessageState,
+    result: Option<MethodResult>,
+    reason: Option<String>,
+) -> Result<Option<MessageRecord>> {
+    let Some(mut rec) = get_message(txn, id)? else {
+        return Ok(None);
+    };
+    let old = rec.status.state;
+    let late_result = old == MessageState::Failed && state == MessageState::Completed;
+    if old.is_final() && !late_result {
+        return Ok(None);
+    }
+    if state == MessageState::Cancelled && !matches!(old, MessageState::Queued | MessageState::Sent)
+    {
+        return Ok(None);
+    }
+    {
+        let mut outbox = txn.open_table(OUTBOX)?;
+        outbox.remove((rec.stream_id, rec.seq))?;
+    }
+    let now = now_ms();
+    rec.status.state = state;
+    rec.status.result = result;
+    rec.status.reason = reason;
+    rec.status.updated_ms = now;
+    put_message(txn, &rec)?;
+    let node = rec.status.to_node.clone();
+    let acked = matches!(state, MessageState::Completed | MessageState::Rejected);
+    update_dest(txn, &node, |d| {
+        if late_result {
+            d.failed = d.failed.saturating_sub(1);
+        } else {
+            d.pending = d.pending.saturating_sub(1);
+        }
+        if state == MessageState::Completed {
+            d.completed += 1;
+        } else {
+            d.failed += 1;
+        }
+        if acked {
+            d.last_ack_ms = Some(now);
+            d.last_seen_ms = Some(now);
+        }
+    })?;
+    if !rec.internal {
+        let line = serde_json::json!({
+            "time": now,
+            "id": rec.status.id,
+            "toNode": rec.status.to_node,
+            "subject": rec.status.subject,
+            "outcome": state,
+            "attempts": rec.status.attempts,
+            "reason": rec.status.reason,
+            "result": rec.status.result,
+            "message": rec.status.message,
+            "createdMs": rec.status.created_ms,
+        });
+        push_audit(txn, &line)?;
+    }
+    Ok(Some(rec))
+}
+
+fn push_audit(txn: &WriteTransaction, line: &serde_json::Value) -> Result<()> {
+    let mut table = txn.open_table(AUDIT_PENDING)?;
+    let next = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+    table.insert(next, enc(line).as_slice())?;
+    Ok(())
+}
+
+/// Removes audit lines that reached audit.log.
+pub(crate) fn audit_done(txn: &WriteTransaction, keys: &[u64]) -> Result<()> {
+    let mut table = txn.open_table(AUDIT_PENDING)?;
+    for k in keys {
+        table.remove(*k)?;
+    }
+    Ok(())
+}
+
+/// Notes that `node` was heard from.
+pub(crate) fn touch_seen(txn: &WriteTransaction, node: &str) -> Result<()> {
+    update_dest(txn, node, |d| d.last_seen_ms = Some(now_ms()))
+}
+
+/// Writes the receiver's record of a message; `pending` puts it on (or takes it off) the resume list.
+pub(crate) fn put_inbox(txn: &WriteTransaction, id: &str, rec: &mut InboxRecord) -> Result<()> {
+    let mut pending = txn.open_table(INBOX_PENDING)?;
+    match rec.state {
+        InboxState::Received | InboxState::Started => {
+            if rec.pending_key == 0 {
+                rec.pending_key = pending.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+                pending.insert(rec.pending_key, id)?;
+            }
+        }
+        InboxState::Done => {
+            if rec.pending_key != 0 {
+                pending.remove(rec.pending_key)?;
+                rec.pending_key = 0;
+            }
+            rec.envelope = None;
+        }
+    }
+    rec.updated_ms = now_ms();
+    let mut inbox = txn.open_table(INBOX)?;
+    inbox.insert(id, enc(rec).as_slice())?;
+    Ok(())
+}
+
+/// Reads the receiver's record inside a write transaction.
+pub(crate) fn get_inbox(txn: &WriteTransaction, id: &str) -> Result<Option<InboxRecord>> {
+    let table = txn.open_table(INBOX)?;
+    let v = table.get(id)?;
+    v.map(|v| dec("inbox", v.value())).transpose()
+}
+
+/// Sets the next sequence number expected on an inbound stream.
+pub(crate) fn set_expected(txn: &WriteTransaction, stream: &str, expected: u64) -> Result<()> {
+    let mut t = txn.open_table(INBOX_STREAMS)?;
+    let cur = t.get(stream)?.map(|v| v.value()).unwrap_or(1);
+    if expected > cur {
+        t.insert(stream, expected)?;
+    }
+    Ok(())
+}
+
+/// Decodes an outbox row.
+pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<OutboxItem> {
+    dec("outbox", bytes)
+}
