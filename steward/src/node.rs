@@ -265,7 +265,7 @@ impl Node {
             .subscription_capacity(1 << 16)
             .client_capacity(1 << 14)
             .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((100u64 << attempts.min(6) as u64).min(5000))
+                Duration::from_millis((100u64 << attempts.min(5) as u64).min(2000))
             })
             .event_callback(move |event| {
                 let tx = cb_tx.clone();
@@ -507,6 +507,7 @@ impl Node {
                     MessageState::Cancelled,
                     None,
                     Some("cancelled by the operator".into()),
+                    0,
                 )
             })
             .await?;
@@ -623,6 +624,7 @@ impl Node {
         if let Ok(mut w) = self.inner.waiters.lock() {
             w.clear();
         }
+        self.inner.store.close().await;
         tracing::info!(node = %self.inner.cfg.name, "node stopped");
     }
 }
@@ -810,6 +812,12 @@ impl Inner {
             for w in ws {
                 let _ = w.send(st.clone());
             }
+        }
+        if st.subject.ends_with(".event._result") {
+            if st.state != MessageState::Completed {
+                tracing::error!(id = %st.id, "a result could not be delivered to {}: {:?}", st.to_node, st.reason);
+            }
+            return;
         }
         let failure = match st.state {
             MessageState::Failed => Some((

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::envelope::{now_ms, Reply, ReplyStatus, FLOOR_HEADER};
+use crate::envelope::{now_ms, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
 use crate::node::Inner;
 use crate::notify::ErrorReportKind;
 use crate::result::{MessageState, MethodResult};
@@ -43,6 +43,8 @@ enum Phase {
 
 struct Entry {
     id: String,
+    /// A result going home: its ACK completes it, no result of its own follows.
+    is_result: bool,
     payload: Bytes,
     ack: bool,
     ack_timeout: Duration,
@@ -177,6 +179,7 @@ impl Publisher {
             self.window.insert(
                 seq,
                 Entry {
+                    is_result: item.envelope.kind == WireKind::Result,
                     id: item.envelope.id,
                     payload,
                     ack: item.envelope.ack,
@@ -347,6 +350,10 @@ impl Publisher {
                     );
                 }
             }
+            ReplyStatus::Done if e.is_result => {
+                self.probing = false;
+                self.finish(seq, MessageState::Completed, None, None);
+            }
             ReplyStatus::Done => {
                 self.probing = false;
                 let result = reply.result.unwrap_or_else(|| {
@@ -481,9 +488,9 @@ impl Publisher {
             return;
         };
         let inner = self.inner.clone();
-        let id = e.id;
+        let (id, attempts) = (e.id, e.attempts);
         let r = self.inner.store.submit(
-            move |txn| store::finalize(txn, &id, state, result, reason),
+            move |txn| store::finalize(txn, &id, state, result, reason, attempts),
             move |r| match r {
                 Ok(Some(rec)) => inner.after_final(rec.status),
                 Ok(None) => {}

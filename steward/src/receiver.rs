@@ -296,7 +296,7 @@ fn accept_result(
     } else {
         None
     };
-    Ok(store::finalize(txn, of, state, result, reason)?.map(ResultOutcome::Finished))
+    Ok(store::finalize(txn, of, state, result, reason, 0)?.map(ResultOutcome::Finished))
 }
 
 fn decide(

@@ -128,11 +128,17 @@ pub(crate) struct Enqueued {
 type Done = Box<dyn FnOnce(&Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&WriteTransaction) -> Done + Send>;
 
+enum WriterMsg {
+    Job(Job),
+    /// Commit what came before, then let go of the database.
+    Close(oneshot::Sender<()>),
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
-    db: Arc<Database>,
-    jobs: mpsc::UnboundedSender<Job>,
+    db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
+    jobs: mpsc::UnboundedSender<WriterMsg>,
     epoch: u64,
 }
 
@@ -185,7 +191,22 @@ impl Store {
             .name("steward-store".into())
             .spawn(move || writer_loop(writer_db, rx))
             .map_err(|e| Error::Storage(format!("cannot start the store writer thread: {e}")))?;
-        Ok(Store { db, jobs, epoch })
+        Ok(Store {
+            db: Arc::new(std::sync::RwLock::new(Some(db))),
+            jobs,
+            epoch,
+        })
+    }
+
+    /// Commits pending writes and closes the database file, so another node may open it.
+    pub(crate) async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(WriterMsg::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        if let Ok(mut db) = self.db.write() {
+            db.take();
+        }
     }
 
     /// This store's epoch: sequence numbers are unique within it.
@@ -231,7 +252,9 @@ impl Store {
                 then(out)
             })
         });
-        self.jobs.send(job).map_err(|_| Error::Stopped)
+        self.jobs
+            .send(WriterMsg::Job(job))
+            .map_err(|_| Error::Stopped)
     }
 
     /// True once the writer thread is gone (the node stopped).
@@ -241,7 +264,13 @@ impl Store {
 
     /// Runs a read-only closure on a consistent snapshot.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&ReadTransaction) -> Result<R>) -> Result<R> {
-        let txn = self.db.begin_read()?;
+        let db = self
+            .db
+            .read()
+            .ok()
+            .and_then(|d| d.clone())
+            .ok_or(Error::Stopped)?;
+        let txn = db.begin_read()?;
         f(&txn)
     }
 
@@ -370,14 +399,23 @@ impl Store {
     }
 }
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
+    let mut closing = None;
     while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+        let mut jobs = Vec::new();
+        match first {
+            WriterMsg::Job(j) => jobs.push(j),
+            WriterMsg::Close(done) => closing = Some(done),
+        }
+        while jobs.len() < MAX_BATCH && closing.is_none() {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(WriterMsg::Job(j)) => jobs.push(j),
+                Ok(WriterMsg::Close(done)) => closing = Some(done),
                 Err(_) => break,
             }
+        }
+        if jobs.is_empty() {
+            break;
         }
         let txn = match db.begin_write() {
             Ok(t) => t,
@@ -396,6 +434,15 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
         for done in dones {
             done(&outcome);
         }
+        if closing.is_some() {
+            break;
+        }
+    }
+    drop(db);
+    // Later jobs find the writer gone and fail with `Stopped`.
+    rx.close();
+    if let Some(done) = closing {
+        let _ = done.send(());
     }
 }
 
@@ -520,7 +567,9 @@ pub(crate) fn enqueue(txn: &WriteTransaction, msgs: Vec<NewMessage>) -> Result<V
             },
         };
         put_message(txn, &rec)?;
-        update_dest(txn, &m.item.envelope.to, |d| d.pending += 1)?;
+        if !m.internal {
+            update_dest(txn, &m.item.envelope.to, |d| d.pending += 1)?;
+        }
         out.push(Enqueued {
             id: m.item.envelope.id,
             to_node: m.item.envelope.to,
@@ -585,6 +634,7 @@ pub(crate) fn finalize(
     state: MessageState,
     result: Option<MethodResult>,
     reason: Option<String>,
+    attempts: u32,
 ) -> Result<Option<MessageRecord>> {
     let Some(mut rec) = get_message(txn, id)? else {
         return Ok(None);
@@ -603,7 +653,9 @@ pub(crate) fn finalize(
         outbox.remove((rec.stream_id, rec.seq))?;
     }
     let now = now_ms();
+    tracing::debug!(id, ?old, ?state, "finalize");
     rec.status.state = state;
+    rec.status.attempts = rec.status.attempts.max(attempts);
     rec.status.result = result;
     rec.status.reason = reason;
     rec.status.updated_ms = now;
@@ -611,12 +663,15 @@ pub(crate) fn finalize(
     let node = rec.status.to_node.clone();
     let acked = matches!(state, MessageState::Completed | MessageState::Rejected);
     update_dest(txn, &node, |d| {
-        if late_result {
+        if rec.internal {
+            // Protocol traffic (results) counts as contact, not as messages.
+        } else if late_result {
             d.failed = d.failed.saturating_sub(1);
         } else {
             d.pending = d.pending.saturating_sub(1);
         }
-        if state == MessageState::Completed {
+        if rec.internal {
+        } else if state == MessageState::Completed {
             d.completed += 1;
         } else {
             d.failed += 1;
@@ -709,4 +764,60 @@ pub(crate) fn set_expected(txn: &WriteTransaction, stream: &str, expected: u64) 
 /// Decodes an outbox row.
 pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<OutboxItem> {
     dec("outbox", bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::WireKind;
+
+    fn new_msg(id: &str) -> NewMessage {
+        NewMessage {
+            item: OutboxItem {
+                envelope: Envelope {
+                    id: id.into(),
+                    from: "a".into(),
+                    to: "b".into(),
+                    kind: WireKind::Command,
+                    method: "echo".into(),
+                    data: vec![],
+                    epoch: 1,
+                    seq: 0,
+                    ack: true,
+                    expires_ms: None,
+                    method_timeout_ms: 1000,
+                    result_of: None,
+                    result: None,
+                    outcome: None,
+                },
+                ack_timeout_ms: 1000,
+                retries: None,
+                retry_wait_ms: 100,
+            },
+            subject: "b.command.echo".into(),
+            json: serde_json::json!({"toNode": "b"}),
+            internal: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn finalize_twice_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|t| enqueue(t, vec![new_msg("m1")]))
+            .await
+            .unwrap();
+        let s2 = store.clone();
+        let a = store.write(|t| {
+            finalize(t, "m1", MessageState::Completed, None, None, 1).map(|r| r.is_some())
+        });
+        let b = s2.write(|t| {
+            finalize(t, "m1", MessageState::Completed, None, None, 1).map(|r| r.is_some())
+        });
+        let (a, b) = tokio::join!(a, b);
+        assert_eq!((a.unwrap(), b.unwrap()), (true, false));
+        let d = store.destinations().unwrap();
+        assert_eq!((d[0].pending, d[0].completed), (0, 1));
+    }
 }

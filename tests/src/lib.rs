@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod nodes;
+pub mod recorder;
+
 use serde_json::Value;
 use tempfile::TempDir;
 

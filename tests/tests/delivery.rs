@@ -1,0 +1,157 @@
+//! Two nodes on a real nats-server: commands and events, results, ordering, offline peers.
+
+use std::time::Duration;
+
+use steward::{ErrorKind, Kind, Message, MessageState, ResultStatus};
+use steward_tests::nodes::test_node;
+use steward_tests::NatsServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_shell_command_round_trip() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let ship1 = test_node("ship1", &urls, dir.path()).start().await.unwrap();
+
+    let report = central
+        .send_json(r#"[{"toNode":"ship1","data":["bash","-c","echo hello from $0; exit 0"],"commandOrEvent":"command","method":"shellCommand"}]"#)
+        .await
+        .unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let receipt = &report.accepted[0].1;
+    let result = tokio::time::timeout(Duration::from_secs(20), receipt.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.status, ResultStatus::Ok);
+    assert_eq!(result.stdout, "hello from bash\n");
+    assert_eq!(result.exit_code, Some(0));
+    assert_eq!(result.node, "ship1");
+
+    let st = central.message(&receipt.id).await.unwrap().unwrap();
+    assert_eq!(st.state, MessageState::Completed);
+    // The audit log gets the line with everything needed to resend it.
+    let audit = dir.path().join("central").join(steward::AUDIT_LOG);
+    assert!(
+        steward_tests::wait_until_async(Duration::from_secs(10), || std::fs::read_to_string(
+            &audit
+        )
+        .map(|s| s.contains(&receipt.id))
+        .unwrap_or(false))
+        .await,
+        "audit line missing"
+    );
+    let line = std::fs::read_to_string(&audit).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(v["outcome"], "completed");
+    assert_eq!(v["message"]["data"][2], "echo hello from $0; exit 0");
+    let back = steward::parse_value(&v["message"]);
+    assert_eq!(
+        back.messages.len(),
+        1,
+        "audit message must parse as a resendable message"
+    );
+
+    let dests = central.destinations().unwrap();
+    let d = dests.iter().find(|d| d.node == "ship1").unwrap();
+    assert_eq!((d.pending, d.completed, d.failed), (0, 1, 0));
+    ship1.stop().await;
+    central.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_custom_methods_run_in_order() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let ship = test_node("ship2", &urls, dir.path())
+        .method(
+            "record",
+            steward::Method::new(Kind::Event, move |req: steward::Request| {
+                let s = s2.clone();
+                async move {
+                    s.lock().unwrap().push(req.data[0].clone());
+                    steward::MethodResult::ok("")
+                }
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let msgs: Vec<Message> = (0..500)
+        .map(|i| Message::event("ship2", "record", [i.to_string()]))
+        .collect();
+    let receipts = central.send_batch(msgs).await.unwrap();
+    for r in &receipts {
+        tokio::time::timeout(Duration::from_secs(30), r.result())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let got = seen.lock().unwrap().clone();
+    let want: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(
+        got, want,
+        "events must run exactly once each, in the order sent"
+    );
+    central.stop().await;
+    ship.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_reach_the_sender() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let ship1 = test_node("ship1", &urls, dir.path()).start().await.unwrap();
+    let ship2 = test_node("ship2", &urls, dir.path()).start().await.unwrap();
+    let errors = ship2.subscribe();
+    // ship2 is not central: ship1's default access list refuses it.
+    let r = ship2
+        .send(Message::command("ship1", "shellCommand", ["true"]))
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), r.result())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected);
+    assert!(e.to_string().contains("access list"), "{e}");
+    // Unknown method.
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let r = central
+        .send(Message::command("ship1", "noSuchMethod", ["x"]))
+        .await
+        .unwrap();
+    let e = r.result().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected);
+    assert!(e.to_string().contains("does not serve"), "{e}");
+    // Kind mismatch.
+    let r = central
+        .send(Message::event("ship1", "shellCommand", ["true"]))
+        .await
+        .unwrap();
+    assert!(r
+        .result()
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("served as a command"));
+    drop(errors);
+    for n in [ship1, ship2, central] {
+        n.stop().await;
+    }
+}
