@@ -9,6 +9,7 @@
 
 mod access;
 mod audit;
+mod broker;
 mod config;
 mod envelope;
 mod error;
@@ -28,6 +29,7 @@ mod supervisor;
 
 pub use access::{AccessList, Pattern, Rule};
 pub use audit::AUDIT_LOG;
+pub use broker::{EmbeddedBroker, INSTALL_HINT};
 pub use config::NodeConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Handler, HandlerFuture, Method, Request};
