@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub watch_inmsg: bool,
     /// Serve the built-in methods (`shellCommand`, `textLogging`, `echo`, `hello`, `errorLog`).
     pub builtin_methods: bool,
+    /// Serve `<data_dir>/steward.sock` for `steward send|status|cancel` (see [`crate::CONTROL_SOCKET`]).
+    pub control_socket: bool,
 }
 
 impl NodeConfig {
@@ -65,6 +67,7 @@ impl NodeConfig {
             access: AccessList::default_for("central"),
             watch_inmsg: false,
             builtin_methods: true,
+            control_socket: false,
         }
     }
 }

@@ -141,6 +141,11 @@ impl NodeBuilder {
         self.cfg.builtin_methods = on;
         self
     }
+    /// Serve the control socket `<data_dir>/steward.sock` (off by default).
+    pub fn control_socket(mut self, on: bool) -> Self {
+        self.cfg.control_socket = on;
+        self
+    }
     /// Serves a method from the start (so messages resumed after a restart find it).
     pub fn method(mut self, name: impl Into<String>, method: Method) -> Self {
         self.methods.push((name.into(), method));
@@ -254,6 +259,7 @@ impl Node {
                 .await
                 .map_err(|e| Error::Storage(e.to_string()))??
         };
+        let control = crate::control::bind(&cfg)?;
         let (conn_tx, conn_rx) = watch::channel(false);
         let conn_tx = Arc::new(conn_tx);
         let cb_tx = conn_tx.clone();
@@ -340,6 +346,9 @@ impl Node {
         crate::executor::resume(&inner).await?;
         for (stream_id, subject) in inner.store.active_streams()? {
             inner.publisher(stream_id, &subject);
+        }
+        if let Some(bound) = control {
+            crate::control::serve(&inner, bound)?;
         }
         tracing::info!(node = %inner.cfg.name, data_dir = %inner.cfg.data_dir.display(), "node started");
         Ok(Node { inner })

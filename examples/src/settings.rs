@@ -1,0 +1,384 @@
+//! Node settings from flags, `STEWARD_*` environment variables (folded into the flags by clap),
+//! a TOML config file and the defaults, in that order of precedence.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{Common, Conn, RunOpts, Tuning};
+
+/// Default broker when none is given.
+pub const DEFAULT_BROKER: &str = "nats://127.0.0.1:4222";
+/// Default address of `--embedded-broker` given without a value.
+pub const DEFAULT_EMBEDDED: &str = "127.0.0.1:4222";
+/// Default `hello` interval of the command (the library's default is off).
+pub const DEFAULT_HELLO_SECS: u64 = 60;
+
+/// Everything the command needs to start a node, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node: Option<String>,
+    pub brokers: Option<Vec<String>>,
+    pub data_dir: PathBuf,
+    pub central: String,
+    pub hello_interval: Option<Duration>,
+    pub ack_timeout: Duration,
+    pub retries: Option<u32>,
+    pub retry_wait: Duration,
+    pub retry_wait_max: Duration,
+    pub method_timeout: Duration,
+    pub ttl: Option<Duration>,
+    pub output_limit: usize,
+    pub allow: Vec<(String, String)>,
+    pub log_level: Option<String>,
+    pub embedded_broker: Option<String>,
+    pub profiling_port: Option<u16>,
+}
+
+/// The TOML config file: the same settings as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    node: Option<String>,
+    broker_address: Option<OneOrMany>,
+    data_dir: Option<PathBuf>,
+    central: Option<String>,
+    hello_interval: Option<Num>,
+    ack_timeout: Option<Num>,
+    retries: Option<Num>,
+    retry_wait: Option<Num>,
+    retry_wait_max: Option<Num>,
+    method_timeout: Option<Num>,
+    ttl: Option<Num>,
+    output_limit: Option<Num>,
+    #[serde(default)]
+    allow: Vec<String>,
+    log_level: Option<String>,
+    embedded_broker: Option<String>,
+    profiling_port: Option<u16>,
+}
+
+/// A string or a list of strings (`broker_address = "a,b"` or `["a", "b"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A number, or a string with a unit (`"500ms"`, `"1MiB"`, `"unlimited"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Num {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Num {
+    fn text(&self) -> String {
+        match self {
+            Num::Int(i) => i.to_string(),
+            Num::Float(f) => f.to_string(),
+            Num::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// Parses seconds: `10`, `1.5`, `500ms`, `10s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, mult) = [
+        ("ms", 0.001),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+        ("d", 86400.0),
+    ]
+    .iter()
+    .find_map(|(suffix, mult)| t.strip_suffix(suffix).map(|n| (n.trim(), *mult)))
+    .unwrap_or((t, 1.0));
+    let value: f64 = num.parse().map_err(|_| {
+        format!(
+            "{text:?} is not a duration; give seconds (10, 1.5) or a number with ms, s, m, h or d"
+        )
+    })?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text:?}: a duration must be 0 or more"));
+    }
+    Duration::try_from_secs_f64(value * mult).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// A parsed `--retries` value (`None`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries(pub Option<u32>);
+
+/// A parsed `--ttl` value (`None`: never expire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Option<Duration>);
+
+/// `parse_retries` for clap.
+pub fn retries_arg(text: &str) -> Result<Retries, String> {
+    parse_retries(text).map(Retries)
+}
+
+/// `parse_ttl` for clap.
+pub fn ttl_arg(text: &str) -> Result<Ttl, String> {
+    parse_ttl(text).map(Ttl)
+}
+
+/// Parses a retry count: a number, or `unlimited` (also `none`, `inf`).
+pub fn parse_retries(text: &str) -> Result<Option<u32>, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "unlimited" | "none" | "inf" | "infinite" => Ok(None),
+        n => n
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| format!("{text:?} is not a retry count; give a number or `unlimited`")),
+    }
+}
+
+/// Parses a TTL: a duration, or `none`/`0` for messages that never expire.
+pub fn parse_ttl(text: &str) -> Result<Option<Duration>, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "none" | "never" => Ok(None),
+        _ => parse_duration(text).map(|d| (!d.is_zero()).then_some(d)),
+    }
+}
+
+/// Parses a byte count: `1048576`, `512k`, `1MiB`, `2M`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let (num, mult) = [
+        ("kib", 1usize << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("kb", 1 << 10),
+        ("mb", 1 << 20),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, mult)| t.strip_suffix(suffix).map(|n| (n.trim().to_owned(), *mult)))
+    .unwrap_or((t.clone(), 1));
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("{text:?} is not a byte count; give bytes (1048576) or a number with k or MiB")
+        })
+}
+
+/// Parses `FROM:METHOD` (either may be `*`).
+pub fn parse_allow(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((from, method)) if !from.is_empty() && !method.is_empty() => {
+            Ok((from.to_owned(), method.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: give FROM:METHOD, e.g. ship1:echo or *:textLogging"
+        )),
+    }
+}
+
+/// Splits comma-separated broker lists and drops empty entries.
+fn split_brokers<'a>(items: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    items
+        .into_iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Reads and parses a config file.
+pub fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+fn from_file<T>(
+    value: &Option<Num>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    value
+        .as_ref()
+        .map(|v| parse(&v.text()).map_err(|e| format!("config file, {key}: {e}")))
+        .transpose()
+}
+
+/// The flag's value, else the file's, else `default`.
+fn pick<T>(
+    flag: Option<T>,
+    file: &Option<Num>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    default: T,
+) -> Result<T, String> {
+    match flag {
+        Some(v) => Ok(v),
+        None => Ok(from_file(file, key, parse)?.unwrap_or(default)),
+    }
+}
+
+/// Resolves settings: flags (and env) first, then the config file, then the defaults.
+pub fn resolve(
+    common: &Common,
+    conn: Option<&Conn>,
+    tuning: Option<&Tuning>,
+    run: Option<&RunOpts>,
+) -> Result<Settings, String> {
+    let file = match &common.config {
+        Some(p) => load_file(p)?,
+        None => FileConfig::default(),
+    };
+    let mut allow = Vec::new();
+    for a in &file.allow {
+        allow.push(parse_allow(a).map_err(|e| format!("config file, allow: {e}"))?);
+    }
+    let dflt = Tuning::default();
+    let t = tuning.unwrap_or(&dflt);
+    allow.extend(t.allow.iter().cloned());
+    let brokers = conn
+        .map(|c| split_brokers(&c.broker_address))
+        .filter(|b| !b.is_empty())
+        .or_else(|| {
+            file.broker_address.as_ref().map(|b| match b {
+                OneOrMany::One(s) => split_brokers([s]),
+                OneOrMany::Many(v) => split_brokers(v),
+            })
+        })
+        .filter(|b| !b.is_empty());
+    let embedded = run
+        .and_then(|r| r.embedded_broker.clone())
+        .or(file.embedded_broker.clone())
+        .map(|a| {
+            if a.is_empty() {
+                DEFAULT_EMBEDDED.to_owned()
+            } else {
+                a
+            }
+        });
+    Ok(Settings {
+        node: conn.and_then(|c| c.node.clone()).or(file.node.clone()),
+        brokers,
+        data_dir: common
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".")),
+        central: conn
+            .and_then(|c| c.central.clone())
+            .or(file.central.clone())
+            .unwrap_or_else(|| "central".into()),
+        hello_interval: {
+            let d = match t.hello_interval {
+                Some(d) => d,
+                None => from_file(&file.hello_interval, "hello_interval", parse_duration)?
+                    .unwrap_or(Duration::from_secs(DEFAULT_HELLO_SECS)),
+            };
+            (!d.is_zero()).then_some(d)
+        },
+        ack_timeout: pick(
+            t.ack_timeout,
+            &file.ack_timeout,
+            "ack_timeout",
+            parse_duration,
+            Duration::from_secs(10),
+        )?,
+        retries: match t.retries {
+            Some(Retries(r)) => r,
+            None => from_file(&file.retries, "retries", parse_retries)?.unwrap_or(None),
+        },
+        retry_wait: pick(
+            t.retry_wait,
+            &file.retry_wait,
+            "retry_wait",
+            parse_duration,
+            Duration::from_secs(1),
+        )?,
+        retry_wait_max: pick(
+            t.retry_wait_max,
+            &file.retry_wait_max,
+            "retry_wait_max",
+            parse_duration,
+            Duration::from_secs(30),
+        )?,
+        method_timeout: pick(
+            t.method_timeout,
+            &file.method_timeout,
+            "method_timeout",
+            parse_duration,
+            Duration::from_secs(300),
+        )?,
+        ttl: match t.ttl {
+            Some(Ttl(d)) => d,
+            None => from_file(&file.ttl, "ttl", parse_ttl)?.unwrap_or(None),
+        },
+        output_limit: pick(
+            t.output_limit,
+            &file.output_limit,
+            "output_limit",
+            parse_bytes,
+            1 << 20,
+        )?,
+        allow,
+        log_level: common.log_level.clone().or(file.log_level.clone()),
+        embedded_broker: embedded,
+        profiling_port: run.and_then(|r| r.profiling_port).or(file.profiling_port),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_plain_seconds() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn retries_ttl_bytes_and_allow_parse() {
+        assert_eq!(parse_retries("unlimited").unwrap(), None);
+        assert_eq!(parse_retries("3").unwrap(), Some(3));
+        assert!(parse_retries("-3").is_err());
+        assert_eq!(parse_ttl("0").unwrap(), None);
+        assert_eq!(parse_ttl("none").unwrap(), None);
+        assert_eq!(parse_ttl("1h").unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_bytes("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert!(parse_bytes("0").is_err());
+        assert_eq!(
+            parse_allow("ship1:echo").unwrap(),
+            ("ship1".into(), "echo".into())
+        );
+        assert!(parse_allow("ship1").is_err());
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_keys_and_accepts_units() {
+        let f: FileConfig = toml::from_str(
+            "node = \"ship1\"\nbroker_address = [\"nats://127.0.0.1:1\"]\nack_timeout = \"2s\"\nretries = 3\n",
+        )
+        .unwrap();
+        assert_eq!(f.node.as_deref(), Some("ship1"));
+        assert_eq!(
+            from_file(&f.ack_timeout, "ack_timeout", parse_duration).unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        assert!(toml::from_str::<FileConfig>("nod = \"x\"").is_err());
+    }
+}
