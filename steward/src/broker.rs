@@ -56,7 +56,11 @@ impl EmbeddedBroker {
             .to_socket_addrs()
             .map_err(|e| Error::Config(format!("embedded broker address {address:?}: {e}")))?
             .next()
-            .ok_or_else(|| Error::Config(format!("embedded broker address {address:?} resolves to nothing")))?;
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "embedded broker address {address:?} resolves to nothing"
+                ))
+            })?;
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Err(Error::Config(format!(
                 "cannot start the embedded broker: something already listens on {addr}; use that broker with --broker-address instead, or choose another address"
@@ -73,9 +77,9 @@ impl EmbeddedBroker {
         if let Some(log) = log_file {
             cmd.arg("-l").arg(log);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Config(format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::Config(format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display()))
+        })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
@@ -98,7 +102,9 @@ impl EmbeddedBroker {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Config(format!("the embedded nats-server did not accept clients on {addr} within 10 s")));
+                return Err(Error::Config(format!(
+                    "the embedded nats-server did not accept clients on {addr} within 10 s"
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -122,7 +128,9 @@ impl EmbeddedBroker {
 
     /// True while the child runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5 s) and waits for it.

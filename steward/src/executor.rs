@@ -21,44 +21,50 @@ pub(crate) struct Work {
     pub env: Envelope,
 }
 
-/// Sending side of an executor's queue.
-pub(crate) struct ExecutorHandle(mpsc::UnboundedSender<Work>);
-
-impl ExecutorHandle {
-    pub(crate) fn send_work(&self, w: Work) {
-        if self.0.send(w).is_err() {
+impl Inner {
+    /// Hands a received message to its inbound stream's executor, starting it if needed. The
+    /// send happens under the map lock, so an executor retiring while idle can never miss it.
+    pub(crate) fn run_work(self: &Arc<Self>, stream: &str, work: Work) {
+        let mut map = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = match map.get(stream) {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let handle = self.rt.spawn(run(self.clone(), stream.to_owned(), rx));
+                if let Ok(mut t) = self.tasks.lock() {
+                    t.retain(|h| !h.is_finished());
+                    t.push(handle);
+                }
+                map.insert(stream.to_owned(), tx.clone());
+                tx
+            }
+        };
+        if tx.send(work).is_err() {
             tracing::debug!("executor gone (node stopping); the message resumes at the next start");
         }
     }
 }
 
-impl Inner {
-    /// The executor of an inbound stream, started on first use.
-    pub(crate) fn executor(self: &Arc<Self>, stream: &str) -> ExecutorHandle {
-        let mut map = self.executors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = map.get(stream) {
-            if !tx.is_closed() {
-                return ExecutorHandle(tx.clone());
-            }
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let inner = self.clone();
-        let handle = self.rt.spawn(run(inner, rx));
-        if let Ok(mut t) = self.tasks.lock() {
-            t.retain(|h| !h.is_finished());
-            t.push(handle);
-        }
-        map.insert(stream.to_owned(), tx.clone());
-        ExecutorHandle(tx)
-    }
-}
+/// An executor or publisher with nothing to do for this long retires (and is restarted on demand).
+pub(crate) const IDLE_RETIRE: Duration = Duration::from_secs(30);
 
-async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Work>) {
+async fn run(inner: Arc<Inner>, stream: String, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut shutdown = inner.shutdown.subscribe();
     loop {
         let work = tokio::select! {
             w = rx.recv() => match w { Some(w) => w, None => return },
             _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(IDLE_RETIRE) => {
+                // Retire unless work arrived meanwhile; senders hold the map lock while sending.
+                let mut map = inner.executors.lock().unwrap_or_else(|p| p.into_inner());
+                match rx.try_recv() {
+                    Ok(w) => w,
+                    Err(_) => {
+                        map.remove(&stream);
+                        return;
+                    }
+                }
+            }
         };
         run_one(&inner, work).await;
     }
@@ -151,7 +157,7 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
         }
         return;
     }
-    finish(inner, &key, &env, result, None).await;
+    finish_then(inner, &key, &env, result, None, || {});
 }
 
 fn fresh(env: Envelope) -> InboxRecord {
@@ -166,7 +172,8 @@ fn fresh(env: Envelope) -> InboxRecord {
     }
 }
 
-/// Records the outcome and queues the result for the sender in the same transaction.
+/// Records the outcome and queues the result for the sender in the same transaction, and waits
+/// for the commit.
 pub(crate) async fn finish(
     inner: &Arc<Inner>,
     key: &str,
@@ -174,7 +181,26 @@ pub(crate) async fn finish(
     result: MethodResult,
     outcome: Option<ReplyStatus>,
 ) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    finish_then(inner, key, env, result, outcome, move || {
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+/// Like [`finish`] without waiting: the executor moves on to the next message while the result
+/// is committed (in order, by the single store writer) together with its neighbours' results.
+/// A later "started" record of the same stream commits after this one, so nothing is reordered.
+pub(crate) fn finish_then(
+    inner: &Arc<Inner>,
+    key: &str,
+    env: &Envelope,
+    result: MethodResult,
+    outcome: Option<ReplyStatus>,
+    then: impl FnOnce() + Send + 'static,
+) {
     if !env.ack {
+        then();
         return;
     }
     let result_msg = Envelope {
@@ -207,24 +233,31 @@ pub(crate) async fn finish(
     };
     let k = key.to_owned();
     let e = env.clone();
-    let written = inner
-        .store
-        .write(move |txn| {
+    let id = env.id.clone();
+    let i = inner.clone();
+    let submitted = inner.store.submit(
+        move |txn| {
             let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
             rec.state = InboxState::Done;
             rec.reply = Some(outcome.unwrap_or(ReplyStatus::Done));
             rec.result = Some(result);
             store::put_inbox(txn, &k, &mut rec)?;
             store::enqueue(txn, vec![new])
-        })
-        .await;
-    match written {
-        Ok(done) => {
-            for d in done {
-                inner.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
+        },
+        move |written| {
+            match written {
+                Ok(done) => {
+                    for d in done {
+                        i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
+                    }
+                }
+                Err(err) => tracing::error!(id = %id, "cannot record the result: {err}"),
             }
-        }
-        Err(err) => tracing::error!(id = %env.id, "cannot record the result: {err}"),
+            then();
+        },
+    );
+    if submitted.is_err() {
+        tracing::debug!("node stopping; the result is recorded at the next start");
     }
 }
 
@@ -238,7 +271,7 @@ pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
         match rec.state {
             InboxState::Received => {
                 let stream = format!("{}/{:x}/{}", env.from, env.epoch, env.subject());
-                inner.executor(&stream).send_work(Work { key, env });
+                inner.run_work(&stream, Work { key, env });
             }
             InboxState::Started => {
                 tracing::warn!(id = %env.id, "was running when the node stopped; reporting its outcome as unknown");

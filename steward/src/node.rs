@@ -402,7 +402,18 @@ impl Node {
         let mut rejected = parsed.errors;
         let mut prepared = Vec::new();
         let mut indices = Vec::new();
+        let mut ids = std::collections::HashSet::new();
         for (i, m) in parsed.messages {
+            if let Some(id) = &m.id {
+                if !ids.insert(id.clone()) {
+                    rejected.push(Error::invalid(
+                        Some(i),
+                        Some("id"),
+                        format!("id {id} is used twice in this batch"),
+                    ));
+                    continue;
+                }
+            }
             match self.inner.prepare(m, Some(i), false) {
                 Ok(p) => {
                     prepared.push(p);
@@ -765,6 +776,15 @@ impl Inner {
         subject: &str,
     ) -> mpsc::UnboundedSender<PubEvent> {
         let mut map = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
+        self.publisher_locked(&mut map, stream_id, subject)
+    }
+
+    fn publisher_locked(
+        self: &Arc<Self>,
+        map: &mut HashMap<u64, mpsc::UnboundedSender<PubEvent>>,
+        stream_id: u64,
+        subject: &str,
+    ) -> mpsc::UnboundedSender<PubEvent> {
         if let Some(tx) = map.get(&stream_id) {
             if !tx.is_closed() {
                 return tx.clone();
@@ -775,12 +795,14 @@ impl Inner {
         tx
     }
 
-    /// Sends an event to a stream's publisher (starting it if needed).
+    /// Sends an event to a stream's publisher (starting it if needed). The send happens under
+    /// the map lock, so a publisher retiring while idle can never miss it.
     pub(crate) fn publisher_event(self: &Arc<Self>, stream_id: u64, subject: &str, ev: PubEvent) {
         if *self.shutdown.borrow() {
             return;
         }
-        let tx = self.publisher(stream_id, subject);
+        let mut map = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = self.publisher_locked(&mut map, stream_id, subject);
         let _ = tx.send(ev);
     }
 

@@ -76,6 +76,7 @@ pub(crate) fn spawn(
         next_load: 1,
         more_on_disk: true,
         probing: false,
+        unrecorded: Default::default(),
     };
     let task_inner = inner.clone();
     let handle = inner.rt.spawn(async move {
@@ -121,7 +122,13 @@ struct Publisher {
     more_on_disk: bool,
     /// After a failure, only the oldest message is sent until the receiver answers.
     probing: bool,
+    /// Messages the receiver confirmed, not yet recorded as received: most complete within
+    /// milliseconds, so the record is written only for those still waiting after a moment.
+    unrecorded: std::collections::VecDeque<(u64, Instant)>,
 }
+
+/// How long a confirmed message may wait for its result before "received" is written down.
+const RECORD_RECEIVED_AFTER: Duration = Duration::from_millis(100);
 
 impl Publisher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PubEvent>) -> crate::Result<()> {
@@ -154,9 +161,31 @@ impl Publisher {
                         }
                     }
                 }
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => {
+                    self.record_received(true);
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(crate::executor::IDLE_RETIRE), if self.is_idle() => {
+                    // Retire unless an event arrived meanwhile; senders hold the map lock.
+                    let inner = self.inner.clone();
+                    let mut map = inner.publishers.lock().unwrap_or_else(|p| p.into_inner());
+                    match rx.try_recv() {
+                        Ok(ev) => {
+                            drop(map);
+                            self.handle(ev);
+                        }
+                        Err(_) => {
+                            map.remove(&self.stream_id);
+                            return Ok(());
+                        }
+                    }
+                }
             }
         }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.window.is_empty() && !self.more_on_disk && self.unrecorded.is_empty()
     }
 
     fn fill(&mut self) -> crate::Result<()> {
@@ -199,7 +228,10 @@ impl Publisher {
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        let mut wake: Option<Instant> = None;
+        let mut wake: Option<Instant> = self
+            .unrecorded
+            .front()
+            .map(|(_, at)| *at + RECORD_RECEIVED_AFTER);
         let mut first_pending = true;
         for e in self.window.values() {
             let t = match e.phase {
@@ -343,11 +375,7 @@ impl Publisher {
                 self.probing = false;
                 if e.phase != Phase::Received {
                     e.phase = Phase::Received;
-                    let (id, attempts) = (e.id.clone(), e.attempts);
-                    let _ = self.inner.store.submit(
-                        move |txn| store::mark_progress(txn, &id, MessageState::Received, attempts),
-                        |_| {},
-                    );
+                    self.unrecorded.push_back((seq, Instant::now()));
                 }
             }
             ReplyStatus::Done if e.is_result => {
@@ -423,7 +451,34 @@ impl Publisher {
         }
     }
 
+    /// Writes "received" for confirmed messages still waiting for their result.
+    fn record_received(&mut self, all: bool) {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        while let Some(&(seq, at)) = self.unrecorded.front() {
+            if !all && now.duration_since(at) < RECORD_RECEIVED_AFTER {
+                break;
+            }
+            self.unrecorded.pop_front();
+            if let Some(e) = self.window.get(&seq).filter(|e| e.phase == Phase::Received) {
+                batch.push((e.id.clone(), e.attempts));
+            }
+        }
+        if !batch.is_empty() {
+            let _ = self.inner.store.submit(
+                move |txn| {
+                    for (id, attempts) in batch {
+                        store::mark_progress(txn, &id, MessageState::Received, attempts)?;
+                    }
+                    Ok(())
+                },
+                |_| {},
+            );
+        }
+    }
+
     fn on_timer(&mut self) {
+        self.record_received(false);
         let now = Instant::now();
         let timed_out: Vec<u64> = self
             .window

@@ -204,7 +204,7 @@ async fn process(
             Action::Reply(r) => Some(r),
             Action::Accept { key, env } => {
                 let r = Reply::new(&env.id, ReplyStatus::Received);
-                inner.executor(&it.stream).send_work(Work { key, env });
+                inner.run_work(&it.stream, Work { key, env });
                 Some(r)
             }
             Action::Refuse {
@@ -244,7 +244,7 @@ async fn process(
             }
             Action::RunUnacked { env } => {
                 let key = format!("{}/{}", env.from, env.id);
-                inner.executor(&it.stream).send_work(Work { key, env });
+                inner.run_work(&it.stream, Work { key, env });
                 None
             }
         };
@@ -260,10 +260,7 @@ pub(crate) enum ResultOutcome {
 }
 
 /// Records a result for a message this node sent, after checking that it came from its destination.
-fn accept_result(
-    txn: &redb::WriteTransaction,
-    env: &Envelope,
-) -> crate::Result<Option<ResultOutcome>> {
+fn accept_result(txn: &mut store::Tx<'_>, env: &Envelope) -> crate::Result<Option<ResultOutcome>> {
     let Some(of) = env.result_of.as_deref() else {
         return Ok(Some(ResultOutcome::Refused(
             "result without result_of".into(),

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -56,7 +57,6 @@ pub(crate) struct MessageRecord {
     /// Protocol traffic (results) rather than a user message: not audited.
     #[serde(default)]
     pub internal: bool,
-    #[serde(flatten)]
     pub status: MessageStatus,
 }
 
@@ -126,7 +126,63 @@ pub(crate) struct Enqueued {
 }
 
 type Done = Box<dyn FnOnce(&Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Done + Send>;
+/// A job returns its completion and whether it failed in storage (which aborts the whole
+/// transaction: a half-applied job must never be committed). Other errors must come before
+/// any write.
+type Job = Box<dyn for<'t> FnOnce(&mut Tx<'t>) -> (Done, bool) + Send>;
+
+/// Every table, opened once per write transaction and shared by all jobs in it (opening a
+/// table per operation costs more than the operation).
+pub(crate) struct Tx<'t> {
+    meta: Table<'t, &'static str, u64>,
+    streams: Table<'t, &'static str, &'static [u8]>,
+    stream_ids: Table<'t, u64, &'static str>,
+    outbox: Table<'t, (u64, u64), &'static [u8]>,
+    messages: Table<'t, &'static str, &'static [u8]>,
+    dests: Table<'t, &'static str, &'static [u8]>,
+    inbox: Table<'t, &'static str, &'static [u8]>,
+    inbox_streams: Table<'t, &'static str, u64>,
+    inbox_pending: Table<'t, u64, &'static str>,
+    audit: Table<'t, u64, &'static [u8]>,
+    next_pending: Option<u64>,
+    next_audit: Option<u64>,
+    /// Destination counters and stream heads touched in this transaction, written once at the end.
+    dest_cache: std::collections::HashMap<String, DestinationStatus>,
+    stream_cache: std::collections::HashMap<String, StreamRecord>,
+}
+
+impl<'t> Tx<'t> {
+    fn open(txn: &'t WriteTransaction) -> std::result::Result<Tx<'t>, redb::TableError> {
+        Ok(Tx {
+            meta: txn.open_table(META)?,
+            streams: txn.open_table(STREAMS)?,
+            stream_ids: txn.open_table(STREAM_IDS)?,
+            outbox: txn.open_table(OUTBOX)?,
+            messages: txn.open_table(MESSAGES)?,
+            dests: txn.open_table(DESTS)?,
+            inbox: txn.open_table(INBOX)?,
+            inbox_streams: txn.open_table(INBOX_STREAMS)?,
+            inbox_pending: txn.open_table(INBOX_PENDING)?,
+            audit: txn.open_table(AUDIT_PENDING)?,
+            next_pending: None,
+            next_audit: None,
+            dest_cache: Default::default(),
+            stream_cache: Default::default(),
+        })
+    }
+
+    /// Writes the cached destination counters and stream heads.
+    fn flush(&mut self) -> Result<()> {
+        for (node, d) in std::mem::take(&mut self.dest_cache) {
+            self.dests.insert(node.as_str(), enc(&d).as_slice())?;
+        }
+        for (subject, rec) in std::mem::take(&mut self.stream_cache) {
+            self.streams
+                .insert(subject.as_str(), enc(&rec).as_slice())?;
+        }
+        Ok(())
+    }
+}
 
 enum WriterMsg {
     Job(Job),
@@ -151,7 +207,7 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("steward.redb");
         let db = Database::builder()
-            .set_cache_size(4 << 20)
+            .set_cache_size(16 << 20)
             .create(&path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::DataDirInUse(dir.to_owned()),
@@ -218,7 +274,7 @@ impl Store {
     pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         self.submit(f, move |r| {
@@ -237,20 +293,22 @@ impl Store {
     pub(crate) fn submit<R, F, T>(&self, f: F, then: T) -> Result<()>
     where
         R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
         T: FnOnce(Result<R>) + Send + 'static,
     {
-        let job: Job = Box::new(move |txn| {
+        let job: Job = Box::new(move |txn: &mut Tx<'_>| {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)))
                 .unwrap_or_else(|_| Err(Error::Storage("a store operation panicked".into())));
-            Box::new(move |commit: &Result<(), String>| {
+            let poisoned = matches!(r, Err(Error::Storage(_)));
+            let done: Done = Box::new(move |commit: &Result<(), String>| {
                 let out = match (r, commit) {
                     (Err(e), _) => Err(e),
                     (Ok(_), Err(c)) => Err(Error::Storage(c.clone())),
                     (Ok(v), Ok(())) => Ok(v),
                 };
                 then(out)
-            })
+            });
+            (done, poisoned)
         });
         self.jobs
             .send(WriterMsg::Job(job))
@@ -426,8 +484,33 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
                 continue;
             }
         };
-        let dones: Vec<Done> = jobs.into_iter().map(|job| job(&txn)).collect();
-        let outcome = txn.commit().map_err(|e| e.to_string());
+        let (dones, flushed) = match Tx::open(&txn) {
+            Ok(mut tables) => {
+                let mut poisoned = false;
+                let dones: Vec<Done> = jobs
+                    .into_iter()
+                    .map(|job| {
+                        let (done, bad) = job(&mut tables);
+                        poisoned |= bad;
+                        done
+                    })
+                    .collect();
+                let flushed = if poisoned {
+                    Err(
+                        "a store operation failed, so the whole transaction was rolled back; retry"
+                            .to_owned(),
+                    )
+                } else {
+                    tables.flush().map_err(|e| e.to_string())
+                };
+                (dones, flushed)
+            }
+            Err(e) => {
+                tracing::error!("store: cannot open the tables: {e}");
+                continue;
+            }
+        };
+        let outcome = flushed.and_then(|()| txn.commit().map_err(|e| e.to_string()));
         if let Err(e) = &outcome {
             tracing::error!("store: commit failed: {e}");
         }
@@ -455,41 +538,53 @@ fn get_message_r(t: &ReadTransaction, id: &str) -> Result<Option<MessageRecord>>
 }
 
 /// Reads a sent message's record inside a write transaction.
-pub(crate) fn get_message(txn: &WriteTransaction, id: &str) -> Result<Option<MessageRecord>> {
-    let table = txn.open_table(MESSAGES)?;
-    let v = table.get(id)?;
+pub(crate) fn get_message(t: &mut Tx<'_>, id: &str) -> Result<Option<MessageRecord>> {
+    let v = t.messages.get(id)?;
     v.map(|v| dec("messages", v.value())).transpose()
 }
 
-fn put_message(txn: &WriteTransaction, rec: &MessageRecord) -> Result<()> {
-    let mut table = txn.open_table(MESSAGES)?;
-    table.insert(rec.status.id.as_str(), enc(rec).as_slice())?;
+fn put_message(t: &mut Tx<'_>, rec: &MessageRecord) -> Result<()> {
+    t.messages
+        .insert(rec.status.id.as_str(), enc(rec).as_slice())?;
     Ok(())
 }
 
-fn update_dest(
-    txn: &WriteTransaction,
-    node: &str,
-    f: impl FnOnce(&mut DestinationStatus),
-) -> Result<()> {
-    let mut table = txn.open_table(DESTS)?;
-    let mut d: DestinationStatus = match table.get(node)? {
-        Some(v) => dec("destinations", v.value())?,
-        None => DestinationStatus {
-            node: node.to_owned(),
-            ..Default::default()
-        },
-    };
-    f(&mut d);
-    table.insert(node, enc(&d).as_slice())?;
+/// Updates a destination's counters; written once per transaction by [`Tx::flush`].
+fn update_dest(t: &mut Tx<'_>, node: &str, f: impl FnOnce(&mut DestinationStatus)) -> Result<()> {
+    if !t.dest_cache.contains_key(node) {
+        let d: DestinationStatus = match t.dests.get(node)? {
+            Some(v) => dec("destinations", v.value())?,
+            None => DestinationStatus {
+                node: node.to_owned(),
+                ..Default::default()
+            },
+        };
+        t.dest_cache.insert(node.to_owned(), d);
+    }
+    if let Some(d) = t.dest_cache.get_mut(node) {
+        f(d);
+    }
     Ok(())
 }
 
 /// Accepts messages into the outbox, assigning stream sequence numbers.
-pub(crate) fn enqueue(txn: &WriteTransaction, msgs: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
-    let mut out = Vec::with_capacity(msgs.len());
-    for mut m in msgs {
-        if let Some(existing) = get_message(txn, &m.item.envelope.id)? {
+pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
+    // Check every id before writing anything: all or none are accepted.
+    let mut existing_recs = Vec::with_capacity(msgs.len());
+    let mut ids = std::collections::HashSet::new();
+    for m in &msgs {
+        if !ids.insert(m.item.envelope.id.clone()) {
+            return Err(Error::invalid(
+                None,
+                Some("id"),
+                format!(
+                    "id {} appears twice in one batch; ids must be unique",
+                    m.item.envelope.id
+                ),
+            ));
+        }
+        let existing = get_message(t, &m.item.envelope.id)?;
+        if let Some(existing) = &existing {
             let same = existing.status.message == m.json
                 || (existing.status.to_node == m.item.envelope.to
                     && existing.status.subject == m.subject
@@ -510,6 +605,12 @@ pub(crate) fn enqueue(txn: &WriteTransaction, msgs: Vec<NewMessage>) -> Result<V
                     ),
                 ));
             }
+        }
+        existing_recs.push(existing);
+    }
+    let mut out = Vec::with_capacity(msgs.len());
+    for (mut m, existing) in msgs.into_iter().zip(existing_recs) {
+        if let Some(existing) = existing {
             out.push(Enqueued {
                 id: existing.status.id,
                 to_node: existing.status.to_node,
@@ -521,32 +622,35 @@ pub(crate) fn enqueue(txn: &WriteTransaction, msgs: Vec<NewMessage>) -> Result<V
             continue;
         }
         let (stream_id, seq) = {
-            let mut streams = txn.open_table(STREAMS)?;
-            let rec: StreamRecord = match streams.get(m.subject.as_str())? {
-                Some(v) => dec("streams", v.value())?,
-                None => {
-                    let mut meta = txn.open_table(META)?;
-                    let id = meta.get("next_stream_id")?.map(|v| v.value()).unwrap_or(1);
-                    meta.insert("next_stream_id", id + 1)?;
-                    let mut ids = txn.open_table(STREAM_IDS)?;
-                    ids.insert(id, m.subject.as_str())?;
-                    StreamRecord { id, next_seq: 1 }
-                }
-            };
+            if !t.stream_cache.contains_key(&m.subject) {
+                let rec: StreamRecord = match t.streams.get(m.subject.as_str())? {
+                    Some(v) => dec("streams", v.value())?,
+                    None => {
+                        let id = t
+                            .meta
+                            .get("next_stream_id")?
+                            .map(|v| v.value())
+                            .unwrap_or(1);
+                        t.meta.insert("next_stream_id", id + 1)?;
+                        t.stream_ids.insert(id, m.subject.as_str())?;
+                        StreamRecord { id, next_seq: 1 }
+                    }
+                };
+                t.stream_cache.insert(m.subject.clone(), rec);
+            }
+            let rec = t
+                .stream_cache
+                .get_mut(&m.subject)
+                .ok_or_else(|| Error::Storage("stream cache".into()))?;
             let seq = rec.next_seq;
-            let next = StreamRecord {
-                id: rec.id,
-                next_seq: seq + 1,
-            };
-            streams.insert(m.subject.as_str(), enc(&next).as_slice())?;
+            rec.next_seq += 1;
             (rec.id, seq)
         };
         if m.item.envelope.ack {
             m.item.envelope.seq = seq;
         }
         {
-            let mut outbox = txn.open_table(OUTBOX)?;
-            outbox.insert((stream_id, seq), enc(&m.item).as_slice())?;
+            t.outbox.insert((stream_id, seq), enc(&m.item).as_slice())?;
         }
         let now = now_ms();
         let rec = MessageRecord {
@@ -566,9 +670,9 @@ pub(crate) fn enqueue(txn: &WriteTransaction, msgs: Vec<NewMessage>) -> Result<V
                 updated_ms: now,
             },
         };
-        put_message(txn, &rec)?;
+        put_message(t, &rec)?;
         if !m.internal {
-            update_dest(txn, &m.item.envelope.to, |d| d.pending += 1)?;
+            update_dest(t, &m.item.envelope.to, |d| d.pending += 1)?;
         }
         out.push(Enqueued {
             id: m.item.envelope.id,
@@ -600,12 +704,12 @@ fn strip_defaults(v: &mut serde_json::Value) {
 
 /// Moves a non-final message to `Sent` or `Received` and counts attempts.
 pub(crate) fn mark_progress(
-    txn: &WriteTransaction,
+    t: &mut Tx<'_>,
     id: &str,
     state: MessageState,
     attempts: u32,
 ) -> Result<()> {
-    if let Some(mut rec) = get_message(txn, id)? {
+    if let Some(mut rec) = get_message(t, id)? {
         if rec.status.state.is_final() {
             return Ok(());
         }
@@ -614,10 +718,10 @@ pub(crate) fn mark_progress(
         }
         rec.status.attempts = rec.status.attempts.max(attempts);
         rec.status.updated_ms = now_ms();
-        put_message(txn, &rec)?;
+        put_message(t, &rec)?;
         if state == MessageState::Received {
             let node = rec.status.to_node.clone();
-            update_dest(txn, &node, |d| {
+            update_dest(t, &node, |d| {
                 d.last_ack_ms = Some(now_ms());
                 d.last_seen_ms = Some(now_ms());
             })?;
@@ -629,14 +733,14 @@ pub(crate) fn mark_progress(
 /// Records a final state. Returns the new status, or `None` if it was already final
 /// (a late result after `Failed` still upgrades the message to `Completed`).
 pub(crate) fn finalize(
-    txn: &WriteTransaction,
+    t: &mut Tx<'_>,
     id: &str,
     state: MessageState,
     result: Option<MethodResult>,
     reason: Option<String>,
     attempts: u32,
 ) -> Result<Option<MessageRecord>> {
-    let Some(mut rec) = get_message(txn, id)? else {
+    let Some(mut rec) = get_message(t, id)? else {
         return Ok(None);
     };
     let old = rec.status.state;
@@ -649,8 +753,7 @@ pub(crate) fn finalize(
         return Ok(None);
     }
     {
-        let mut outbox = txn.open_table(OUTBOX)?;
-        outbox.remove((rec.stream_id, rec.seq))?;
+        t.outbox.remove((rec.stream_id, rec.seq))?;
     }
     let now = now_ms();
     tracing::debug!(id, ?old, ?state, "finalize");
@@ -659,10 +762,10 @@ pub(crate) fn finalize(
     rec.status.result = result;
     rec.status.reason = reason;
     rec.status.updated_ms = now;
-    put_message(txn, &rec)?;
+    put_message(t, &rec)?;
     let node = rec.status.to_node.clone();
     let acked = matches!(state, MessageState::Completed | MessageState::Rejected);
-    update_dest(txn, &node, |d| {
+    update_dest(t, &node, |d| {
         if rec.internal {
             // Protocol traffic (results) counts as contact, not as messages.
         } else if late_result {
@@ -694,69 +797,75 @@ pub(crate) fn finalize(
             "message": rec.status.message,
             "createdMs": rec.status.created_ms,
         });
-        push_audit(txn, &line)?;
+        push_audit(t, &line)?;
     }
     Ok(Some(rec))
 }
 
-fn push_audit(txn: &WriteTransaction, line: &serde_json::Value) -> Result<()> {
-    let mut table = txn.open_table(AUDIT_PENDING)?;
-    let next = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-    table.insert(next, enc(line).as_slice())?;
+fn push_audit(t: &mut Tx<'_>, line: &serde_json::Value) -> Result<()> {
+    let next = match t.next_audit {
+        Some(n) => n,
+        None => t.audit.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1),
+    };
+    t.next_audit = Some(next + 1);
+    t.audit.insert(next, enc(line).as_slice())?;
     Ok(())
 }
 
 /// Removes audit lines that reached audit.log.
-pub(crate) fn audit_done(txn: &WriteTransaction, keys: &[u64]) -> Result<()> {
-    let mut table = txn.open_table(AUDIT_PENDING)?;
+pub(crate) fn audit_done(t: &mut Tx<'_>, keys: &[u64]) -> Result<()> {
     for k in keys {
-        table.remove(*k)?;
+        t.audit.remove(*k)?;
     }
     Ok(())
 }
 
 /// Notes that `node` was heard from.
-pub(crate) fn touch_seen(txn: &WriteTransaction, node: &str) -> Result<()> {
-    update_dest(txn, node, |d| d.last_seen_ms = Some(now_ms()))
+pub(crate) fn touch_seen(t: &mut Tx<'_>, node: &str) -> Result<()> {
+    update_dest(t, node, |d| d.last_seen_ms = Some(now_ms()))
 }
 
 /// Writes the receiver's record of a message; `pending` puts it on (or takes it off) the resume list.
-pub(crate) fn put_inbox(txn: &WriteTransaction, id: &str, rec: &mut InboxRecord) -> Result<()> {
-    let mut pending = txn.open_table(INBOX_PENDING)?;
+pub(crate) fn put_inbox(t: &mut Tx<'_>, id: &str, rec: &mut InboxRecord) -> Result<()> {
     match rec.state {
         InboxState::Received | InboxState::Started => {
             if rec.pending_key == 0 {
-                rec.pending_key = pending.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-                pending.insert(rec.pending_key, id)?;
+                rec.pending_key = match t.next_pending {
+                    Some(n) => n,
+                    None => t
+                        .inbox_pending
+                        .last()?
+                        .map(|(k, _)| k.value() + 1)
+                        .unwrap_or(1),
+                };
+                t.next_pending = Some(rec.pending_key + 1);
+                t.inbox_pending.insert(rec.pending_key, id)?;
             }
         }
         InboxState::Done => {
             if rec.pending_key != 0 {
-                pending.remove(rec.pending_key)?;
+                t.inbox_pending.remove(rec.pending_key)?;
                 rec.pending_key = 0;
             }
             rec.envelope = None;
         }
     }
     rec.updated_ms = now_ms();
-    let mut inbox = txn.open_table(INBOX)?;
-    inbox.insert(id, enc(rec).as_slice())?;
+    t.inbox.insert(id, enc(rec).as_slice())?;
     Ok(())
 }
 
 /// Reads the receiver's record inside a write transaction.
-pub(crate) fn get_inbox(txn: &WriteTransaction, id: &str) -> Result<Option<InboxRecord>> {
-    let table = txn.open_table(INBOX)?;
-    let v = table.get(id)?;
+pub(crate) fn get_inbox(t: &mut Tx<'_>, id: &str) -> Result<Option<InboxRecord>> {
+    let v = t.inbox.get(id)?;
     v.map(|v| dec("inbox", v.value())).transpose()
 }
 
 /// Sets the next sequence number expected on an inbound stream.
-pub(crate) fn set_expected(txn: &WriteTransaction, stream: &str, expected: u64) -> Result<()> {
-    let mut t = txn.open_table(INBOX_STREAMS)?;
-    let cur = t.get(stream)?.map(|v| v.value()).unwrap_or(1);
+pub(crate) fn set_expected(t: &mut Tx<'_>, stream: &str, expected: u64) -> Result<()> {
+    let cur = t.inbox_streams.get(stream)?.map(|v| v.value()).unwrap_or(1);
     if expected > cur {
-        t.insert(stream, expected)?;
+        t.inbox_streams.insert(stream, expected)?;
     }
     Ok(())
 }
@@ -767,11 +876,11 @@ pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<OutboxItem> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::envelope::WireKind;
 
-    fn new_msg(id: &str) -> NewMessage {
+    pub(super) fn new_msg(id: &str) -> NewMessage {
         NewMessage {
             item: OutboxItem {
                 envelope: Envelope {
@@ -799,6 +908,12 @@ mod tests {
             internal: false,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::new_msg;
+    use super::*;
 
     #[tokio::test]
     async fn finalize_twice_counts_once() {
@@ -819,5 +934,58 @@ mod tests {
         assert_eq!((a.unwrap(), b.unwrap()), (true, false));
         let d = store.destinations().unwrap();
         assert_eq!((d[0].pending, d[0].completed), (0, 1));
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::tests_support::new_msg;
+    use super::*;
+
+    /// Not a pass/fail test: prints the store's cost per operation (run with --ignored --nocapture).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn store_cost_per_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        let mut futs = Vec::new();
+        for i in 0..n {
+            let s = store.clone();
+            futs.push(tokio::spawn(async move {
+                s.write(move |t| enqueue(t, vec![new_msg(&format!("m{i}"))]))
+                    .await
+            }));
+        }
+        for f in futs {
+            f.await.unwrap().unwrap();
+        }
+        let el = t.elapsed();
+        println!(
+            "enqueue: {:.1} µs/msg ({:.0}/s)",
+            el.as_secs_f64() * 1e6 / n as f64,
+            n as f64 / el.as_secs_f64()
+        );
+        let t = std::time::Instant::now();
+        let mut futs = Vec::new();
+        for i in 0..n {
+            let s = store.clone();
+            futs.push(tokio::spawn(async move {
+                s.write(move |t| {
+                    finalize(t, &format!("m{i}"), MessageState::Completed, None, None, 1)
+                })
+                .await
+            }));
+        }
+        for f in futs {
+            f.await.unwrap().unwrap();
+        }
+        let el = t.elapsed();
+        println!(
+            "finalize: {:.1} µs/msg ({:.0}/s)",
+            el.as_secs_f64() * 1e6 / n as f64,
+            n as f64 / el.as_secs_f64()
+        );
     }
 }
