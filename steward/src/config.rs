@@ -40,6 +40,10 @@ pub struct NodeConfig {
     pub access: AccessList,
     /// Watch `<data_dir>/inmsg.txt` for messages to send.
     pub watch_inmsg: bool,
+    /// How long finished messages are remembered: sent ones for [`crate::Node::message`], received
+    /// ones to answer resends with the stored result (7 days). Older resends are still never run
+    /// again (sequence numbers tell), they just get no stored result.
+    pub retention: Duration,
     /// Serve the built-in methods (`shellCommand`, `textLogging`, `echo`, `hello`, `errorLog`).
     pub builtin_methods: bool,
     /// Serve `<data_dir>/steward.sock` for `steward send|status|cancel` (see [`crate::CONTROL_SOCKET`]).
@@ -66,6 +70,7 @@ impl NodeConfig {
             output_limit: 1 << 20,
             access: AccessList::default_for("central"),
             watch_inmsg: false,
+            retention: Duration::from_secs(7 * 24 * 3600),
             builtin_methods: true,
             control_socket: false,
         }

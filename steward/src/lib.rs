@@ -25,6 +25,7 @@ mod notify;
 mod publisher;
 mod receiver;
 mod result;
+mod retention;
 mod store;
 mod supervisor;
 

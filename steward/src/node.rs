@@ -136,6 +136,11 @@ impl NodeBuilder {
         self.cfg.watch_inmsg = on;
         self
     }
+    /// How long finished messages are remembered (7 days).
+    pub fn retention(mut self, d: Duration) -> Self {
+        self.cfg.retention = d;
+        self
+    }
     /// Serve the built-in methods (on by default).
     pub fn builtin_methods(mut self, on: bool) -> Self {
         self.cfg.builtin_methods = on;
@@ -564,6 +569,12 @@ impl Node {
             .map_err(|_| Error::Stopped)?
             .insert(name.to_owned(), method);
         Ok(())
+    }
+
+    /// Forgets finished messages older than the retention period now (this also runs hourly).
+    /// Returns how many receiver dedup records and sent-message records were removed.
+    pub async fn prune(&self) -> Result<(usize, usize)> {
+        crate::retention::prune_now(&self.inner).await
     }
 
     /// Stops serving a method; later messages for it are rejected.

@@ -989,3 +989,45 @@ mod speed {
         );
     }
 }
+
+/// Lightweight views for pruning: only the fields needed to decide.
+#[derive(Deserialize)]
+struct InboxAge {
+    state: InboxState,
+    updated_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct MessageAge {
+    status: MessageAgeStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageAgeStatus {
+    state: MessageState,
+    updated_ms: u64,
+}
+
+/// Forgets finished messages last changed before `cutoff_ms`: receivers' dedup records (older
+/// resends are still recognised by their sequence numbers and answered as stale) and senders'
+/// message records (their audit lines stay in audit.log). Returns (inbox, messages) removed.
+pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
+    let mut inbox_removed = 0;
+    t.inbox.retain(|_, v| {
+        let old = serde_json::from_slice::<InboxAge>(v)
+            .map(|r| r.state == InboxState::Done && r.updated_ms < cutoff_ms)
+            .unwrap_or(false);
+        inbox_removed += usize::from(old);
+        !old
+    })?;
+    let mut messages_removed = 0;
+    t.messages.retain(|_, v| {
+        let old = serde_json::from_slice::<MessageAge>(v)
+            .map(|r| r.status.state.is_final() && r.status.updated_ms < cutoff_ms)
+            .unwrap_or(false);
+        messages_removed += usize::from(old);
+        !old
+    })?;
+    Ok((inbox_removed, messages_removed))
+}

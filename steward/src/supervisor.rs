@@ -86,6 +86,8 @@ where
     supervise(inner, "audit log writer", move || {
         crate::audit::run(i.clone())
     });
+    let i = inner.clone();
+    supervise(inner, "pruner", move || crate::retention::run(i.clone()));
     if let Some(every) = inner.cfg.hello_interval.filter(|d| !d.is_zero()) {
         let i = inner.clone();
         supervise(inner, "hello sender", move || {

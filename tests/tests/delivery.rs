@@ -155,3 +155,51 @@ async fn rejections_reach_the_sender() {
         n.stop().await;
     }
 }
+
+/// Must hold: after the retention period the sender forgets finished messages and the receiver
+/// its dedup records; the message ran once, and an id reused after that is a new message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_forgets_finished_but_never_reruns() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let rec = steward_tests::recorder::Recorder::default();
+    let ship = test_node("ship1", &urls, dir.path())
+        .retention(Duration::ZERO)
+        .method("record", rec.method(Kind::Command))
+        .start()
+        .await
+        .unwrap();
+    let central = test_node("central", &urls, dir.path())
+        .retention(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let r = central
+        .send(Message::command("ship1", "record", ["once"]).with_id("fixed-1"))
+        .await
+        .unwrap();
+    r.result().await.unwrap();
+    // Let the result's own ACK complete at the receiver before pruning.
+    assert!(
+        steward_tests::wait_until_future(Duration::from_secs(5), || {
+            let s = ship.clone();
+            async move { s.destinations().unwrap().iter().all(|d| d.pending == 0) }
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (_, sent) = central.prune().await.unwrap();
+    let (dedup, _) = ship.prune().await.unwrap();
+    assert!(sent >= 1 && dedup >= 1, "pruned sent={sent} dedup={dedup}");
+    assert!(central.message("fixed-1").await.unwrap().is_none());
+    // The same id again is a new message to the sender, with a new sequence number: it runs.
+    let again = central
+        .send(Message::command("ship1", "record", ["twice"]).with_id("fixed-1"))
+        .await
+        .unwrap();
+    again.result().await.unwrap();
+    assert_eq!(rec.seen(), vec!["once".to_string(), "twice".to_string()]);
+    central.stop().await;
+    ship.stop().await;
+}
