@@ -542,6 +542,17 @@ impl Publisher {
         let Some(e) = self.window.remove(&seq) else {
             return;
         };
+        if e.is_result {
+            if state != MessageState::Completed {
+                tracing::error!(subject = %self.subject, ?state, ?reason, "a result could not be delivered; it is dropped");
+            }
+            let stream_id = self.stream_id;
+            let _ = self
+                .inner
+                .store
+                .submit(move |t| store::remove_outbox(t, stream_id, seq), |_| {});
+            return;
+        }
         let inner = self.inner.clone();
         let (id, attempts) = (e.id, e.attempts);
         let r = self.inner.store.submit(

@@ -573,6 +573,10 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
     let mut existing_recs = Vec::with_capacity(msgs.len());
     let mut ids = std::collections::HashSet::new();
     for m in &msgs {
+        if m.internal {
+            existing_recs.push(None);
+            continue;
+        }
         if !ids.insert(m.item.envelope.id.clone()) {
             return Err(Error::invalid(
                 None,
@@ -652,26 +656,27 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
         {
             t.outbox.insert((stream_id, seq), enc(&m.item).as_slice())?;
         }
-        let now = now_ms();
-        let rec = MessageRecord {
-            stream_id,
-            seq,
-            internal: m.internal,
-            status: MessageStatus {
-                id: m.item.envelope.id.clone(),
-                message: m.json,
-                to_node: m.item.envelope.to.clone(),
-                subject: m.subject.clone(),
-                state: MessageState::Queued,
-                attempts: 0,
-                result: None,
-                reason: None,
-                created_ms: now,
-                updated_ms: now,
-            },
-        };
-        put_message(t, &rec)?;
+        // Results going home live only in the outbox: no status record, no counters.
         if !m.internal {
+            let now = now_ms();
+            let rec = MessageRecord {
+                stream_id,
+                seq,
+                internal: false,
+                status: MessageStatus {
+                    id: m.item.envelope.id.clone(),
+                    message: m.json,
+                    to_node: m.item.envelope.to.clone(),
+                    subject: m.subject.clone(),
+                    state: MessageState::Queued,
+                    attempts: 0,
+                    result: None,
+                    reason: None,
+                    created_ms: now,
+                    updated_ms: now,
+                },
+            };
+            put_message(t, &rec)?;
             update_dest(t, &m.item.envelope.to, |d| d.pending += 1)?;
         }
         out.push(Enqueued {
@@ -809,6 +814,12 @@ fn push_audit(t: &mut Tx<'_>, line: &serde_json::Value) -> Result<()> {
     };
     t.next_audit = Some(next + 1);
     t.audit.insert(next, enc(line).as_slice())?;
+    Ok(())
+}
+
+/// Removes a delivered result from the outbox (results have no status record).
+pub(crate) fn remove_outbox(t: &mut Tx<'_>, stream_id: u64, seq: u64) -> Result<()> {
+    t.outbox.remove((stream_id, seq))?;
     Ok(())
 }
 
