@@ -94,7 +94,7 @@ NATS="${NATS_SERVER_BIN:-}"
 NATS_PID=$!
 PORT=""
 for _ in $(seq 1 200); do
-    PORT="$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/nats.log" 2>/dev/null | head -n1)"
+    PORT="$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/nats.log" 2>/dev/null | head -n1 || true)"
     [[ -n "$PORT" ]] && break
     kill -0 "$NATS_PID" 2>/dev/null || { cat "$WORK/nats.log" >&2 || true; die "nats-server exited"; }
     sleep 0.05
@@ -107,28 +107,42 @@ echo "nats-server $("$NATS" --version 2>/dev/null | head -n1) on $URL"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
 export LSAN_OPTIONS="suppressions=$REPO_ROOT/$TESTS/lsan.supp:print_suppressions=0"
 
+# Totals over every run below: each C test counts once per compiler, each example run once.
+PASSED=0
 FAILED=0
+pass() { PASSED=$((PASSED + ${1:-1})); }
+fail() { FAILED=$((FAILED + ${2:-1})); echo "test-c: FAILED: $1" >&2; }
+
 for cc in "${COMPILERS[@]}"; do
     step "C tests ($cc, ASan + LeakSanitizer)"
     mkdir -p "$WORK/data-$cc"
-    if ! STEWARD_TEST_NATS_URL="$URL" STEWARD_TEST_DIR="$WORK/data-$cc" \
-        timeout 300 "$WORK/tests-$cc" </dev/null; then
-        echo "test-c: the C tests built with $cc failed" >&2
-        FAILED=1
+    rc=0
+    STEWARD_TEST_NATS_URL="$URL" STEWARD_TEST_DIR="$WORK/data-$cc" \
+        timeout 300 "$WORK/tests-$cc" </dev/null 2>&1 | tee "$WORK/tests-$cc.log" || rc=$?
+    summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$WORK/tests-$cc.log" | tail -n1 || true)"
+    n_pass="$(sed -n 's/^\([0-9]*\) passed.*/\1/p' <<<"$summary")"
+    n_fail="$(sed -n 's/.*passed, \([0-9]*\) failed$/\1/p' <<<"$summary")"
+    pass "${n_pass:-0}"
+    if [[ "$rc" != 0 || -z "$summary" || "${n_fail:-1}" != 0 ]]; then
+        # A sanitizer report after the summary (a leak at exit) fails the run as a whole.
+        fail "the C tests built with $cc (exit $rc, ${n_fail:-?} failed)" "$(( ${n_fail:-0} > 0 ? n_fail : 1 ))"
     fi
     step "C example ($cc)"
-    if ! (cd "$WORK" && timeout 120 "$WORK/ship_ls-$cc" --broker "$URL" --data-dir "$WORK/example-$cc" </dev/null); then
-        echo "test-c: the C example built with $cc failed" >&2
-        FAILED=1
+    if (cd "$WORK" && timeout 120 "$WORK/ship_ls-$cc" --broker "$URL" --data-dir "$WORK/example-$cc" </dev/null); then
+        pass
+    else
+        fail "the C example built with $cc"
     fi
 done
 step "C example linked through pkg-config (shared and static)"
 for exe in ship_ls-pc ship_ls-static; do
-    if ! (cd "$WORK" && timeout 120 "$WORK/$exe" --broker "$URL" --data-dir "$WORK/example-$exe" </dev/null >/dev/null); then
-        echo "test-c: $exe failed" >&2
-        FAILED=1
+    if (cd "$WORK" && timeout 120 "$WORK/$exe" --broker "$URL" --data-dir "$WORK/example-$exe" </dev/null >/dev/null); then
+        pass
+    else
+        fail "$exe"
     fi
 done
 
-[[ "$FAILED" == 0 ]] || die "failures above"
-step "all C checks passed"
+step "summary"
+echo "test-c: $PASSED passed, $FAILED failed"
+[[ "$FAILED" == 0 ]]

@@ -602,7 +602,7 @@ steward_result steward_node_builder_allow(struct steward_node_builder *builder,
 /**
  * Serves `method` (a `steward_kind`: command or event) with a C callback from the moment the
  * node starts, so messages resumed at start find it. Serving the same name again replaces the
- * earlier callback (whose `drop` then runs at start).
+ * earlier callback (whose `drop` then runs right away).
  *
  * On success the builder owns `callback` (its `drop` runs exactly once: when the node stops,
  * the callback is replaced, or the builder is freed or fails to start). On failure the

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -69,8 +69,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The runtime handle and node, or `STOPPED`.
+    /// The runtime handle and node, or `STOPPED` (also while a stop is under way, so calls
+    /// from callbacks still finishing get a clear answer).
     fn live(&self) -> Result<(Handle, Node), FfiError> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(FfiError::stopped());
+        }
         lock(&self.running)
             .as_ref()
             .map(|r| (r.rt.handle().clone(), r.node.clone()))
@@ -85,7 +89,10 @@ impl Shared {
             ));
         }
         let _stop = lock(&self.stop_lock);
-        let Ok((handle, node)) = self.live() else {
+        let Some((handle, node)) = lock(&self.running)
+            .as_ref()
+            .map(|r| (r.rt.handle().clone(), r.node.clone()))
+        else {
             return Ok(());
         };
         // C completions still pending are finished as "unknown" first, so the node's stop

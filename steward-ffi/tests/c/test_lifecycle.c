@@ -207,3 +207,63 @@ TEST(remove_listener_waits_and_drops_once) {
     CHECK(counter_get(&s.drops) == 1);
     slow_destroy(&s);
 }
+
+typedef struct slow_method {
+    counter entered;
+    counter left;
+    counter drops;
+    atomic_int completion_rc;
+    atomic_int send_during_stop_rc;
+    steward_node *node;
+} slow_method;
+
+/* A synchronous handler that takes a while, then completes; the node is stopped meanwhile. */
+static void slow_handler(void *ctx, const steward_request *req, steward_completion *c) {
+    slow_method *s = ctx;
+    (void)req;
+    counter_add(&s->entered, 1);
+    usleep(500 * 1000);
+    atomic_store(&s->completion_rc, steward_completion_ok(c, "late"));
+    steward_send_report *r = NULL;
+    atomic_store(&s->send_during_stop_rc, steward_node_send_json(s->node, "[]", &r));
+    steward_send_report_free(r);
+    counter_add(&s->left, 1);
+}
+
+static void slow_method_drop(void *ctx) {
+    slow_method *s = ctx;
+    counter_add(&s->drops, 1);
+}
+
+TEST(stop_while_a_slow_c_method_runs) {
+    slow_method s;
+    memset(&s, 0, sizeof s);
+    counter_init(&s.entered);
+    counter_init(&s.left);
+    counter_init(&s.drops);
+    steward_node *n = NULL;
+    steward_node_builder *b = test_builder("lc-slowm");
+    CHECK(b != NULL);
+    steward_method_callback cb = {&s, slow_handler, slow_method_drop};
+    CHECK_OK(steward_node_builder_serve(b, "slow", STEWARD_KIND_COMMAND, cb));
+    CHECK_OK(steward_node_start(b, &n));
+    s.node = n;
+    steward_send_report *r = NULL;
+    CHECK_OK(steward_node_send_json(
+        n, "{\"toNode\":\"lc-slowm\",\"commandOrEvent\":\"command\",\"method\":\"slow\"}", &r));
+    CHECK(steward_send_report_accepted_len(r) == 1);
+    steward_send_report_free(r);
+    CHECK(counter_wait(&s.entered, 1, 20000));
+    CHECK_OK(steward_node_stop(n));
+    /* The handler had returned before stop did, and its drop ran once after it. */
+    CHECK(counter_get(&s.left) == 1);
+    CHECK(counter_get(&s.drops) == 1);
+    /* Its completion had been abandoned by the stop; calls on the stopping node say so. */
+    CHECK(atomic_load(&s.completion_rc) == STEWARD_RESULT_COMPLETION_NOT_PENDING);
+    CHECK(atomic_load(&s.send_during_stop_rc) == STEWARD_RESULT_STOPPED);
+    steward_node_free(n);
+    CHECK(counter_get(&s.drops) == 1);
+    counter_destroy(&s.entered);
+    counter_destroy(&s.left);
+    counter_destroy(&s.drops);
+}
