@@ -33,7 +33,7 @@ LIBDIR="$REPO_ROOT/target/debug"
 step "the committed header is current"
 git ls-files --error-unmatch "$HEADER" >/dev/null 2>&1 \
     || die "$HEADER is not committed; run 'cargo build -p steward-ffi' and commit it"
-if ! git diff --exit-code -- "$HEADER"; then
+if ! git diff --exit-code HEAD -- "$HEADER"; then
     die "$HEADER differs from the committed one (diff above): commit the regenerated header"
 fi
 
@@ -112,6 +112,25 @@ PASSED=0
 FAILED=0
 pass() { PASSED=$((PASSED + ${1:-1})); }
 fail() { FAILED=$((FAILED + ${2:-1})); echo "test-c: FAILED: $1" >&2; }
+
+step "leak detection is live: a deliberate leak through the C API must be reported"
+cat >"$WORK/leak.c" <<'LEAK'
+#include "steward.h"
+static void leak_some(void) {
+    for (int i = 0; i < 8; i++) {
+        steward_message *volatile m = 0;
+        steward_message_new((steward_message **)&m);
+        m = 0; /* never freed */
+    }
+}
+int main(void) { leak_some(); return 0; }
+LEAK
+gcc "${SAN[@]}" -I"$FFI/include" "$WORK/leak.c" -o "$WORK/leak" -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lsteward_ffi
+if "$WORK/leak" >"$WORK/leak.log" 2>&1 || ! grep -q "LeakSanitizer: detected memory leaks" "$WORK/leak.log"; then
+    cat "$WORK/leak.log" >&2
+    die "LeakSanitizer did not report a leaked steward_message: leak checking is not working"
+fi
+echo "LeakSanitizer reported the deliberate leak"
 
 for cc in "${COMPILERS[@]}"; do
     step "C tests ($cc, ASan + LeakSanitizer)"
