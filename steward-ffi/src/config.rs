@@ -421,9 +421,11 @@ pub unsafe extern "C" fn steward_node_builder_on_event(
     })
 }
 
-/// Registers a final-state callback from the moment the node starts (see
-/// `steward_status_callback`). On success the builder owns `callback`; on failure `drop` is not
-/// called.
+/// Registers a final-state callback as the node starts (see `steward_status_callback`). A final
+/// state reached during the start itself (a message that expired while the node was down) may
+/// come before the callback is registered: query such messages with
+/// `steward_node_message_status`. On success the builder owns `callback`; on failure `drop` is
+/// not called.
 #[no_mangle]
 pub unsafe extern "C" fn steward_node_builder_on_finished(
     builder: *mut steward_node_builder,

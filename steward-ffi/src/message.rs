@@ -249,3 +249,74 @@ pub unsafe extern "C" fn steward_message_set_method_timeout_ms(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    fn new_message() -> *mut steward_message {
+        let mut m = std::ptr::null_mut();
+        assert_eq!(
+            unsafe { steward_message_new(&mut m) },
+            steward_result::STEWARD_RESULT_OK
+        );
+        m
+    }
+
+    #[test]
+    fn missing_fields_name_the_setter() {
+        let m = new_message();
+        let e = unsafe { &*m }.to_message().unwrap_err();
+        assert_eq!(e.code, steward_result::STEWARD_RESULT_INVALID_MESSAGE);
+        assert!(
+            e.message.contains("steward_message_set_to"),
+            "{}",
+            e.message
+        );
+        let ship = CString::new("ship1").unwrap();
+        unsafe { steward_message_set_to(m, ship.as_ptr()) };
+        let e = unsafe { &*m }.to_message().unwrap_err();
+        assert!(
+            e.message.contains("steward_message_set_method"),
+            "{}",
+            e.message
+        );
+        unsafe { steward_message_free(m) };
+    }
+
+    #[test]
+    fn setters_build_the_core_message() {
+        let m = new_message();
+        let c = |s: &str| CString::new(s).unwrap();
+        let (to, method, a, b, id) = (c("ship1"), c("shellCommand"), c("ls"), c("-l"), c("m1"));
+        unsafe {
+            steward_message_set_to(m, to.as_ptr());
+            steward_message_set_method(m, method.as_ptr());
+            steward_message_set_kind(m, 0);
+            steward_message_add_data(m, a.as_ptr());
+            steward_message_add_data(m, b.as_ptr());
+            steward_message_set_id(m, id.as_ptr());
+            steward_message_set_ttl_ms(m, 1500);
+            steward_message_set_retries(m, 4);
+            steward_message_set_ack_timeout_ms(m, 0);
+        }
+        let msg = unsafe { &*m }.to_message().unwrap();
+        assert_eq!(msg.subject(), "ship1.command.shellCommand");
+        assert_eq!(msg.data, ["ls", "-l"]);
+        assert_eq!(msg.id.as_deref(), Some("m1"));
+        assert_eq!(msg.retries, Some(4));
+        assert_eq!(msg.ack_timeout, Some(std::time::Duration::ZERO));
+        assert_eq!(
+            msg.expiry,
+            Some(steward::Expiry::Ttl(std::time::Duration::from_millis(1500)))
+        );
+        // Out-of-range values are refused and leave the message as it was.
+        assert_eq!(
+            unsafe { steward_message_set_retries(m, -1) },
+            steward_result::STEWARD_RESULT_INVALID_ARGUMENT
+        );
+        assert_eq!(unsafe { &*m }.to_message().unwrap().retries, Some(4));
+        unsafe { steward_message_free(m) };
+    }
+}

@@ -193,8 +193,8 @@ fn build_runtime(name: &str) -> Result<Runtime, FfiError> {
 /// Errors: `STEWARD_RESULT_DATA_DIR_IN_USE`, `STEWARD_RESULT_STORAGE`,
 /// `STEWARD_RESULT_CONFIG`, `STEWARD_RESULT_INVALID_NAME`, `STEWARD_RESULT_BROKER_UNAVAILABLE`
 /// (an unusable URL), ... with details in `steward_last_error_message`. Thread-safe (for
-/// different builders); blocks until the node runs. Must not be called from a node's callback
-/// while that node is stopping.
+/// different builders); blocks until the node runs (a broker that is down does not block: the
+/// node connects in the background).
 #[no_mangle]
 pub unsafe extern "C" fn steward_node_start(
     builder: *mut steward_node_builder,
