@@ -5,7 +5,7 @@ use std::ffi::{c_char, CStr};
 
 use steward::ErrorKind;
 
-use crate::boundary::{guard, write_text};
+use crate::boundary::{guard, guard_value, write_text};
 
 /// The result of every fallible steward function.
 ///
@@ -291,7 +291,7 @@ pub unsafe extern "C" fn steward_last_error_message(
     len: usize,
     written: *mut usize,
 ) -> steward_result {
-    let keep = last_error();
+    let keep = guard_value(None, last_error);
     let code = guard(|| {
         let text = keep.as_ref().map(|e| e.message.as_str()).unwrap_or("");
         write_text(text, buf, len, written)
@@ -308,7 +308,9 @@ pub unsafe extern "C" fn steward_last_error_message(
 /// Thread-safe: each thread has its own last error. Never fails.
 #[no_mangle]
 pub extern "C" fn steward_last_error_code() -> steward_result {
-    last_error().map(|e| e.code).unwrap_or(STEWARD_RESULT_OK)
+    guard_value(STEWARD_RESULT_PANIC, || {
+        last_error().map(|e| e.code).unwrap_or(STEWARD_RESULT_OK)
+    })
 }
 
 /// Writes a description of the result code `code` into `buf` (see `steward_last_error_message`
@@ -324,7 +326,7 @@ pub unsafe extern "C" fn steward_result_message(
     len: usize,
     written: *mut usize,
 ) -> steward_result {
-    let keep = last_error();
+    let keep = guard_value(None, last_error);
     let r = guard(|| {
         let text = match steward_result::from_u32(code) {
             Some(r) => r.description().to_owned(),
@@ -343,10 +345,13 @@ pub unsafe extern "C" fn steward_result_message(
 /// code. The string is static: never free it. Never fails; thread-safe.
 #[no_mangle]
 pub extern "C" fn steward_result_name(code: u32) -> *const c_char {
-    match steward_result::from_u32(code) {
-        Some(r) => r.name().as_ptr(),
-        None => c"STEWARD_RESULT_UNKNOWN".as_ptr(),
-    }
+    guard_value(
+        c"STEWARD_RESULT_UNKNOWN".as_ptr(),
+        || match steward_result::from_u32(code) {
+            Some(r) => r.name().as_ptr(),
+            None => c"STEWARD_RESULT_UNKNOWN".as_ptr(),
+        },
+    )
 }
 
 #[cfg(test)]

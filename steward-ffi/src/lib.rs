@@ -43,5 +43,7 @@ pub use status::*;
 /// The version of this library as a static NUL-terminated string (never free it).
 #[no_mangle]
 pub extern "C" fn steward_version() -> *const std::ffi::c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    boundary::guard_value(std::ptr::null(), || {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    })
 }
