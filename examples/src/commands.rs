@@ -79,16 +79,16 @@ async fn temporary_node(s: &Settings) -> Result<steward::Node, (i32, String)> {
         .unwrap_or_else(|| vec![settings::DEFAULT_BROKER.to_owned()]);
     let mut s = s.clone();
     s.hello_interval = None;
-    crate::run::builder(&s, &name, brokers)
-        .control_socket(true)
-        .start()
-        .await
-        .map_err(|e| {
-            (
-                EXIT_UNAVAILABLE,
-                format!("could not start a temporary node {name} on {dir}: {e}"),
-            )
-        })
+    crate::run::start_with_retry(|| {
+        crate::run::builder(&s, &name, brokers.clone()).control_socket(true)
+    })
+    .await
+    .map_err(|e| {
+        (
+            EXIT_UNAVAILABLE,
+            format!("could not start a temporary node {name} on {dir}: {e}"),
+        )
+    })
 }
 
 /// `steward send`; returns the exit status.
@@ -339,6 +339,35 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// A running node's socket, or a stopped node's store contents.
+enum Found {
+    Running(Client),
+    Stopped(steward::Inspection),
+}
+
+/// How long a node that holds its store but has no socket yet (it is starting) is waited for.
+const STARTING_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Finds the node on `dir`: its socket, else its store. A node that is starting holds the
+/// store before its socket appears, so "in use" without a socket is retried for a while.
+async fn probe_or_inspect(dir: &std::path::Path, limit: usize) -> Result<Found, CallError> {
+    let start = Instant::now();
+    loop {
+        if let Some(c) = Client::probe(dir).await? {
+            return Ok(Found::Running(c));
+        }
+        match steward::inspect(dir, limit).await {
+            Ok(i) => return Ok(Found::Stopped(i)),
+            Err(e)
+                if e.kind() == ErrorKind::DataDirInUse && start.elapsed() < STARTING_PATIENCE =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// `steward status`; returns the exit status.
 pub async fn status(a: StatusArgs) -> i32 {
     let s = match settings::resolve(&a.common, None, None, None) {
@@ -350,8 +379,8 @@ pub async fn status(a: StatusArgs) -> i32 {
     };
     crate::init_logging(s.log_level.as_deref().unwrap_or("warn"));
     let dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
-    let report = match Client::probe(&s.data_dir).await {
-        Ok(Some(c)) => match c.status(a.limit).await {
+    let report = match probe_or_inspect(&s.data_dir, a.limit).await {
+        Ok(Found::Running(c)) => match c.status(a.limit).await {
             Ok(mut v) => {
                 v["running"] = true.into();
                 v["dataDir"] = dir.display().to_string().into();
@@ -365,24 +394,18 @@ pub async fn status(a: StatusArgs) -> i32 {
                 return EXIT_UNAVAILABLE;
             }
         },
-        Ok(None) => match steward::inspect(&s.data_dir, a.limit).await {
-            Ok(i) => json!({
-                "running": false,
-                "node": null,
-                "connected": false,
-                "dataDir": dir.display().to_string(),
-                "destinations": i.destinations,
-                "messages": i.messages,
-            }),
-            Err(e) if e.kind() == ErrorKind::DataDirInUse => {
-                eprintln!("steward: a node runs on {} without a control socket (started by a program, not by the steward command); ask that program for its status", dir.display());
-                return EXIT_UNAVAILABLE;
-            }
-            Err(e) => {
-                eprintln!("steward: {e}");
-                return EXIT_UNAVAILABLE;
-            }
-        },
+        Ok(Found::Stopped(i)) => json!({
+            "running": false,
+            "node": null,
+            "connected": false,
+            "dataDir": dir.display().to_string(),
+            "destinations": i.destinations,
+            "messages": i.messages,
+        }),
+        Err(e) if e.kind == format!("{:?}", ErrorKind::DataDirInUse) => {
+            eprintln!("steward: a node runs on {} without a control socket (started by a program, not by the steward command); ask that program for its status", dir.display());
+            return EXIT_UNAVAILABLE;
+        }
         Err(e) => {
             eprintln!("steward: {e}");
             return EXIT_UNAVAILABLE;
@@ -409,12 +432,24 @@ pub async fn cancel(a: CancelArgs) -> i32 {
         }
     };
     crate::init_logging(s.log_level.as_deref().unwrap_or("warn"));
-    let r = match Client::probe(&s.data_dir).await {
-        Ok(Some(c)) => c.cancel(&a.id).await,
-        Ok(None) => steward::cancel_offline(&s.data_dir, &a.id)
-            .await
-            .map_err(CallError::from),
-        Err(e) => Err(e),
+    let start = Instant::now();
+    let r = loop {
+        let r = match Client::probe(&s.data_dir).await {
+            Ok(Some(c)) => c.cancel(&a.id).await,
+            Ok(None) => steward::cancel_offline(&s.data_dir, &a.id)
+                .await
+                .map_err(CallError::from),
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(e)
+                if e.kind == format!("{:?}", ErrorKind::DataDirInUse)
+                    && start.elapsed() < STARTING_PATIENCE =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => break r,
+        }
     };
     match r {
         Ok(true) => {

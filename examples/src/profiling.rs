@@ -118,12 +118,14 @@ async fn route(request_line: &str) -> Response {
                     },
                     Some(("format", "collapsed")) => collapsed = true,
                     Some(("format", "svg")) => collapsed = false,
-                    _ => return Response::text(
-                        "400 Bad Request",
-                        format!(
+                    _ => {
+                        return Response::text(
+                            "400 Bad Request",
+                            format!(
                             "unknown parameter {pair:?}; use seconds=N and format=svg|collapsed\n"
                         ),
-                    ),
+                        )
+                    }
                 }
             }
             let d = Duration::from_secs_f64(seconds);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use steward::{AccessList, EmbeddedBroker, Node, NodeBuilder, NodeConfig};
+use steward::{AccessList, EmbeddedBroker, ErrorKind, Node, NodeBuilder, NodeConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::output::{self, EXIT_UNAVAILABLE};
@@ -107,11 +107,12 @@ pub async fn run(s: Settings) -> i32 {
             }
         }
     }
-    let node = match builder(&s, &name, brokers.clone())
-        .watch_inmsg(true)
-        .control_socket(true)
-        .start()
-        .await
+    let node = match start_with_retry(|| {
+        builder(&s, &name, brokers.clone())
+            .watch_inmsg(true)
+            .control_socket(true)
+    })
+    .await
     {
         Ok(n) => n,
         Err(e) => {
@@ -140,6 +141,24 @@ pub async fn run(s: Settings) -> i32 {
     stop_broker(broker).await;
     tracing::info!("stopped");
     0
+}
+
+/// How long a data directory held by a short-lived reader (`steward status` or `cancel` on a
+/// stopped node) is waited for before "in use" is final.
+const IN_USE_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Starts a node; while the data directory is briefly held by another steward process that
+/// only inspects it, tries again.
+pub async fn start_with_retry(make: impl Fn() -> NodeBuilder) -> steward::Result<Node> {
+    let start = std::time::Instant::now();
+    loop {
+        match make().start().await {
+            Err(e) if e.kind() == ErrorKind::DataDirInUse && start.elapsed() < IN_USE_PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Stops the node, bounded in time (a broker that vanished must not keep the process alive).

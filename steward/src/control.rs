@@ -331,14 +331,23 @@ async fn handle(
         Request::Status { limit } => {
             let limit = limit.unwrap_or(DEFAULT_LIMIT);
             let line = match (node.destinations(), node.recent_messages(limit)) {
-                (Ok(d), Ok(m)) => json!({
+                (Ok(d), Ok(mut m)) => {
+                    // The store has the durable state; unfinished ones get the live view
+                    // (sent, attempts) from their publisher.
+                    for st in m.iter_mut().filter(|s| !s.state.is_final()) {
+                        if let Ok(Some(live)) = node.message(&st.id).await {
+                            *st = live;
+                        }
+                    }
+                    json!({
                     "ok": true,
                     "node": node.name(),
                     "connected": node.is_connected(),
                     "dataDir": node.config().data_dir,
                     "destinations": d,
                     "messages": m,
-                }),
+                    })
+                }
                 (Err(e), _) | (_, Err(e)) => error_line(&e),
             };
             write_line(w, &line).await
