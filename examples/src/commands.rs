@@ -289,7 +289,7 @@ async fn wait_all(
                             }
                             if tty {
                                 last_state = format!(
-                                    "{} -> {}: {} (attempt {}) {:.1}s",
+                                    "steward: waiting for {} to {}: {}, attempt {}, {:.1}s",
                                     st.id, st.to_node, st.state.as_str(), st.attempts,
                                     start.elapsed().as_secs_f64()
                                 );

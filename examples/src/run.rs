@@ -14,7 +14,7 @@ const EXIT_START_FAILED: i32 = 1;
 /// Exit status for unusable settings.
 const EXIT_USAGE: i32 = 2;
 /// How long a stop may take before the process exits anyway.
-const STOP_LIMIT: Duration = Duration::from_secs(30);
+const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// A node builder with every setting applied.
 pub fn builder(s: &Settings, name: &str, brokers: Vec<String>) -> NodeBuilder {
