@@ -245,7 +245,8 @@ pub struct SendArgs {
     /// The whole message(s) in the original JSON format instead of the fields above
     #[arg(long, value_name = "TEXT", conflicts_with_all = ["to", "id", "data"])]
     pub json: Option<String>,
-    /// Do not wait for the result; print the accepted id(s)
+    /// Do not wait for the result; print the accepted id(s). Through a temporary node, waits
+    /// until the destination confirms receipt (else the message would stay in its outbox)
     #[arg(long)]
     pub no_wait: bool,
     /// Give up waiting after SECS (exit 124; the message goes on) [default: wait forever]
