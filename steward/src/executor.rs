@@ -19,7 +19,17 @@ use crate::store::{self, InboxRecord, InboxState, NewMessage, OutboxItem};
 pub(crate) struct Work {
     pub key: String,
     pub env: Envelope,
+    /// Set while the receiver still waits to answer with the result itself (see [`Inline`]).
+    pub inline: Option<Inline>,
 }
+
+/// A result handed straight to the receiver's reply instead of a result message of its own.
+///
+/// The receiver waits a moment after recording a batch; whoever takes the sender out of the
+/// slot first decides: the executor (finished in time: the result rides on the reply, after its
+/// commit) or the receiver (gave up waiting: it answers "received" and the result travels later
+/// as a durable message). Exactly one of the two ever happens.
+pub(crate) type Inline = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(MethodResult, Option<ReplyStatus>)>>>>;
 
 impl Inner {
     /// Hands a received message to its inbound stream's executor, starting it if needed. The
@@ -71,14 +81,14 @@ async fn run(inner: Arc<Inner>, stream: String, mut rx: mpsc::UnboundedReceiver<
 }
 
 async fn run_one(inner: &Arc<Inner>, work: Work) {
-    let Work { key, env } = work;
+    let Work { key, env, inline } = work;
     let skew = inner.cfg.clock_skew.as_millis() as u64;
     if env
         .expires_ms
         .is_some_and(|exp| now_ms() > exp.saturating_add(skew))
     {
         let r = MethodResult::failed("expired before it ran");
-        finish(inner, &key, &env, r, Some(ReplyStatus::Expired)).await;
+        finish_inline(inner, &key, &env, r, Some(ReplyStatus::Expired), inline);
         return;
     }
     let method = inner
@@ -157,7 +167,48 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
         }
         return;
     }
-    finish_then(inner, &key, &env, result, None, || {});
+    finish_inline(inner, &key, &env, result, None, inline);
+}
+
+/// Finishes a message whose receiver may still be waiting to answer with the result inline.
+fn finish_inline(
+    inner: &Arc<Inner>,
+    key: &str,
+    env: &Envelope,
+    result: MethodResult,
+    outcome: Option<ReplyStatus>,
+    inline: Option<Inline>,
+) {
+    let waiting = inline.and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()));
+    let Some(reply) = waiting else {
+        finish_then(inner, key, env, result, outcome, || {});
+        return;
+    };
+    // The receiver answers with this result once it is durable: no result message needed.
+    let k = key.to_owned();
+    let e = env.clone();
+    let stored = result.clone();
+    let id = env.id.clone();
+    let submitted = inner.store.submit(
+        move |txn| {
+            let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
+            rec.state = InboxState::Done;
+            rec.reply = Some(outcome.unwrap_or(ReplyStatus::Done));
+            rec.result = Some(stored);
+            store::put_inbox(txn, &k, &mut rec)
+        },
+        move |written| match written {
+            Ok(()) => {
+                let _ = reply.send((result, outcome));
+            }
+            // Dropping `reply` makes the receiver answer "received"; the sender's resend is
+            // then answered from the record, which stays "received" and resumes after a restart.
+            Err(err) => tracing::error!(id = %id, "cannot record the result: {err}"),
+        },
+    );
+    if submitted.is_err() {
+        tracing::debug!("node stopping; the result is recorded at the next start");
+    }
 }
 
 fn fresh(env: Envelope) -> InboxRecord {
@@ -271,7 +322,7 @@ pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
         match rec.state {
             InboxState::Received => {
                 let stream = format!("{}/{:x}/{}", env.from, env.epoch, env.subject());
-                inner.run_work(&stream, Work { key, env });
+                inner.run_work(&stream, Work { key, env, inline: None });
             }
             InboxState::Started => {
                 tracing::warn!(id = %env.id, "was running when the node stopped; reporting its outcome as unknown");

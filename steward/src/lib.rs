@@ -46,3 +46,4 @@ pub use names::{validate as validate_name, MAX_NAME_LEN};
 pub use node::{Node, NodeBuilder, Receipt, SendReport};
 pub use notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};
 pub use result::{DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus};
+pub use store::StoreStats;

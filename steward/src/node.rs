@@ -474,6 +474,11 @@ impl Node {
         Ok(Some(self.inner.live_status(rec).await))
     }
 
+    /// The store writer's counters (jobs, commits, time applying and committing).
+    pub fn store_stats(&self) -> crate::StoreStats {
+        self.inner.store.stats()
+    }
+
     /// Recently sent messages, newest first.
     pub fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
         self.inner.store.recent_messages(limit)

@@ -11,7 +11,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use crate::envelope::{
     now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER, RESULT_METHOD,
 };
-use crate::executor::Work;
+use crate::executor::{Inline, Work};
 use crate::node::Inner;
 use crate::publisher::PubEvent;
 use crate::result::MessageState;
@@ -199,14 +199,24 @@ async fn process(
         }
     };
     let mut finished = finished.into_iter();
+    let mut waiting = Vec::new();
     for it in items {
         let reply = match it.action {
             Action::Reply(r) => Some(r),
-            Action::Accept { key, env } => {
-                let r = Reply::new(&env.id, ReplyStatus::Received);
-                inner.run_work(&it.stream, Work { key, env });
-                Some(r)
-            }
+            Action::Accept { key, env } => match it.reply_to {
+                Some(to) => {
+                    // Give the method a moment to finish so its result rides on the reply.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let slot: Inline = Arc::new(std::sync::Mutex::new(Some(tx)));
+                    waiting.push((to, env.id.clone(), slot.clone(), rx));
+                    inner.run_work(&it.stream, Work { key, env, inline: Some(slot) });
+                    continue;
+                }
+                None => {
+                    inner.run_work(&it.stream, Work { key, env, inline: None });
+                    None
+                }
+            },
             Action::Refuse {
                 key,
                 status,
@@ -244,13 +254,61 @@ async fn process(
             }
             Action::RunUnacked { env } => {
                 let key = format!("{}/{}", env.from, env.id);
-                inner.run_work(&it.stream, Work { key, env });
+                inner.run_work(&it.stream, Work { key, env, inline: None });
                 None
             }
         };
         if let (Some(to), Some(r)) = (it.reply_to, reply) {
             send_reply(inner, &to, &r).await;
         }
+    }
+    if !waiting.is_empty() {
+        // Answer from a task of its own so the receiver goes on reading meanwhile.
+        let inner = inner.clone();
+        inner.rt.clone().spawn(async move { answer_accepted(&inner, waiting).await });
+    }
+}
+
+/// How long accepted messages may take to finish and answer "done" with their result at once.
+const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+type Waiting = (
+    String,
+    String,
+    Inline,
+    tokio::sync::oneshot::Receiver<(crate::MethodResult, Option<ReplyStatus>)>,
+);
+
+/// Answers each accepted message: "done" with its result if it finished within [`INLINE_WAIT`],
+/// otherwise "received" (its result then travels as a message of its own).
+async fn answer_accepted(inner: &Arc<Inner>, waiting: Vec<Waiting>) {
+    let deadline = tokio::time::Instant::now() + INLINE_WAIT;
+    for (to, id, slot, mut rx) in waiting {
+        let got = match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(Ok(done)) => Some(done),
+            _ => {
+                // Take the slot: from now on the executor sends the result as a message.
+                let taken = slot.lock().ok().and_then(|mut s| s.take());
+                match taken {
+                    Some(_) => None,
+                    // The executor took it first: its result is (about to be) committed.
+                    None => rx.await.ok(),
+                }
+            }
+        };
+        let reply = match got {
+            Some((result, outcome)) => {
+                let mut r = Reply::new(&id, outcome.unwrap_or(ReplyStatus::Done));
+                if outcome.is_some() {
+                    r.reason = result.error.clone();
+                } else {
+                    r.result = Some(result);
+                }
+                r
+            }
+            None => Reply::new(&id, ReplyStatus::Received),
+        };
+        send_reply(inner, &to, &reply).await;
     }
 }
 

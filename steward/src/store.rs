@@ -190,13 +190,40 @@ enum WriterMsg {
     Close(oneshot::Sender<()>),
 }
 
+/// Counters of the store's writer, for benchmarks and diagnosis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Write jobs applied.
+    pub jobs: u64,
+    /// Transactions committed (each one fsync).
+    pub commits: u64,
+    /// Time spent applying jobs, in nanoseconds.
+    pub apply_ns: u64,
+    /// Time spent committing (including fsync), in nanoseconds.
+    pub commit_ns: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    jobs: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
+    apply_ns: std::sync::atomic::AtomicU64,
+    commit_ns: std::sync::atomic::AtomicU64,
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
+    counters: Arc<Counters>,
     db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
     jobs: mpsc::UnboundedSender<WriterMsg>,
     epoch: u64,
 }
+
+/// Under load, a commit waits up to this long for more jobs...
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+/// ...unless it already has this many.
+const LINGER_UNTIL: usize = 256;
 
 /// Largest number of write jobs committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -243,11 +270,14 @@ impl Store {
         };
         let (jobs, rx) = mpsc::unbounded_channel();
         let writer_db = db.clone();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
         std::thread::Builder::new()
             .name("steward-store".into())
-            .spawn(move || writer_loop(writer_db, rx))
+            .spawn(move || writer_loop(writer_db, rx, c))
             .map_err(|e| Error::Storage(format!("cannot start the store writer thread: {e}")))?;
         Ok(Store {
+            counters,
             db: Arc::new(std::sync::RwLock::new(Some(db))),
             jobs,
             epoch,
@@ -262,6 +292,17 @@ impl Store {
         }
         if let Ok(mut db) = self.db.write() {
             db.take();
+        }
+    }
+
+    /// The writer's counters so far.
+    pub(crate) fn stats(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreStats {
+            jobs: self.counters.jobs.load(Relaxed),
+            commits: self.counters.commits.load(Relaxed),
+            apply_ns: self.counters.apply_ns.load(Relaxed),
+            commit_ns: self.counters.commit_ns.load(Relaxed),
         }
     }
 
@@ -457,8 +498,14 @@ impl Store {
     }
 }
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
+fn writer_loop(
+    db: Arc<Database>,
+    mut rx: mpsc::UnboundedReceiver<WriterMsg>,
+    counters: Arc<Counters>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut closing = None;
+    let mut busy = false;
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = Vec::new();
         match first {
@@ -475,6 +522,22 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
         if jobs.is_empty() {
             break;
         }
+        // Under load, wait a moment for more jobs: one commit (and its fsync and page writes)
+        // then serves many more messages. An idle store commits a lone job at once.
+        if busy && jobs.len() < LINGER_UNTIL && closing.is_none() {
+            let until = std::time::Instant::now() + LINGER;
+            while jobs.len() < MAX_BATCH && std::time::Instant::now() < until {
+                match rx.try_recv() {
+                    Ok(WriterMsg::Job(j)) => jobs.push(j),
+                    Ok(WriterMsg::Close(done)) => {
+                        closing = Some(done);
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_micros(50)),
+                }
+            }
+        }
+        busy = jobs.len() > 1;
         let txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
@@ -484,6 +547,12 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
                 continue;
             }
         };
+        let mut txn = txn;
+        if std::env::var_os("STEWARD_UNSAFE_NO_FSYNC").is_some() {
+            let _ = txn.set_durability(redb::Durability::None);
+        }
+        let started = std::time::Instant::now();
+        counters.jobs.fetch_add(jobs.len() as u64, Relaxed);
         let (dones, flushed) = match Tx::open(&txn) {
             Ok(mut tables) => {
                 let mut poisoned = false;
@@ -510,7 +579,15 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
                 continue;
             }
         };
+        let applied = std::time::Instant::now();
         let outcome = flushed.and_then(|()| txn.commit().map_err(|e| e.to_string()));
+        counters.commits.fetch_add(1, Relaxed);
+        counters
+            .apply_ns
+            .fetch_add((applied - started).as_nanos() as u64, Relaxed);
+        counters
+            .commit_ns
+            .fetch_add(applied.elapsed().as_nanos() as u64, Relaxed);
         if let Err(e) = &outcome {
             tracing::error!("store: commit failed: {e}");
         }
@@ -1041,4 +1118,36 @@ pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
         !old
     })?;
     Ok((inbox_removed, messages_removed))
+}
+
+#[cfg(test)]
+mod commit_cost {
+    use super::*;
+
+    /// Not a pass/fail test: prints what one commit costs with 1 and with 6 tables touched.
+    #[test]
+    #[ignore]
+    fn redb_commit_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder().set_cache_size(16 << 20).create(dir.path().join("x.redb")).unwrap();
+        let defs: Vec<TableDefinition<u64, &[u8]>> = ["a", "b", "c", "d", "e", "f"].iter().map(|n| TableDefinition::new(n)).collect();
+        for tables in [1usize, 6] {
+            for durable in [true, false] {
+                let n = 2000u64;
+                let t0 = std::time::Instant::now();
+                for i in 0..n {
+                    let mut txn = db.begin_write().unwrap();
+                    if !durable {
+                        txn.set_durability(redb::Durability::None).unwrap();
+                    }
+                    for d in &defs[..tables] {
+                        let mut t = txn.open_table(*d).unwrap();
+                        t.insert(i + tables as u64 * 1_000_000, [7u8; 300].as_slice()).unwrap();
+                    }
+                    txn.commit().unwrap();
+                }
+                println!("{tables} tables, durable={durable}: {:.0} µs per commit", t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+            }
+        }
+    }
 }

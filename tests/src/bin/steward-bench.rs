@@ -67,7 +67,10 @@ async fn raw_latency(url: &str, n: usize) -> (Duration, Duration) {
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        client.request("bench.lat", Bytes::from_static(b"x")).await.expect("req");
+        client
+            .request("bench.lat", Bytes::from_static(b"x"))
+            .await
+            .expect("req");
         lat.push(t.elapsed());
     }
     serve.abort();
@@ -89,8 +92,14 @@ async fn steward_throughput(central: &Node, depth: usize, total: usize) -> f64 {
         while sent < total && inflight.len() < depth {
             let c = central.clone();
             inflight.push(async move {
+                let t0 = Instant::now();
                 let r = c.send(Message::command("ship1", "echo", ["x"])).await?;
-                r.result().await
+                let t1 = Instant::now();
+                let res = r.result().await;
+                if std::env::var_os("BENCH_TRACE").is_some() && rand_pick() {
+                    eprintln!("send {:?} result {:?}", t1 - t0, t1.elapsed());
+                }
+                res
             });
             sent += 1;
         }
@@ -106,17 +115,29 @@ async fn steward_latency(central: &Node, n: usize) -> (Duration, Duration) {
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let r = central.send(Message::command("ship1", "echo", ["x"])).await.expect("send");
+        let r = central
+            .send(Message::command("ship1", "echo", ["x"]))
+            .await
+            .expect("send");
         r.result().await.expect("result");
         lat.push(t.elapsed());
     }
     percentiles(lat)
 }
 
+fn rand_pick() -> bool {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 997 == 0
+}
+
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -128,16 +149,38 @@ async fn main() {
     let url = server.url();
     let dir = tempfile::tempdir().expect("tempdir");
     let rss_before = rss_kb();
-    let ship = Node::builder("ship1").brokers([url.clone()]).data_dir(dir.path().join("ship1")).start().await.expect("ship1");
-    let central = Arc::new(Node::builder("central").brokers([url.clone()]).data_dir(dir.path().join("central")).start().await.expect("central"));
+    let ship = Node::builder("ship1")
+        .brokers([url.clone()])
+        .data_dir(dir.path().join("ship1"))
+        .start()
+        .await
+        .expect("ship1");
+    let central = Arc::new(
+        Node::builder("central")
+            .brokers([url.clone()])
+            .data_dir(dir.path().join("central"))
+            .start()
+            .await
+            .expect("central"),
+    );
     // Warm up.
     steward_throughput(&central, 64, 500).await;
     let mut rows = Vec::new();
     let n_lat = 300 * scale;
     let (sp50, sp99) = steward_latency(&central, n_lat).await;
     let (rp50, rp99) = raw_latency(&url, n_lat).await;
-    rows.push(Row { name: "round trip p50 (1 in flight)".into(), steward: sp50.as_secs_f64() * 1e6, raw: rp50.as_secs_f64() * 1e6, unit: "µs" });
-    rows.push(Row { name: "round trip p99 (1 in flight)".into(), steward: sp99.as_secs_f64() * 1e6, raw: rp99.as_secs_f64() * 1e6, unit: "µs" });
+    rows.push(Row {
+        name: "round trip p50 (1 in flight)".into(),
+        steward: sp50.as_secs_f64() * 1e6,
+        raw: rp50.as_secs_f64() * 1e6,
+        unit: "µs",
+    });
+    rows.push(Row {
+        name: "round trip p99 (1 in flight)".into(),
+        steward: sp99.as_secs_f64() * 1e6,
+        raw: rp99.as_secs_f64() * 1e6,
+        unit: "µs",
+    });
     for depth in [1usize, 64, 1024] {
         let total = match depth {
             1 => 500 * scale,
@@ -146,13 +189,44 @@ async fn main() {
         };
         let s = steward_throughput(&central, depth, total).await;
         let r = raw_throughput(&url, depth, total).await;
-        rows.push(Row { name: format!("throughput, {depth} in flight"), steward: s, raw: r, unit: "msg/s" });
+        rows.push(Row {
+            name: format!("throughput, {depth} in flight"),
+            steward: s,
+            raw: r,
+            unit: "msg/s",
+        });
     }
-    println!("{:<34} {:>12} {:>12} {:>8}", "measure", "steward", "raw NATS", "ratio");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "measure", "steward", "raw NATS", "ratio"
+    );
     for r in &rows {
-        println!("{:<34} {:>10.0} {:<2} {:>9.0} {:<2} {:>7.2}", r.name, r.steward, r.unit, r.raw, r.unit, r.steward / r.raw);
+        println!(
+            "{:<34} {:>10.0} {:<2} {:>9.0} {:<2} {:>7.2}",
+            r.name,
+            r.steward,
+            r.unit,
+            r.raw,
+            r.unit,
+            r.steward / r.raw
+        );
     }
-    println!("process RSS: {} KB before nodes, {} KB after the run (two nodes in one process)", rss_before, rss_kb());
+    for (name, n) in [("central", &*central), ("ship1", &ship)] {
+        let st = n.store_stats();
+        println!(
+            "{name} store: {} jobs in {} commits ({:.1} jobs/commit), {:.1} µs apply per job, {:.0} µs per commit",
+            st.jobs,
+            st.commits,
+            st.jobs as f64 / st.commits.max(1) as f64,
+            st.apply_ns as f64 / 1e3 / st.jobs.max(1) as f64,
+            st.commit_ns as f64 / 1e3 / st.commits.max(1) as f64
+        );
+    }
+    println!(
+        "process RSS: {} KB before nodes, {} KB after the run (two nodes in one process)",
+        rss_before,
+        rss_kb()
+    );
     central.stop().await;
     ship.stop().await;
 }
