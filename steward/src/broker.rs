@@ -67,6 +67,8 @@ impl EmbeddedBroker {
             )));
         }
         let mut cmd = Command::new(&bin);
+        // Its own process group: a Ctrl-C meant for us must not kill the broker before we stop.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg("-a")
             .arg(addr.ip().to_string())
             .arg("-p")

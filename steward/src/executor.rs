@@ -29,7 +29,9 @@ pub(crate) struct Work {
 /// slot first decides: the executor (finished in time: the result rides on the reply, after its
 /// commit) or the receiver (gave up waiting: it answers "received" and the result travels later
 /// as a durable message). Exactly one of the two ever happens.
-pub(crate) type Inline = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(MethodResult, Option<ReplyStatus>)>>>>;
+pub(crate) type Inline = Arc<
+    std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(MethodResult, Option<ReplyStatus>)>>>,
+>;
 
 impl Inner {
     /// Hands a received message to its inbound stream's executor, starting it if needed. The
@@ -322,7 +324,14 @@ pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
         match rec.state {
             InboxState::Received => {
                 let stream = format!("{}/{:x}/{}", env.from, env.epoch, env.subject());
-                inner.run_work(&stream, Work { key, env, inline: None });
+                inner.run_work(
+                    &stream,
+                    Work {
+                        key,
+                        env,
+                        inline: None,
+                    },
+                );
             }
             InboxState::Started => {
                 tracing::warn!(id = %env.id, "was running when the node stopped; reporting its outcome as unknown");

@@ -39,7 +39,7 @@ pub use handler::{Handler, HandlerFuture, Method, Request};
 pub use ingest::{INMSG, MAX_INMSG_BYTES, REJECTED_DIR};
 pub use message::{
     parse_json, parse_value, Expiry, Kind, Message, ParsedBatch, MAX_ACK_TIMEOUT,
-    MAX_METHOD_TIMEOUT, MAX_TTL,
+    MAX_METHOD_TIMEOUT, MAX_RETRY_WAIT, MAX_TTL,
 };
 pub use methods::error_log::ERRORS_LOG;
 pub use names::{validate as validate_name, MAX_NAME_LEN};

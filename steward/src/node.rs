@@ -40,6 +40,7 @@ pub struct NodeBuilder {
     cfg: NodeConfig,
     access_set: bool,
     methods: Vec<(String, Method)>,
+    listeners: Vec<crate::notify::Listener>,
 }
 
 impl NodeBuilder {
@@ -49,6 +50,7 @@ impl NodeBuilder {
             cfg,
             access_set: true,
             methods: Vec::new(),
+            listeners: Vec::new(),
         }
     }
     /// Broker URLs (several for a cluster).
@@ -156,6 +158,12 @@ impl NodeBuilder {
         self.methods.push((name.into(), method));
         self
     }
+    /// Registers a listener before the node starts, so it also hears what happens while the
+    /// node resumes unfinished work (see [`Node::on_notification`]).
+    pub fn on_notification(mut self, f: impl Fn(&Notification) + Send + Sync + 'static) -> Self {
+        self.listeners.push(Arc::new(f));
+        self
+    }
     /// The configuration so far.
     pub fn config(&self) -> &NodeConfig {
         &self.cfg
@@ -163,7 +171,7 @@ impl NodeBuilder {
     /// Opens the store, connects to the broker (retrying in the background if it is down),
     /// resumes unfinished work and starts serving. Must be called inside a tokio runtime.
     pub async fn start(self) -> Result<Node> {
-        Node::start(self.cfg, self.methods).await
+        Node::start(self.cfg, self.methods, self.listeners).await
     }
 }
 
@@ -246,10 +254,15 @@ impl Node {
             cfg: NodeConfig::new(name),
             access_set: false,
             methods: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 
-    async fn start(cfg: NodeConfig, extra: Vec<(String, Method)>) -> Result<Node> {
+    async fn start(
+        cfg: NodeConfig,
+        extra: Vec<(String, Method)>,
+        listeners: Vec<crate::notify::Listener>,
+    ) -> Result<Node> {
         names::node(&cfg.name)?;
         names::node(&cfg.central).map_err(|e| Error::Config(format!("central: {e}")))?;
         if cfg.brokers.is_empty() {
@@ -318,6 +331,9 @@ impl Node {
             .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
         let dispatcher = Dispatcher::start()
             .map_err(|e| Error::Config(format!("cannot start the callback thread: {e}")))?;
+        for l in listeners {
+            dispatcher.add(l);
+        }
         let (shutdown, _) = watch::channel(false);
         let mut methods = HashMap::new();
         if cfg.builtin_methods {
@@ -654,7 +670,8 @@ impl Node {
         if let Ok(mut e) = self.inner.executors.lock() {
             e.clear();
         }
-        let _ = self.inner.client.flush().await;
+        // Bounded: with the broker gone, a flush would wait for a reconnect that never comes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.client.flush()).await;
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.dispatcher.shutdown()).await;
         if let Ok(mut w) = self.inner.waiters.lock() {

@@ -58,10 +58,10 @@ pub enum Notification {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenerId(pub(crate) u64);
 
-type Listener = Arc<dyn Fn(&Notification) + Send + Sync>;
+pub(crate) type Listener = Arc<dyn Fn(&Notification) + Send + Sync>;
 
 enum Cmd {
-    Notify(Notification),
+    Notify(Box<Notification>),
     Barrier(std::sync::mpsc::Sender<()>),
 }
 
@@ -114,7 +114,7 @@ impl Dispatcher {
     pub(crate) fn notify(&self, n: Notification) {
         if let Ok(tx) = self.tx.lock() {
             if let Some(tx) = tx.as_ref() {
-                let _ = tx.send(Cmd::Notify(n));
+                let _ = tx.send(Cmd::Notify(Box::new(n)));
             }
         }
     }

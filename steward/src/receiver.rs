@@ -17,6 +17,15 @@ use crate::publisher::PubEvent;
 use crate::result::MessageState;
 use crate::store::{self, InboxRecord, InboxState};
 
+/// What one decided item writes: (stream, seq, inbox record, incoming result, sender).
+type PlannedWrite = (
+    String,
+    u64,
+    Option<(String, InboxRecord)>,
+    Option<Envelope>,
+    String,
+);
+
 /// Largest batch of incoming messages decided and committed together.
 const BATCH: usize = 1024;
 
@@ -103,13 +112,7 @@ async fn process(
         return;
     }
     // Record every decision in one transaction.
-    let to_write: Vec<(
-        String,
-        u64,
-        Option<(String, InboxRecord)>,
-        Option<Envelope>,
-        String,
-    )> = items
+    let to_write: Vec<PlannedWrite> = items
         .iter()
         .map(|it| {
             let from = match &it.action {
@@ -209,11 +212,25 @@ async fn process(
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     let slot: Inline = Arc::new(std::sync::Mutex::new(Some(tx)));
                     waiting.push((to, env.id.clone(), slot.clone(), rx));
-                    inner.run_work(&it.stream, Work { key, env, inline: Some(slot) });
+                    inner.run_work(
+                        &it.stream,
+                        Work {
+                            key,
+                            env,
+                            inline: Some(slot),
+                        },
+                    );
                     continue;
                 }
                 None => {
-                    inner.run_work(&it.stream, Work { key, env, inline: None });
+                    inner.run_work(
+                        &it.stream,
+                        Work {
+                            key,
+                            env,
+                            inline: None,
+                        },
+                    );
                     None
                 }
             },
@@ -254,7 +271,14 @@ async fn process(
             }
             Action::RunUnacked { env } => {
                 let key = format!("{}/{}", env.from, env.id);
-                inner.run_work(&it.stream, Work { key, env, inline: None });
+                inner.run_work(
+                    &it.stream,
+                    Work {
+                        key,
+                        env,
+                        inline: None,
+                    },
+                );
                 None
             }
         };
@@ -265,7 +289,10 @@ async fn process(
     if !waiting.is_empty() {
         // Answer from a task of its own so the receiver goes on reading meanwhile.
         let inner = inner.clone();
-        inner.rt.clone().spawn(async move { answer_accepted(&inner, waiting).await });
+        inner
+            .rt
+            .clone()
+            .spawn(async move { answer_accepted(&inner, waiting).await });
     }
 }
 
@@ -313,7 +340,7 @@ async fn answer_accepted(inner: &Arc<Inner>, waiting: Vec<Waiting>) {
 }
 
 pub(crate) enum ResultOutcome {
-    Finished(store::MessageRecord),
+    Finished(Box<store::MessageRecord>),
     Refused(String),
 }
 
@@ -351,7 +378,9 @@ fn accept_result(txn: &mut store::Tx<'_>, env: &Envelope) -> crate::Result<Optio
     } else {
         None
     };
-    Ok(store::finalize(txn, of, state, result, reason, 0)?.map(ResultOutcome::Finished))
+    // A message with a result was sent at least once; the exact count is the publisher's.
+    Ok(store::finalize(txn, of, state, result, reason, 1)?
+        .map(|r| ResultOutcome::Finished(Box::new(r))))
 }
 
 fn decide(

@@ -1129,8 +1129,14 @@ mod commit_cost {
     #[ignore]
     fn redb_commit_cost() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder().set_cache_size(16 << 20).create(dir.path().join("x.redb")).unwrap();
-        let defs: Vec<TableDefinition<u64, &[u8]>> = ["a", "b", "c", "d", "e", "f"].iter().map(|n| TableDefinition::new(n)).collect();
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(dir.path().join("x.redb"))
+            .unwrap();
+        let defs: Vec<TableDefinition<u64, &[u8]>> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|n| TableDefinition::new(n))
+            .collect();
         for tables in [1usize, 6] {
             for durable in [true, false] {
                 let n = 2000u64;
@@ -1142,11 +1148,15 @@ mod commit_cost {
                     }
                     for d in &defs[..tables] {
                         let mut t = txn.open_table(*d).unwrap();
-                        t.insert(i + tables as u64 * 1_000_000, [7u8; 300].as_slice()).unwrap();
+                        t.insert(i + tables as u64 * 1_000_000, [7u8; 300].as_slice())
+                            .unwrap();
                     }
                     txn.commit().unwrap();
                 }
-                println!("{tables} tables, durable={durable}: {:.0} µs per commit", t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+                println!(
+                    "{tables} tables, durable={durable}: {:.0} µs per commit",
+                    t0.elapsed().as_secs_f64() * 1e6 / n as f64
+                );
             }
         }
     }
