@@ -92,14 +92,8 @@ async fn steward_throughput(central: &Node, depth: usize, total: usize) -> f64 {
         while sent < total && inflight.len() < depth {
             let c = central.clone();
             inflight.push(async move {
-                let t0 = Instant::now();
                 let r = c.send(Message::command("ship1", "echo", ["x"])).await?;
-                let t1 = Instant::now();
-                let res = r.result().await;
-                if std::env::var_os("BENCH_TRACE").is_some() && rand_pick() {
-                    eprintln!("send {:?} result {:?}", t1 - t0, t1.elapsed());
-                }
-                res
+                r.result().await
             });
             sent += 1;
         }
@@ -123,11 +117,6 @@ async fn steward_latency(central: &Node, n: usize) -> (Duration, Duration) {
         lat.push(t.elapsed());
     }
     percentiles(lat)
-}
-
-fn rand_pick() -> bool {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 997 == 0
 }
 
 fn rss_kb() -> u64 {
