@@ -532,7 +532,7 @@ async fn receiver_killed_mid_command_reports_unknown() {
     let d = dir.path().to_str().unwrap().to_owned();
     let url = server.url();
     let mut ship = spawn_node(&["serve", "ship1", &url, &d]);
-    let central = test_node("central", &[url.clone()], dir.path())
+    let central = test_node("central", std::slice::from_ref(&url), dir.path())
         .start()
         .await
         .unwrap();
