@@ -508,20 +508,22 @@ impl Node {
     /// Waits until the message reaches a final state.
     pub async fn wait(&self, id: &str) -> Result<MessageStatus> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .waiters
-            .lock()
-            .map_err(|_| Error::Stopped)?
-            .entry(id.to_owned())
-            .or_default()
-            .push(tx);
+        {
+            let mut waiters = self.inner.waiters.lock().map_err(|_| Error::Stopped)?;
+            let list = waiters.entry(id.to_owned()).or_default();
+            // Waits given up earlier (timed out, dropped) leave closed senders behind.
+            list.retain(|w| !w.is_closed());
+            list.push(tx);
+        }
         match self.inner.store.message(id)? {
             None => {
-                self.inner.drop_waiters(id);
+                drop(rx);
+                self.inner.prune_waiters(id);
                 return Err(Error::NotFound(id.to_owned()));
             }
             Some(rec) if rec.status.state.is_final() => {
-                self.inner.drop_waiters(id);
+                drop(rx);
+                self.inner.prune_waiters(id);
                 return Ok(rec.status);
             }
             Some(_) => {}
@@ -864,9 +866,15 @@ impl Inner {
         st
     }
 
-    fn drop_waiters(&self, id: &str) {
+    /// Removes the waiters of `id` whose receiving side is gone (only those: others may still wait).
+    fn prune_waiters(&self, id: &str) {
         if let Ok(mut w) = self.waiters.lock() {
-            w.remove(id);
+            if let Some(list) = w.get_mut(id) {
+                list.retain(|s| !s.is_closed());
+                if list.is_empty() {
+                    w.remove(id);
+                }
+            }
         }
     }
 

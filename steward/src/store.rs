@@ -826,7 +826,10 @@ pub(crate) fn finalize(
         return Ok(None);
     };
     let old = rec.status.state;
-    let late_result = old == MessageState::Failed && state == MessageState::Completed;
+    // A result is the truth: it upgrades a message given up (failed) or cancelled while it was
+    // already on its way — it did run.
+    let late_result = matches!(old, MessageState::Failed | MessageState::Cancelled)
+        && state == MessageState::Completed;
     if old.is_final() && !late_result {
         return Ok(None);
     }
