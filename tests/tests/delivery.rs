@@ -23,6 +23,9 @@ async fn original_shell_command_round_trip() {
         .unwrap();
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     let receipt = &report.accepted[0].1;
+    // Several waiters on one message all get the result.
+    let (a, b) = tokio::join!(receipt.result(), central.result(&receipt.id));
+    assert_eq!(a.unwrap(), b.unwrap());
     let result = tokio::time::timeout(Duration::from_secs(20), receipt.result())
         .await
         .unwrap()
