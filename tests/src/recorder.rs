@@ -65,3 +65,17 @@ impl Recorder {
         assert_eq!(seen, expected, "executed out of order");
     }
 }
+
+/// Starts the node `builder` describes with a `record` method of `kind`, and its recorder.
+pub async fn recording_node(
+    builder: steward::NodeBuilder,
+    kind: Kind,
+) -> (steward::Node, Recorder) {
+    let rec = Recorder::default();
+    let node = builder
+        .method("record", rec.method(kind))
+        .start()
+        .await
+        .expect("start a recording node");
+    (node, rec)
+}

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use steward::{ErrorKind, Kind, Message, MessageState, ResultStatus};
 use steward_tests::nodes::test_node;
+use steward_tests::recorder::recording_node;
 use steward_tests::NatsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,13 +167,11 @@ async fn pruning_forgets_finished_but_never_reruns() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let urls = vec![server.url()];
-    let rec = steward_tests::recorder::Recorder::default();
-    let ship = test_node("ship1", &urls, dir.path())
-        .retention(Duration::ZERO)
-        .method("record", rec.method(Kind::Command))
-        .start()
-        .await
-        .unwrap();
+    let (ship, rec) = recording_node(
+        test_node("ship1", &urls, dir.path()).retention(Duration::ZERO),
+        Kind::Command,
+    )
+    .await;
     let central = test_node("central", &urls, dir.path())
         .retention(Duration::ZERO)
         .start()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use steward::{Kind, Message, MessageState, ResultStatus};
 use steward_tests::nodes::test_node;
+use steward_tests::recorder::recording_node;
 use steward_tests::recorder::Recorder;
 use steward_tests::{wait_until_async, Direction, NatsServer, TcpProxy};
 
@@ -37,12 +38,11 @@ async fn link_cut_and_restored_loses_nothing() {
     let server = NatsServer::start();
     let proxy = TcpProxy::start(server.addr());
     let dir = tempfile::tempdir().unwrap();
-    let rec = Recorder::default();
-    let ship = test_node("ship1", &[proxy.url()], dir.path())
-        .method("record", rec.method(Kind::Command))
-        .start()
-        .await
-        .unwrap();
+    let (ship, rec) = recording_node(
+        test_node("ship1", &[proxy.url()], dir.path()),
+        Kind::Command,
+    )
+    .await;
     let central = test_node("central", &[server.url()], dir.path())
         .start()
         .await
@@ -117,12 +117,11 @@ async fn lost_acks_never_run_twice() {
     let server = NatsServer::start();
     let proxy = TcpProxy::start(server.addr());
     let dir = tempfile::tempdir().unwrap();
-    let rec = Recorder::default();
-    let ship = test_node("ship1", &[server.url()], dir.path())
-        .method("record", rec.method(Kind::Command))
-        .start()
-        .await
-        .unwrap();
+    let (ship, rec) = recording_node(
+        test_node("ship1", &[server.url()], dir.path()),
+        Kind::Command,
+    )
+    .await;
     let central = test_node("central", &[proxy.url()], dir.path())
         .start()
         .await
@@ -162,12 +161,7 @@ async fn offline_node_does_not_delay_others() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let urls = vec![server.url()];
-    let rec = Recorder::default();
-    let ship2 = test_node("ship2", &urls, dir.path())
-        .method("record", rec.method(Kind::Command))
-        .start()
-        .await
-        .unwrap();
+    let (ship2, rec) = recording_node(test_node("ship2", &urls, dir.path()), Kind::Command).await;
     let central = test_node("central", &urls, dir.path())
         .start()
         .await
@@ -236,12 +230,7 @@ async fn retries_exhausted_then_queue_moves_on() {
         .send(Message::command("ship3", "record", ["m-next"]))
         .await
         .unwrap();
-    let rec = Recorder::default();
-    let ship3 = test_node("ship3", &urls, dir.path())
-        .method("record", rec.method(Kind::Command))
-        .start()
-        .await
-        .unwrap();
+    let (ship3, rec) = recording_node(test_node("ship3", &urls, dir.path()), Kind::Command).await;
     tokio::time::timeout(Duration::from_secs(20), next.result())
         .await
         .unwrap()
@@ -274,12 +263,7 @@ async fn expired_messages_never_run() {
         .unwrap()
         .unwrap_err();
     assert_eq!(err.kind(), steward::ErrorKind::Expired);
-    let rec = Recorder::default();
-    let ship4 = test_node("ship4", &urls, dir.path())
-        .method("record", rec.method(Kind::Command))
-        .start()
-        .await
-        .unwrap();
+    let (ship4, rec) = recording_node(test_node("ship4", &urls, dir.path()), Kind::Command).await;
     let ok = central
         .send(Message::command("ship4", "record", ["m-new"]))
         .await
@@ -330,12 +314,7 @@ async fn fire_and_forget() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let urls = vec![server.url()];
-    let rec = Recorder::default();
-    let ship = test_node("ship1", &urls, dir.path())
-        .method("record", rec.method(Kind::Event))
-        .start()
-        .await
-        .unwrap();
+    let (ship, rec) = recording_node(test_node("ship1", &urls, dir.path()), Kind::Event).await;
     let central = test_node("central", &urls, dir.path())
         .start()
         .await
@@ -418,12 +397,7 @@ async fn sender_restart_keeps_state_and_resumes() {
             .expect("known after restart");
         assert!(!st.state.is_final());
     }
-    let rec = Recorder::default();
-    let ship5 = test_node("ship5", &urls, dir.path())
-        .method("record", rec.method(Kind::Command))
-        .start()
-        .await
-        .unwrap();
+    let (ship5, rec) = recording_node(test_node("ship5", &urls, dir.path()), Kind::Command).await;
     for id in &queued {
         let res = tokio::time::timeout(Duration::from_secs(20), central.result(id))
             .await
@@ -471,13 +445,11 @@ async fn sender_sigkill_cycles_exactly_once_in_order() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let urls = vec![server.url()];
-    let rec = Recorder::default();
-    let ship = test_node("ship1", &urls, dir.path())
-        .method("record", rec.method(Kind::Command))
-        .allow("*", "record")
-        .start()
-        .await
-        .unwrap();
+    let (ship, rec) = recording_node(
+        test_node("ship1", &urls, dir.path()).allow("*", "record"),
+        Kind::Command,
+    )
+    .await;
     let d = dir.path().to_str().unwrap().to_owned();
     let url = server.url();
     let count = COUNT.to_string();
