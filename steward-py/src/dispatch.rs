@@ -75,6 +75,7 @@ pub(crate) struct Dispatcher {
     wake_read: OwnedFd,
     wake_write: OwnedFd,
     closed: AtomicBool,
+    thread_started: AtomicBool,
     next_key: AtomicU64,
     registry: Mutex<Registry>,
 }
@@ -101,6 +102,7 @@ impl Dispatcher {
             wake_read,
             wake_write,
             closed: AtomicBool::new(false),
+            thread_started: AtomicBool::new(false),
             next_key: AtomicU64::new(1),
             registry: Mutex::new(Registry::default()),
         }))
@@ -156,33 +158,56 @@ impl Dispatcher {
 
     /// Removes every registration of `func` as a listener; true if there was one.
     pub(crate) fn remove_listener(&self, py: Python<'_>, func: &Bound<'_, PyAny>) -> bool {
-        let mut reg = lock(&self.registry);
-        let before = reg.listeners.len();
-        reg.listeners.retain(|(_, f)| !f.bind(py).is(func));
-        reg.listeners.len() != before
+        let removed: Vec<_> = {
+            let mut reg = lock(&self.registry);
+            let (gone, kept) = std::mem::take(&mut reg.listeners)
+                .into_iter()
+                .partition(|(_, f)| f.bind(py).is(func));
+            reg.listeners = kept;
+            gone
+        };
+        // Dropped outside the lock: a decref may run arbitrary Python code (`__del__`).
+        !removed.is_empty()
     }
 
     /// Registers a Python method; returns its key. Replaces an earlier one of the same name.
     pub(crate) fn add_method(&self, name: &str, func: Py<PyAny>) -> u64 {
         let key = self.next_key();
-        let mut reg = lock(&self.registry);
-        reg.methods.retain(|_, m| m.name != name);
-        reg.methods.insert(
-            key,
-            MethodEntry {
-                name: name.to_owned(),
-                func,
-            },
-        );
+        let replaced = {
+            let mut reg = lock(&self.registry);
+            let replaced = Self::take_methods(&mut reg, name);
+            reg.methods.insert(
+                key,
+                MethodEntry {
+                    name: name.to_owned(),
+                    func,
+                },
+            );
+            replaced
+        };
+        drop(replaced); // outside the lock, see remove_listener
         key
     }
 
     /// Forgets the Python method `name`; true if it was registered.
     pub(crate) fn remove_method(&self, name: &str) -> bool {
-        let mut reg = lock(&self.registry);
-        let before = reg.methods.len();
-        reg.methods.retain(|_, m| m.name != name);
-        reg.methods.len() != before
+        let removed = Self::take_methods(&mut lock(&self.registry), name);
+        !removed.is_empty()
+    }
+
+    fn take_methods(reg: &mut Registry, name: &str) -> Vec<MethodEntry> {
+        let keys: Vec<u64> = reg
+            .methods
+            .iter()
+            .filter(|(_, m)| m.name == name)
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter().filter_map(|k| reg.methods.remove(k)).collect()
+    }
+
+    /// True while the callback thread runs and accepts jobs.
+    pub(crate) fn is_running(&self) -> bool {
+        self.thread_started.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
     }
 
     /// Registers an asyncio future (with its loop) to complete later via [`Job::Resolve`].
@@ -225,6 +250,7 @@ impl Dispatcher {
             .call((), Some(&kwargs))?;
         lock(&self.registry).thread = Some(thread.clone().unbind());
         thread.call_method0("start")?;
+        self.thread_started.store(true, Ordering::Release);
         Ok(())
     }
 

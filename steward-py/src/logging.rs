@@ -140,11 +140,11 @@ fn push(record: Record) {
         }
         q.push_back(record);
     }
-    let wakers: Vec<Arc<Dispatcher>> = WAKERS
+    let waker = WAKERS
         .lock()
-        .map(|w| w.iter().filter_map(Weak::upgrade).collect())
-        .unwrap_or_default();
-    if let Some(d) = wakers.first() {
+        .ok()
+        .and_then(|w| w.iter().filter_map(Weak::upgrade).find(|d| d.is_running()));
+    if let Some(d) = waker {
         d.wake();
     }
 }

