@@ -3,7 +3,10 @@
 //! * [`NatsServer`] / [`NatsCluster`]: real `nats-server` child processes on
 //!   free loopback ports, with kill / restart (same port) / pause / resume.
 //! * [`TcpProxy`]: a thread-based TCP forwarder that can cut connections,
-//!   refuse new ones, or silently drop bytes in one direction.
+//!   refuse new ones, silently drop bytes in one direction, or shape the link
+//!   ([`LinkShape`]: latency, jitter, bandwidth).
+//! * [`faults`]: counting for the reliability suite (sent, completed, lost,
+//!   executed twice, out of order) and its table.
 //! * [`free_port`], [`wait_until`], [`wait_until_async`],
 //!   [`wait_until_future`]: small polling utilities (no fixed sleeps).
 //!
@@ -24,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod faults;
 pub mod nodes;
 pub mod recorder;
 
@@ -812,7 +816,38 @@ struct ProxyShared {
     accepted: AtomicUsize,
     refused: AtomicUsize,
     discarded: AtomicU64,
+    /// Current shaping (read per chunk, so changes apply to open connections).
+    shape: Mutex<LinkShape>,
+    /// Bytes delivered to the other side so far (both directions).
+    forwarded: AtomicU64,
 }
+
+/// How a [`TcpProxy`] shapes traffic, per connection and direction: every chunk read is
+/// delivered `latency` + a random share of `jitter` later (never before the chunk read before
+/// it: TCP order is kept), at most `bytes_per_sec` fast. Data waiting in the proxy when a
+/// connection is cut is lost, like packets in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkShape {
+    /// Delay added to every chunk.
+    pub latency: Duration,
+    /// Up to this much extra delay, random per chunk.
+    pub jitter: Duration,
+    /// Bandwidth cap per connection and direction (`None`: unlimited).
+    pub bytes_per_sec: Option<u64>,
+}
+
+impl LinkShape {
+    /// A link limited to `bytes_per_sec` with no added latency.
+    pub fn throttled(bytes_per_sec: u64) -> LinkShape {
+        LinkShape {
+            bytes_per_sec: Some(bytes_per_sec.max(1)),
+            ..LinkShape::default()
+        }
+    }
+}
+
+/// Most chunks a connection direction holds in the proxy before reading stops (back-pressure).
+const SHAPED_QUEUE: usize = 64;
 
 impl ProxyShared {
     fn close_all(&self) {
@@ -849,6 +884,8 @@ impl TcpProxy {
             accepted: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             discarded: AtomicU64::new(0),
+            shape: Mutex::new(LinkShape::default()),
+            forwarded: AtomicU64::new(0),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -938,6 +975,32 @@ impl TcpProxy {
     pub fn discarded_bytes(&self) -> u64 {
         self.shared.discarded.load(Ordering::SeqCst)
     }
+
+    /// Bytes delivered through the proxy so far (both directions).
+    pub fn forwarded_bytes(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Shapes the traffic of open and new connections (see [`LinkShape`]).
+    pub fn set_shape(&self, shape: LinkShape) {
+        *lock(&self.shared.shape) = shape;
+    }
+
+    /// The current shaping.
+    pub fn shape(&self) -> LinkShape {
+        *lock(&self.shared.shape)
+    }
+
+    /// Back to an unshaped link (chunks already delayed are still delivered in order).
+    pub fn clear_shape(&self) {
+        self.set_shape(LinkShape::default());
+    }
+
+    /// Closes every open connection now, as a network reset would (data still queued in the
+    /// proxy is lost); unlike [`TcpProxy::cut`], new connections are let through at once.
+    pub fn reset_connections(&self) {
+        self.shared.close_all();
+    }
 }
 
 impl Drop for TcpProxy {
@@ -986,45 +1049,95 @@ fn forward(client: TcpStream, server: TcpStream, shared: &Arc<ProxyShared>) -> i
         let _ = client.shutdown(Shutdown::Both);
         let _ = server.shutdown(Shutdown::Both);
     }
-    let remaining = Arc::new(AtomicUsize::new(2));
+    // Two threads per direction: a reader (blocking, discarding, stamping delivery times) and a
+    // writer (delaying and throttling), joined by a bounded queue so back-pressure still works.
+    let remaining = Arc::new(AtomicUsize::new(4));
+    let done = {
+        let shared = Arc::clone(shared);
+        let remaining = Arc::clone(&remaining);
+        move || {
+            if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                lock(&shared.conns).remove(&id);
+            }
+        }
+    };
     let pumps = [
         (client.try_clone()?, server.try_clone()?, true),
         (server, client, false),
     ];
     for (from, to, c2s) in pumps {
-        let shared = Arc::clone(shared);
-        let remaining = Arc::clone(&remaining);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(SHAPED_QUEUE);
+        let reader = {
+            let shared = Arc::clone(shared);
+            let done = done.clone();
+            let (from, to) = (from.try_clone()?, to.try_clone()?);
+            move || {
+                read_side(from, to, c2s, &shared, tx, id);
+                done();
+            }
+        };
+        let writer = {
+            let shared = Arc::clone(shared);
+            let done = done.clone();
+            move || {
+                write_side(from, to, &shared, rx);
+                done();
+            }
+        };
         thread::Builder::new()
             .name(format!("tcp-proxy-conn-{id}"))
-            .spawn(move || {
-                let blocked = if c2s {
-                    &shared.block_c2s
-                } else {
-                    &shared.block_s2c
-                };
-                pump(from, to, blocked, &shared.discarded);
-                if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    lock(&shared.conns).remove(&id);
-                }
-            })?;
+            .spawn(reader)?;
+        thread::Builder::new()
+            .name(format!("tcp-proxy-conn-{id}-w"))
+            .spawn(writer)?;
     }
     Ok(())
 }
 
-/// Copies `from` → `to` until EOF/error, discarding bytes while `blocked`.
-fn pump(mut from: TcpStream, mut to: TcpStream, blocked: &AtomicBool, discarded: &AtomicU64) {
+/// Reads `from` until EOF/error: discards bytes while the direction is blocked, otherwise
+/// queues each chunk with its delivery time for [`write_side`].
+fn read_side(
+    mut from: TcpStream,
+    to: TcpStream,
+    c2s: bool,
+    shared: &ProxyShared,
+    queue: std::sync::mpsc::SyncSender<(Instant, Vec<u8>)>,
+    conn_id: u64,
+) {
+    let blocked = if c2s {
+        &shared.block_c2s
+    } else {
+        &shared.block_s2c
+    };
+    let mut rng = faults::Rng::new(
+        (conn_id + 1).wrapping_mul(0x9E37_79B9) ^ u64::from(c2s) ^ std::process::id() as u64,
+    );
+    let mut last_due = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match from.read(&mut buf) {
+        let shape = *lock(&shared.shape);
+        // Small reads on a throttled link, so a later speed change applies soon.
+        let max = match shape.bytes_per_sec {
+            Some(rate) => usize::try_from(rate / 8)
+                .unwrap_or(usize::MAX)
+                .clamp(256, buf.len()),
+            None => buf.len(),
+        };
+        match from.read(&mut buf[..max]) {
             Ok(0) => {
-                // Orderly EOF: pass the half-close on.
-                let _ = to.shutdown(Shutdown::Write);
+                // Orderly EOF: the writer passes the half-close on after the queued data.
                 return;
             }
             Ok(n) => {
                 if blocked.load(Ordering::SeqCst) {
-                    discarded.fetch_add(n as u64, Ordering::SeqCst);
-                } else if to.write_all(&buf[..n]).is_err() {
+                    shared.discarded.fetch_add(n as u64, Ordering::SeqCst);
+                    continue;
+                }
+                let jitter = shape.jitter.as_micros() as u64;
+                let delay = shape.latency + Duration::from_micros(rng.range(0, jitter + 1));
+                let due = (Instant::now() + delay).max(last_due);
+                last_due = due;
+                if queue.send((due, buf[..n].to_vec())).is_err() {
                     break;
                 }
             }
@@ -1034,4 +1147,50 @@ fn pump(mut from: TcpStream, mut to: TcpStream, blocked: &AtomicBool, discarded:
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Delivers queued chunks to `to` at their delivery time, throttled to the current bandwidth.
+fn write_side(
+    from: TcpStream,
+    mut to: TcpStream,
+    shared: &ProxyShared,
+    queue: std::sync::mpsc::Receiver<(Instant, Vec<u8>)>,
+) {
+    let mut next_free = Instant::now();
+    while let Ok((due, chunk)) = queue.recv() {
+        sleep_until(due);
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let rate = lock(&shared.shape).bytes_per_sec;
+            let piece = match rate {
+                Some(rate) => usize::try_from(rate / 20)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, rest.len()),
+                None => rest.len(),
+            };
+            if rate.is_some() {
+                sleep_until(next_free);
+            }
+            if to.write_all(&rest[..piece]).is_err() {
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
+            shared.forwarded.fetch_add(piece as u64, Ordering::SeqCst);
+            if let Some(rate) = rate {
+                let cost = Duration::from_secs_f64(piece as f64 / rate as f64);
+                next_free = next_free.max(Instant::now()) + cost;
+            }
+            rest = &rest[piece..];
+        }
+    }
+    // The reader ended: pass an orderly EOF on (a no-op if the sockets are already shut).
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        thread::sleep(t - now);
+    }
 }
