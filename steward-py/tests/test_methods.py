@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 
 import pytest
 
@@ -165,3 +166,27 @@ def test_callback_thread_logs_go_to_the_steward_logger(
     assert central.send("ship1", "where").result(timeout=30).ok
     assert threads == ["steward-ship1"]
     assert any(r.getMessage() == "inside a method" for r in caplog.records)
+
+
+def test_delivery_never_waits_for_the_interpreter(make_node) -> None:
+    """While a Python method holds the GIL (one long C call), the node's tokio threads still
+    deliver a message, run it on another node and record its result: none of them needs the
+    interpreter."""
+    central = make_node("central").start()
+    ship = make_node("ship1")
+    make_node("ship2", allow=[("ship1", "echo")]).start()
+
+    @ship.method("hog")
+    def hog(req: steward.Request) -> dict[str, object]:
+        receipt = ship.send("ship2", "echo", ["during the hog"])
+        begin = time.time()
+        sum(range(5 * 10**7))  # a single C call: the GIL is not released until it returns
+        end = time.time()
+        return {"id": receipt.id, "begin_ms": begin * 1000, "end_ms": end * 1000}
+
+    ship.start()
+    hogged = json.loads(central.send("ship1", "hog").result(timeout=60).stdout)
+    echo = ship.message(hogged["id"])
+    assert echo is not None and echo.state == "completed"
+    assert echo.result is not None and echo.result.stdout == "during the hog"
+    assert hogged["begin_ms"] - 1 <= echo.updated_ms <= hogged["end_ms"], (hogged, echo.updated_ms)

@@ -41,3 +41,17 @@ def test_example_script(tmp_path: pathlib.Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "ship1 answered" in out.stdout and "status ok (exit code 0)" in out.stdout
     assert "Linux" in out.stdout
+
+
+def test_a_node_left_running_is_stopped_at_exit(tmp_path: pathlib.Path, nats) -> None:
+    code = (
+        "import logging, steward\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"node = steward.Node('central', [{nats.url!r}], data_dir={str(tmp_path)!r}).start()\n"
+        "node.on_result(print)\n"
+        "print('started', flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "started"
+    assert "node stopped" in out.stderr, out.stderr
