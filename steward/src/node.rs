@@ -308,9 +308,21 @@ impl Node {
                     }
                 }
             });
+        // Each URL on its own: a cluster is a list of servers, tried in turn on reconnect.
+        let addrs = cfg
+            .brokers
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| Error::Config(format!("broker URL {u:?} is not valid: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let urls = cfg.brokers.join(",");
         let client = options
-            .connect(urls.as_str())
+            .connect(addrs)
             .await
             .map_err(|e| Error::BrokerUnavailable(format!("{urls}: {e}")))?;
         if client.connection_state() == async_nats::connection::State::Connected {

@@ -627,7 +627,7 @@ async fn start_on_free_server(
 /// Scenario 6 with every node given all three cluster URLs (the documented way). Must hold:
 /// see [`cluster_scenario`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "core bug: a node with several broker URLs cannot start (node.rs joins them with ',' into one string that async-nats parses as a single URL: 'invalid port number')"]
+
 async fn s06_cluster_failover_rolling() {
     cluster_scenario("6 cluster: kill one, then rolling", true).await;
 }
