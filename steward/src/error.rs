@@ -68,6 +68,9 @@ pub enum Error {
     /// The store in the data directory failed.
     #[error("the message store failed: {0}; check free disk space and permissions of the data directory")]
     Storage(String),
+    /// A record in the store failed its checksum or could not be decoded; it is not used.
+    #[error("{0}")]
+    Damaged(String),
     /// The store file is locked by another process.
     #[error("the data directory {0} is in use by another steward node; stop it or choose another --data-dir")]
     DataDirInUse(PathBuf),
@@ -135,7 +138,7 @@ impl Error {
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::InvalidMessage { .. } => ErrorKind::InvalidMessage,
             Error::Config(_) => ErrorKind::Config,
-            Error::Storage(_) => ErrorKind::Storage,
+            Error::Storage(_) | Error::Damaged(_) => ErrorKind::Storage,
             Error::DataDirInUse(_) => ErrorKind::DataDirInUse,
             Error::BrokerUnavailable(_) => ErrorKind::BrokerUnavailable,
             Error::Stopped => ErrorKind::Stopped,

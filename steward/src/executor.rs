@@ -11,6 +11,7 @@ use crate::envelope::{now_ms, Envelope, ReplyStatus, WireKind, RESULT_METHOD};
 use crate::handler::Request;
 use crate::message::Kind;
 use crate::node::Inner;
+use crate::notify::ErrorReportKind;
 use crate::publisher::PubEvent;
 use crate::result::MethodResult;
 use crate::store::{self, InboxRecord, InboxState, NewMessage, OutboxItem};
@@ -318,6 +319,28 @@ pub(crate) fn finish_then(
 /// order; those that had started are reported with an unknown outcome and not run again.
 pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
     for (key, rec) in inner.store.inbox_pending()? {
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(e) => {
+                // Never run what may have been altered; a resend is answered "rejected".
+                let reason = format!(
+                    "the record of this message at {} was damaged: {e}",
+                    inner.cfg.name
+                );
+                let k = key.clone();
+                let r = reason.clone();
+                inner
+                    .store
+                    .write(move |t| store::quarantine_inbox(t, &k, r))
+                    .await?;
+                inner.report(
+                    None,
+                    ErrorReportKind::TaskFailed,
+                    format!("received message {key}: {reason}"),
+                );
+                continue;
+            }
+        };
         let Some(env) = rec.envelope.clone() else {
             continue;
         };

@@ -203,7 +203,13 @@ impl Publisher {
         let now = Instant::now();
         for (seq, bytes) in rows {
             self.next_load = seq + 1;
-            let item = decode_outbox(&bytes)?;
+            let item = match decode_outbox(&bytes) {
+                Ok(item) => item,
+                Err(e) => {
+                    self.quarantine(seq, e);
+                    continue;
+                }
+            };
             let payload = Bytes::from(serde_json::to_vec(&item.envelope).unwrap_or_default());
             self.window.insert(
                 seq,
@@ -225,6 +231,26 @@ impl Publisher {
             );
         }
         Ok(())
+    }
+
+    /// A damaged outbox row is never sent: it is removed and its message recorded as failed.
+    fn quarantine(&mut self, seq: u64, e: crate::Error) {
+        let reason = format!("damaged in the sender's store, so it was not sent: {e}");
+        let (inner, stream_id, subject) =
+            (self.inner.clone(), self.stream_id, self.subject.clone());
+        let r = reason.clone();
+        let _ = self.inner.store.submit(
+            move |t| store::quarantine_outbox(t, stream_id, seq, r),
+            move |done| match done {
+                Ok(Some(rec)) => inner.after_final(rec.status),
+                Ok(None) => inner.report(
+                    None,
+                    ErrorReportKind::DeliveryFailed,
+                    format!("message {seq} of {subject}: {reason}"),
+                ),
+                Err(err) => tracing::error!("cannot quarantine a damaged outbox row: {err}"),
+            },
+        );
     }
 
     fn next_wakeup(&self) -> Option<Instant> {

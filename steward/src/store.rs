@@ -39,14 +39,42 @@ const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::new("inbox_pe
 /// Number -> audit log line waiting to be appended to audit.log.
 const AUDIT_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_pending");
 
+/// Encodes a record with a CRC32 of its bytes in front. redb verifies its pages only when it
+/// repairs after a crash, so without this a flipped bit in a stored command would go unnoticed
+/// and the altered command would run.
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain data types cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Checks a record's CRC32 and returns its bytes.
+pub(crate) fn unseal<'a>(table: &str, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    let damaged = |why: &str| {
+        Error::Damaged(format!(
+            "damaged record in table {table} of steward.redb ({why}); it is not used — \
+             if the disk is failing, replace it; the node's audit.log has every finished message"
+        ))
+    };
+    if bytes.len() < 4 {
+        return Err(damaged("too short"));
+    }
+    let (crc, body) = bytes.split_at(4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(damaged("checksum mismatch"));
+    }
+    Ok(body)
 }
 
 fn dec<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::Storage(format!("damaged record in table {table}: {e}")))
+    serde_json::from_slice(unseal(table, bytes)?).map_err(|e| {
+        Error::Damaged(format!(
+            "damaged record in table {table} of steward.redb: {e}"
+        ))
+    })
 }
 
 /// A sent message's record: its public status plus where it sits in the outbox.
@@ -464,8 +492,8 @@ impl Store {
         })
     }
 
-    /// Received messages not yet finished, in arrival order.
-    pub(crate) fn inbox_pending(&self) -> Result<Vec<(String, InboxRecord)>> {
+    /// Received messages not yet finished, in arrival order; a damaged record comes as an error.
+    pub(crate) fn inbox_pending(&self) -> Result<Vec<(String, Result<InboxRecord>)>> {
         self.read(|t| {
             let pending = t.open_table(INBOX_PENDING)?;
             let inbox = t.open_table(INBOX)?;
@@ -474,8 +502,7 @@ impl Store {
                 let (_, id) = row?;
                 let id = id.value().to_owned();
                 if let Some(v) = inbox.get(id.as_str())? {
-                    let rec: InboxRecord = dec("inbox", v.value())?;
-                    out.push((id, rec));
+                    out.push((id, dec("inbox", v.value())));
                 }
             }
             Ok(out)
@@ -491,7 +518,14 @@ impl Store {
                     break;
                 }
                 let (k, v) = row?;
-                out.push((k.value(), v.value().to_vec()));
+                let body = match unseal("audit_pending", v.value()) {
+                    Ok(b) => b.to_vec(),
+                    Err(e) => {
+                        tracing::error!("an audit line is lost: {e}");
+                        Vec::new()
+                    }
+                };
+                out.push((k.value(), body));
             }
             Ok(out)
         })
@@ -897,6 +931,56 @@ fn push_audit(t: &mut Tx<'_>, line: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// Takes a damaged outbox row out of service: the row is removed and its message (found by its
+/// place in the stream) recorded as failed. Returns the message, if its record could be found.
+pub(crate) fn quarantine_outbox(
+    t: &mut Tx<'_>,
+    stream_id: u64,
+    seq: u64,
+    reason: String,
+) -> Result<Option<MessageRecord>> {
+    t.outbox.remove((stream_id, seq))?;
+    let mut found = None;
+    for row in t.messages.iter()? {
+        let (k, v) = row?;
+        if let Ok(rec) = dec::<MessageRecord>("messages", v.value()) {
+            if rec.stream_id == stream_id && rec.seq == seq {
+                found = Some(k.value().to_owned());
+                break;
+            }
+        }
+    }
+    match found {
+        Some(id) => finalize(t, &id, MessageState::Failed, None, Some(reason), 0),
+        None => Ok(None),
+    }
+}
+
+/// Replaces a damaged receiver record: the message is answered as rejected and never runs.
+pub(crate) fn quarantine_inbox(t: &mut Tx<'_>, key: &str, reason: String) -> Result<()> {
+    let mut pending_key = None;
+    for row in t.inbox_pending.iter()? {
+        let (k, v) = row?;
+        if v.value() == key {
+            pending_key = Some(k.value());
+            break;
+        }
+    }
+    if let Some(k) = pending_key {
+        t.inbox_pending.remove(k)?;
+    }
+    let mut rec = InboxRecord {
+        state: InboxState::Done,
+        reply: Some(ReplyStatus::Rejected),
+        reason: Some(reason),
+        result: None,
+        envelope: None,
+        pending_key: 0,
+        updated_ms: 0,
+    };
+    put_inbox(t, key, &mut rec)
+}
+
 /// Removes a delivered result from the outbox (results have no status record).
 pub(crate) fn remove_outbox(t: &mut Tx<'_>, stream_id: u64, seq: u64) -> Result<()> {
     t.outbox.remove((stream_id, seq))?;
@@ -1106,7 +1190,7 @@ struct MessageAgeStatus {
 pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
     let mut inbox_removed = 0;
     t.inbox.retain(|_, v| {
-        let old = serde_json::from_slice::<InboxAge>(v)
+        let old = dec::<InboxAge>("inbox", v)
             .map(|r| r.state == InboxState::Done && r.updated_ms < cutoff_ms)
             .unwrap_or(false);
         inbox_removed += usize::from(old);
@@ -1114,7 +1198,7 @@ pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
     })?;
     let mut messages_removed = 0;
     t.messages.retain(|_, v| {
-        let old = serde_json::from_slice::<MessageAge>(v)
+        let old = dec::<MessageAge>("messages", v)
             .map(|r| r.status.state.is_final() && r.status.updated_ms < cutoff_ms)
             .unwrap_or(false);
         messages_removed += usize::from(old);
