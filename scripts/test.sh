@@ -26,4 +26,7 @@ cargo test --workspace
 step "C ABI (scripts/test-c.sh)"
 bash scripts/test-c.sh </dev/null
 
+step "Python bindings (scripts/test-py.sh)"
+bash scripts/test-py.sh </dev/null
+
 step "all checks passed"

@@ -50,7 +50,16 @@ impl EmbeddedBroker {
     /// Starts nats-server listening on `address` (`host:port`, or a `nats://` URL) and waits
     /// until it accepts clients (up to 10 s). Its log goes to `log_file` if given.
     pub fn start(address: &str, log_file: Option<&Path>) -> Result<EmbeddedBroker> {
-        let bin = Self::find_binary()?;
+        Self::start_with_binary(&Self::find_binary()?, address, log_file)
+    }
+
+    /// Like [`EmbeddedBroker::start`] with an explicit `nats-server` binary.
+    pub fn start_with_binary(
+        bin: &Path,
+        address: &str,
+        log_file: Option<&Path>,
+    ) -> Result<EmbeddedBroker> {
+        let bin = bin.to_owned();
         let hostport = address.trim_start_matches("nats://");
         let addr = hostport
             .to_socket_addrs()
@@ -109,6 +118,19 @@ impl EmbeddedBroker {
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // Keep draining its stderr, so a chatty server never blocks on a full pipe.
+        if let Some(stderr) = child.stderr.take() {
+            let _ = std::thread::Builder::new()
+                .name("nats-server-stderr".into())
+                .spawn(move || {
+                    for line in BufReader::new(stderr)
+                        .lines()
+                        .map_while(std::result::Result::ok)
+                    {
+                        tracing::debug!(target: "steward::broker", "nats-server: {line}");
+                    }
+                });
         }
         tracing::info!(%addr, bin = %bin.display(), "embedded nats-server started");
         Ok(EmbeddedBroker {
