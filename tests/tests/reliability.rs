@@ -1418,6 +1418,11 @@ async fn skewed_send(
         )
         .await
         {
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                // ship1 is still subscribing: publish again.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
             let reply: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
             return reply["status"].as_str().unwrap_or_default().to_owned();
         }
