@@ -98,7 +98,7 @@ fn leftover(dir: &Path) -> crate::Result<Vec<PathBuf>> {
 /// One parsed piece of the file.
 enum Chunk {
     Value(serde_json::Value),
-    Bad { text: String, error: String },
+    Bad { text: Vec<u8>, error: String },
 }
 
 async fn ingest_taken(node: &Node, taken: &Path) -> crate::Result<()> {
@@ -118,10 +118,9 @@ async fn ingest_taken(node: &Node, taken: &Path) -> crate::Result<()> {
         reject_file(inner, taken, &batch_id, &reason)?;
         return Ok(());
     }
-    let text = wait_complete(taken).await?;
+    let bytes = wait_complete(taken).await?;
     let mut n = 0usize;
-    let mut bad = 0usize;
-    for (pos, chunk) in split(&text).into_iter().enumerate() {
+    for (pos, chunk) in split_bytes(&bytes).into_iter().enumerate() {
         match chunk {
             Chunk::Value(v) => {
                 let mut batch: ParsedBatch = message::parse_value(&v);
@@ -142,21 +141,19 @@ async fn ingest_taken(node: &Node, taken: &Path) -> crate::Result<()> {
                 );
             }
             Chunk::Bad { text, error } => {
-                bad += 1;
                 let name = format!("{batch_id}-{pos}");
                 let reason = format!("{INMSG}: content that is not valid JSON ({error}); moved to {REJECTED_DIR}/{name}.txt");
-                write_rejected(inner, &name, text.as_bytes(), &reason)?;
+                write_rejected(inner, &name, &text, &reason)?;
                 inner.report(None, ErrorReportKind::BadInput, reason);
             }
         }
     }
-    let _ = bad;
     std::fs::remove_file(taken).map_err(|e| Error::io(taken, e))?;
     Ok(())
 }
 
 /// Reads the taken file, waiting while its tail is an unfinished JSON value and it still grows.
-async fn wait_complete(path: &Path) -> crate::Result<String> {
+async fn wait_complete(path: &Path) -> crate::Result<Vec<u8>> {
     let start = Instant::now();
     let mut last_len = u64::MAX;
     let mut stable_since = Instant::now();
@@ -169,14 +166,11 @@ async fn wait_complete(path: &Path) -> crate::Result<String> {
             last_len = len;
             stable_since = Instant::now();
         }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let unfinished = ends_unfinished(&text);
+        // Only to see whether the tail is unfinished; the content itself is never altered.
+        let unfinished = ends_unfinished(&String::from_utf8_lossy(&bytes));
         let settled = stable_since.elapsed() >= SETTLE;
         if (!unfinished && settled) || start.elapsed() >= MAX_WAIT {
-            return Ok(text);
-        }
-        if !unfinished && start.elapsed() < SETTLE && stable_since.elapsed() < SETTLE {
-            // Fresh appends: give a writer still holding the old file a moment to finish.
+            return Ok(bytes);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -193,6 +187,37 @@ fn ends_unfinished(text: &str) -> bool {
     }
 }
 
+/// Splits raw file content into parts at lines that start a new value; a part that is not valid
+/// UTF-8 is refused whole (never repaired: a replaced byte would alter a command).
+fn split_bytes(bytes: &[u8]) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut cuts = Vec::new();
+    for (i, w) in bytes.windows(2).enumerate() {
+        if w[0] == b'\n' && (w[1] == b'[' || w[1] == b'{') {
+            cuts.push(i + 1);
+        }
+    }
+    cuts.push(bytes.len());
+    let mut pending = String::new();
+    for cut in cuts {
+        let span = &bytes[start..cut];
+        start = cut;
+        match std::str::from_utf8(span) {
+            Ok(text) => pending.push_str(text),
+            Err(e) => {
+                out.extend(split(&std::mem::take(&mut pending)));
+                out.push(Chunk::Bad {
+                    text: span.to_vec(),
+                    error: format!("invalid UTF-8 at byte {} of this part", e.valid_up_to()),
+                });
+            }
+        }
+    }
+    out.extend(split(&pending));
+    out
+}
+
 /// Splits concatenated JSON values; unparsable stretches run to the next line starting with `[`
 /// or `{`, so a bad append does not take valid later ones down with it.
 fn split(text: &str) -> Vec<Chunk> {
@@ -203,7 +228,7 @@ fn split(text: &str) -> Vec<Chunk> {
         if let Some(depth) = message::too_deep(first_value_span(trimmed)) {
             let end = resync(trimmed);
             out.push(Chunk::Bad {
-                text: trimmed[..end].to_owned(),
+                text: trimmed[..end].as_bytes().to_vec(),
                 error: format!(
                     "nested {depth}+ levels deep (at most {})",
                     message::MAX_JSON_DEPTH
@@ -221,7 +246,7 @@ fn split(text: &str) -> Vec<Chunk> {
             Some(Err(e)) => {
                 let end = resync(trimmed);
                 out.push(Chunk::Bad {
-                    text: trimmed[..end].to_owned(),
+                    text: trimmed[..end].as_bytes().to_vec(),
                     error: e.to_string(),
                 });
                 rest = &trimmed[end..];
@@ -285,6 +310,18 @@ mod tests {
         assert_eq!(chunks.len(), 3);
         assert!(matches!(chunks[0], Chunk::Value(_)));
         assert!(matches!(chunks[1], Chunk::Bad { .. }));
+        assert!(matches!(chunks[2], Chunk::Value(_)));
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_not_repaired() {
+        let mut bytes = b"[{\"a\":1}]\n[{\"b\":\"x".to_vec();
+        bytes.push(0xff);
+        bytes.extend_from_slice(b"\"}]\n[{\"c\":3}]\n");
+        let chunks = split_bytes(&bytes);
+        assert_eq!(chunks.len(), 3);
+        assert!(matches!(chunks[0], Chunk::Value(_)));
+        assert!(matches!(&chunks[1], Chunk::Bad { error, .. } if error.contains("UTF-8")));
         assert!(matches!(chunks[2], Chunk::Value(_)));
     }
 

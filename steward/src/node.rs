@@ -810,7 +810,7 @@ impl Inner {
     }
 
     fn max_payload(&self) -> usize {
-        match self.client.server_info().max_payload {
+        match self.client.max_payload() {
             0 => 1 << 20,
             n => n,
         }

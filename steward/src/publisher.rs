@@ -325,6 +325,21 @@ impl Publisher {
                     .await
             };
             if let Err(err) = r {
+                if err.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
+                    // Accepted while the broker's limit was unknown (offline): it can never be
+                    // sent, so it fails clearly instead of blocking its subject forever.
+                    let max = self.inner.client.max_payload();
+                    finished.push((
+                        seq,
+                        MessageState::Failed,
+                        None,
+                        Some(format!(
+                            "the message is {} bytes, more than the broker's max_payload of {max} bytes; send less data per message",
+                            e.payload.len()
+                        )),
+                    ));
+                    continue;
+                }
                 tracing::debug!(subject = %self.subject, "publish failed: {err}");
                 break;
             }
