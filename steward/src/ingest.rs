@@ -23,6 +23,8 @@ pub const INMSG: &str = "inmsg.txt";
 pub const REJECTED_DIR: &str = "inmsg.rejected";
 /// Largest `inmsg.txt` read; a bigger one is moved to `inmsg.rejected/` whole.
 pub const MAX_INMSG_BYTES: u64 = 64 << 20;
+/// Messages accepted per disk commit while ingesting a large file.
+const INGEST_SLICE: usize = 1024;
 /// How long the file must stay unchanged before a truncated tail counts as final.
 const SETTLE: Duration = Duration::from_millis(300);
 /// How long a writer that stopped mid-value is waited for.
@@ -130,15 +132,23 @@ async fn ingest_taken(node: &Node, taken: &Path) -> crate::Result<()> {
                         m.id = Some(format!("{batch_id}-{n}"));
                     }
                 }
-                let report = node.send_parsed(batch).await?;
-                for e in &report.rejected {
-                    tracing::warn!("{INMSG}: {e}");
+                // Accept in slices, so a flood does not hold every receipt and record at once.
+                let mut messages = std::mem::take(&mut batch.messages).into_iter().peekable();
+                let mut errors = std::mem::take(&mut batch.errors);
+                let (mut accepted, mut refused) = (0, 0);
+                while messages.peek().is_some() || !errors.is_empty() {
+                    let slice = ParsedBatch {
+                        messages: messages.by_ref().take(INGEST_SLICE).collect(),
+                        errors: std::mem::take(&mut errors),
+                    };
+                    let report = node.send_parsed(slice).await?;
+                    for e in &report.rejected {
+                        tracing::warn!("{INMSG}: {e}");
+                    }
+                    accepted += report.accepted.len();
+                    refused += report.rejected.len();
                 }
-                tracing::info!(
-                    "{INMSG}: accepted {} message(s), refused {}",
-                    report.accepted.len(),
-                    report.rejected.len()
-                );
+                tracing::info!("{INMSG}: accepted {accepted} message(s), refused {refused}");
             }
             Chunk::Bad { text, error } => {
                 let name = format!("{batch_id}-{pos}");
@@ -228,7 +238,7 @@ fn split(text: &str) -> Vec<Chunk> {
         if let Some(depth) = message::too_deep(first_value_span(trimmed)) {
             let end = resync(trimmed);
             out.push(Chunk::Bad {
-                text: trimmed[..end].as_bytes().to_vec(),
+                text: trimmed.as_bytes()[..end].to_vec(),
                 error: format!(
                     "nested {depth}+ levels deep (at most {})",
                     message::MAX_JSON_DEPTH
@@ -246,7 +256,7 @@ fn split(text: &str) -> Vec<Chunk> {
             Some(Err(e)) => {
                 let end = resync(trimmed);
                 out.push(Chunk::Bad {
-                    text: trimmed[..end].as_bytes().to_vec(),
+                    text: trimmed.as_bytes()[..end].to_vec(),
                     error: e.to_string(),
                 });
                 rest = &trimmed[end..];

@@ -266,6 +266,10 @@ impl Store {
             .create(&path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::DataDirInUse(dir.to_owned()),
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => Error::Damaged(format!(
+                    "{} is damaged ({why}); move it aside to start this node empty (audit.log keeps every finished message) or restore a backup",
+                    path.display()
+                )),
                 other => Error::Storage(format!("{}: {other}", path.display())),
             })?;
         let db = Arc::new(db);
