@@ -1,0 +1,225 @@
+//! Child process modes of `steward-bench` (the parent starts the same binary with one of these
+//! as its first argument). Each prints one-line reports on stdout and exits when its stdin
+//! closes, so a parent that dies takes its children along.
+//!
+//! * `--nodes-child URL DIR PREFIX START COUNT`: hosts nodes `PREFIX<START>` … serving the
+//!   built-ins; prints `ready COUNT MS RSS_KB THREADS FDS`, or `error INDEX MESSAGE` and
+//!   `limits STARTED RSS_KB THREADS FDS` when a node cannot start.
+//! * `--serve-child NAME URL DIR`: one node serving the built-ins; prints `ready MS`.
+//! * `--queue-child NAME URL DIR TO COUNT`: queues COUNT `echo` commands `q-<i>` to TO in
+//!   batches of 1,000, prints `queued MS` and waits to be killed.
+//! * `--resume-child NAME URL DIR COUNT`: restarts NAME and waits until COUNT messages `q-<i>`
+//!   are completed; prints `done MS_SINCE_EXEC MS_SINCE_NODE_START FAILED PENDING`.
+//! * `--footprint-child idle|dests|queued URL DIR N`: resident memory of one node (see
+//!   [`footprint`]); prints `footprint …`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use steward::{Kind, Message, MessageState, Method, MethodResult, Node, NodeBuilder, Notification};
+
+use super::proc;
+
+/// Options shared by every bench node (`noop` and, declared repeatable, `noopr`: event methods
+/// that do nothing): resend an unanswered message within half a second, so
+/// that the time a destination needs to come back is not dominated by the default backoff
+/// (1 s doubling to 30 s).
+pub fn builder(name: &str, url: &str, dir: &std::path::Path) -> NodeBuilder {
+    Node::builder(name)
+        .brokers([url.to_owned()])
+        .data_dir(dir.join(name))
+        .retry_wait(Duration::from_millis(100))
+        .retry_wait_max(Duration::from_millis(500))
+        .allow("*", "noop")
+        .allow("*", "echo")
+        .allow("*", "noopr")
+        .method(
+            "noop",
+            Method::new(Kind::Event, |_| async { MethodResult::ok("") }),
+        )
+        .method(
+            "noopr",
+            Method::new(Kind::Event, |_| async { MethodResult::ok("") }).repeatable(),
+        )
+}
+
+/// Prints one line and flushes.
+pub fn say(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The nodes a `--nodes-child` hosts, for `stats` requests.
+static HOSTED: std::sync::Mutex<Vec<Node>> = std::sync::Mutex::new(Vec::new());
+
+/// Exits the process when stdin closes (the parent finished or died); answers a `stats` line
+/// with `stats JOBS COMMITS APPLY_NS COMMIT_NS`, the store writer counters summed over the
+/// hosted nodes.
+fn exit_on_stdin_eof() {
+    std::thread::spawn(|| {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "stats" {
+                let nodes = HOSTED.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sum = [0u64; 4];
+                for n in nodes.iter() {
+                    let st = n.store_stats();
+                    for (s, v) in
+                        sum.iter_mut()
+                            .zip([st.jobs, st.commits, st.apply_ns, st.commit_ns])
+                    {
+                        *s += v;
+                    }
+                }
+                say(format!("stats {} {} {} {}", sum[0], sum[1], sum[2], sum[3]));
+            }
+        }
+        std::process::exit(0);
+    });
+}
+
+/// Runs the child mode named by `args[1]`; returns false if `args[1]` names none.
+pub fn run(args: &[String]) -> bool {
+    let exec = Instant::now();
+    let mode = args.get(1).map(String::as_str).unwrap_or_default();
+    if !matches!(
+        mode,
+        "--nodes-child"
+            | "--serve-child"
+            | "--queue-child"
+            | "--resume-child"
+            | "--footprint-child"
+    ) {
+        return false;
+    }
+    proc::raise_nofile();
+    exit_on_stdin_eof();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let a = |i: usize| -> &str {
+        args.get(i)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{mode}: argument {i} missing: {args:?}"))
+    };
+    let n = |i: usize| -> usize { a(i).parse().expect("a number") };
+    rt.block_on(async {
+        match mode {
+            "--nodes-child" => nodes(a(2), a(3).as_ref(), a(4), n(5), n(6)).await,
+            "--serve-child" => serve(a(2), a(3), a(4).as_ref(), exec).await,
+            "--queue-child" => queue(a(2), a(3), a(4).as_ref(), a(5), n(6), exec).await,
+            "--resume-child" => resume(a(2), a(3), a(4).as_ref(), n(5), exec).await,
+            _ => super::footprint::child(a(2), a(3), a(4).as_ref(), n(5)).await,
+        }
+    });
+    true
+}
+
+async fn nodes(url: &str, dir: &std::path::Path, prefix: &str, start: usize, count: usize) {
+    let t = Instant::now();
+    let mut started = Vec::with_capacity(count);
+    let mut s = futures::stream::iter(start..start + count)
+        .map(|i| async move {
+            let name = format!("{prefix}{i}");
+            (i, builder(&name, url, dir).start().await)
+        })
+        .buffer_unordered(16);
+    while let Some((i, r)) = s.next().await {
+        match r {
+            Ok(node) => started.push(node),
+            Err(e) => {
+                say(format!("error {i} {e}"));
+                say(format!(
+                    "limits {} {} {} {}",
+                    started.len(),
+                    proc::rss_kb(),
+                    proc::threads(),
+                    proc::fds()
+                ));
+                std::process::exit(1);
+            }
+        }
+    }
+    HOSTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(started.iter().cloned());
+    say(format!(
+        "ready {} {} {} {} {}",
+        started.len(),
+        t.elapsed().as_millis(),
+        proc::rss_kb(),
+        proc::threads(),
+        proc::fds()
+    ));
+    futures::future::pending::<()>().await;
+}
+
+async fn serve(name: &str, url: &str, dir: &std::path::Path, exec: Instant) {
+    let node = builder(name, url, dir).start().await.expect("node start");
+    say(format!("ready {}", exec.elapsed().as_millis()));
+    futures::future::pending::<()>().await;
+    drop(node);
+}
+
+async fn queue(
+    name: &str,
+    url: &str,
+    dir: &std::path::Path,
+    to: &str,
+    count: usize,
+    exec: Instant,
+) {
+    let node = builder(name, url, dir).start().await.expect("node start");
+    for start in (0..count).step_by(1000) {
+        let batch = (start..(start + 1000).min(count))
+            .map(|i| Message::command(to, "echo", ["x"]).with_id(format!("q-{i}")))
+            .collect();
+        node.send_batch(batch).await.expect("send_batch");
+    }
+    say(format!("queued {}", exec.elapsed().as_millis()));
+    futures::future::pending::<()>().await;
+}
+
+async fn resume(name: &str, url: &str, dir: &std::path::Path, count: usize, exec: Instant) {
+    let completed = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let all_in = Arc::new(tokio::sync::Notify::new());
+    let (c, f, n) = (completed.clone(), failed.clone(), all_in.clone());
+    let node_start = Instant::now();
+    let node = builder(name, url, dir)
+        .on_notification(move |ev| {
+            if let Notification::Finished(st) = ev {
+                if !st.id.starts_with("q-") {
+                    return;
+                }
+                if st.state != MessageState::Completed {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                if c.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                    n.notify_one();
+                }
+            }
+        })
+        .start()
+        .await
+        .expect("node start");
+    all_in.notified().await;
+    let done = exec.elapsed().as_millis();
+    let since_node = node_start.elapsed().as_millis();
+    let pending: u64 = node
+        .destinations()
+        .map(|d| d.iter().map(|d| d.pending).sum())
+        .unwrap_or(u64::MAX);
+    say(format!(
+        "done {done} {since_node} {} {pending}",
+        failed.load(Ordering::Relaxed)
+    ));
+    node.stop().await;
+}
