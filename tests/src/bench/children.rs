@@ -3,13 +3,15 @@
 //! closes, so a parent that dies takes its children along.
 //!
 //! * `--nodes-child URL DIR PREFIX START COUNT`: hosts nodes `PREFIX<START>` … serving the
-//!   built-ins; prints `ready COUNT MS RSS_KB THREADS FDS`, or `error INDEX MESSAGE` and
+//!   built-ins; once all are connected prints `ready COUNT MS RSS_KB THREADS FDS`, or `error INDEX MESSAGE` and
 //!   `limits STARTED RSS_KB THREADS FDS` when a node cannot start.
-//! * `--serve-child NAME URL DIR`: one node serving the built-ins; prints `ready MS`.
+//! * `--serve-child NAME URL DIR`: one node serving the built-ins; prints `ready STARTED_MS
+//!   CONNECTED_MS` (since exec: `start()` returned, connected to the broker).
 //! * `--queue-child NAME URL DIR TO COUNT`: queues COUNT `echo` commands `q-<i>` to TO in
 //!   batches of 1,000, prints `queued MS` and waits to be killed.
 //! * `--resume-child NAME URL DIR COUNT`: restarts NAME and waits until COUNT messages `q-<i>`
-//!   are completed; prints `done MS_SINCE_EXEC MS_SINCE_NODE_START FAILED PENDING`.
+//!   are completed; prints `done DONE_MS STARTED_MS FAILED PENDING FIRST_MS CONNECTED_MS` (times
+//!   since exec: all completed, `start()` returned, first completion, connected to the broker).
 //! * `--footprint-child idle|dests|queued URL DIR N`: resident memory of one node (see
 //!   [`footprint`]); prints `footprint …`.
 
@@ -51,6 +53,18 @@ pub fn say(line: impl std::fmt::Display) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Waits until `node` is connected to the broker (`start()` returns before that), polling.
+pub async fn wait_connected(node: &Node, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !node.is_connected() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
 }
 
 /// The nodes a `--nodes-child` hosts, for `stats` requests.
@@ -146,6 +160,25 @@ async fn nodes(url: &str, dir: &std::path::Path, prefix: &str, start: usize, cou
             }
         }
     }
+    let mut unconnected = 0;
+    for n in &started {
+        if !wait_connected(n, Duration::from_secs(120)).await {
+            unconnected += 1;
+        }
+    }
+    if unconnected > 0 {
+        say(format!(
+            "error {start} {unconnected} nodes did not connect within 120 s"
+        ));
+        say(format!(
+            "limits {} {} {} {}",
+            started.len(),
+            proc::rss_kb(),
+            proc::threads(),
+            proc::fds()
+        ));
+        std::process::exit(1);
+    }
     HOSTED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -163,7 +196,9 @@ async fn nodes(url: &str, dir: &std::path::Path, prefix: &str, start: usize, cou
 
 async fn serve(name: &str, url: &str, dir: &std::path::Path, exec: Instant) {
     let node = builder(name, url, dir).start().await.expect("node start");
-    say(format!("ready {}", exec.elapsed().as_millis()));
+    let started = exec.elapsed().as_millis();
+    wait_connected(&node, Duration::from_secs(60)).await;
+    say(format!("ready {started} {}", exec.elapsed().as_millis()));
     futures::future::pending::<()>().await;
     drop(node);
 }
@@ -191,8 +226,13 @@ async fn resume(name: &str, url: &str, dir: &std::path::Path, count: usize, exec
     let completed = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let all_in = Arc::new(tokio::sync::Notify::new());
-    let (c, f, n) = (completed.clone(), failed.clone(), all_in.clone());
-    let node_start = Instant::now();
+    let first = Arc::new(std::sync::OnceLock::new());
+    let (c, f, n, fi) = (
+        completed.clone(),
+        failed.clone(),
+        all_in.clone(),
+        first.clone(),
+    );
     let node = builder(name, url, dir)
         .on_notification(move |ev| {
             if let Notification::Finished(st) = ev {
@@ -202,6 +242,7 @@ async fn resume(name: &str, url: &str, dir: &std::path::Path, count: usize, exec
                 if st.state != MessageState::Completed {
                     f.fetch_add(1, Ordering::Relaxed);
                 }
+                let _ = fi.set(exec.elapsed().as_millis());
                 if c.fetch_add(1, Ordering::Relaxed) + 1 == count {
                     n.notify_one();
                 }
@@ -210,16 +251,24 @@ async fn resume(name: &str, url: &str, dir: &std::path::Path, count: usize, exec
         .start()
         .await
         .expect("node start");
+    let started = exec.elapsed().as_millis();
+    // When the broker connection came up (start() returns before that).
+    let probe = node.clone();
+    let connected = tokio::spawn(async move {
+        wait_connected(&probe, Duration::from_secs(60)).await;
+        exec.elapsed().as_millis()
+    });
     all_in.notified().await;
     let done = exec.elapsed().as_millis();
-    let since_node = node_start.elapsed().as_millis();
     let pending: u64 = node
         .destinations()
         .map(|d| d.iter().map(|d| d.pending).sum())
         .unwrap_or(u64::MAX);
+    let connected = connected.await.unwrap_or(done);
     say(format!(
-        "done {done} {since_node} {} {pending}",
-        failed.load(Ordering::Relaxed)
+        "done {done} {started} {} {pending} {} {connected}",
+        failed.load(Ordering::Relaxed),
+        first.get().copied().unwrap_or(done)
     ));
     node.stop().await;
 }
