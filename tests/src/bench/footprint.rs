@@ -157,7 +157,7 @@ pub async fn run(url: &str, s: &Settings, rows: &mut Vec<Row>) {
                 )),
         );
     }
-    let n = s.backlog;
+    let n = s.queued;
     if let Some(w) = measure("queued", url, n).await {
         let (rss1, rss0, size1, size0): (f64, f64, f64, f64) =
             (num(&w, 1), num(&w, 2), num(&w, 3), num(&w, 4));

@@ -24,6 +24,9 @@ pub struct Settings {
     pub fanout: Vec<usize>,
     /// Messages in the backlog and recovery runs.
     pub backlog: usize,
+    /// Messages queued for the memory and disk cost per message (100,000 even with `--quick`:
+    /// fewer would mostly measure fixed costs, and queueing them takes about a second).
+    pub queued: usize,
 }
 
 impl Settings {
