@@ -9,7 +9,7 @@
 #   --quick      10,000-message backlog, fan-out to 100 and 1,000 nodes, fewer samples (< 1 min)
 #   --json PATH  where the JSON goes (default target/bench/latest.json)
 #   --only       throughput,fanout,backlog,footprint (or pipeline: a profiling target)
-# Takes about 3 minutes on 2 cores. Env: NATS_SERVER_BIN picks the nats-server.
+# Takes about 90 s on 2 cores (--quick: about 25 s). Env: NATS_SERVER_BIN picks the nats-server.
 # The figures depend on the machine's load: the last line of the output gives the load average
 # before and after the run.
 set -euo pipefail
