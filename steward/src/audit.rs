@@ -23,7 +23,9 @@ pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
         }
         if wrote == 0 {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = inner.audit_wake.notified() => {}
+                // A safety net: lines queued by a finalization that woke nobody (e.g. at start).
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 _ = shutdown.changed() => {
                     flush_once(&inner).await?;
                     return Ok(());

@@ -197,6 +197,8 @@ pub(crate) struct Inner {
     pub connected: watch::Receiver<bool>,
     pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub error_log: Mutex<()>,
+    /// Wakes the audit writer when a message reaches a final state.
+    pub audit_wake: tokio::sync::Notify,
 }
 
 /// Proof that a message was durably accepted; await its result through it.
@@ -289,7 +291,12 @@ impl Node {
             .subscription_capacity(1 << 16)
             .client_capacity(1 << 14)
             .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((100u64 << attempts.min(5) as u64).min(2000))
+                // async-nats asks before the very first attempt too (attempts = 1): no delay then.
+                if attempts <= 1 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis((100u64 << attempts.min(5) as u64).min(2000))
+                }
             })
             .event_callback(move |event| {
                 let tx = cb_tx.clone();
@@ -372,6 +379,7 @@ impl Node {
             connected: conn_rx,
             tasks: Mutex::default(),
             error_log: Mutex::new(()),
+            audit_wake: tokio::sync::Notify::new(),
         });
         let ev = futures::stream::select(cmd_sub, ev_sub);
         supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
@@ -928,6 +936,7 @@ impl Inner {
             },
             _ => None,
         };
+        self.audit_wake.notify_one();
         let about_error_log = st.subject.ends_with(".event.errorLog");
         self.dispatcher.notify(Notification::Finished(st.clone()));
         if let Some((kind, reason)) = failure {
