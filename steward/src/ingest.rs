@@ -197,6 +197,23 @@ fn ends_unfinished(text: &str) -> bool {
     }
 }
 
+/// Runs the reader over raw `inmsg.txt` bytes without sending: (valid messages, refused parts
+/// and elements). Used by the fuzz targets.
+pub(crate) fn parse_inmsg_bytes(bytes: &[u8]) -> (usize, usize) {
+    let (mut ok, mut bad) = (0, 0);
+    for chunk in split_bytes(bytes) {
+        match chunk {
+            Chunk::Value(v) => {
+                let b = message::parse_value(&v);
+                ok += b.messages.len();
+                bad += b.errors.len();
+            }
+            Chunk::Bad { .. } => bad += 1,
+        }
+    }
+    (ok, bad)
+}
+
 /// Splits raw file content into parts at lines that start a new value; a part that is not valid
 /// UTF-8 is refused whole (never repaired: a replaced byte would alter a command).
 fn split_bytes(bytes: &[u8]) -> Vec<Chunk> {

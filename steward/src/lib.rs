@@ -47,3 +47,12 @@ pub use node::{Node, NodeBuilder, Receipt, SendReport};
 pub use notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};
 pub use result::{DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus};
 pub use store::StoreStats;
+
+/// Entry points for the fuzz targets in `steward/fuzz` (not part of the API).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs the `inmsg.txt` reader over raw bytes: (valid messages, refused parts and elements).
+    pub fn inmsg(bytes: &[u8]) -> (usize, usize) {
+        crate::ingest::parse_inmsg_bytes(bytes)
+    }
+}
