@@ -585,10 +585,6 @@ fn writer_loop(
                 continue;
             }
         };
-        let mut txn = txn;
-        if std::env::var_os("STEWARD_UNSAFE_NO_FSYNC").is_some() {
-            let _ = txn.set_durability(redb::Durability::None);
-        }
         let started = std::time::Instant::now();
         counters.jobs.fetch_add(jobs.len() as u64, Relaxed);
         let (dones, flushed) = match Tx::open(&txn) {
@@ -1116,59 +1112,6 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod speed {
-    use super::tests_support::new_msg;
-    use super::*;
-
-    /// Not a pass/fail test: prints the store's cost per operation (run with --ignored --nocapture).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn store_cost_per_operation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let n = 20_000;
-        let t = std::time::Instant::now();
-        let mut futs = Vec::new();
-        for i in 0..n {
-            let s = store.clone();
-            futs.push(tokio::spawn(async move {
-                s.write(move |t| enqueue(t, vec![new_msg(&format!("m{i}"))]))
-                    .await
-            }));
-        }
-        for f in futs {
-            f.await.unwrap().unwrap();
-        }
-        let el = t.elapsed();
-        println!(
-            "enqueue: {:.1} µs/msg ({:.0}/s)",
-            el.as_secs_f64() * 1e6 / n as f64,
-            n as f64 / el.as_secs_f64()
-        );
-        let t = std::time::Instant::now();
-        let mut futs = Vec::new();
-        for i in 0..n {
-            let s = store.clone();
-            futs.push(tokio::spawn(async move {
-                s.write(move |t| {
-                    finalize(t, &format!("m{i}"), MessageState::Completed, None, None, 1)
-                })
-                .await
-            }));
-        }
-        for f in futs {
-            f.await.unwrap().unwrap();
-        }
-        let el = t.elapsed();
-        println!(
-            "finalize: {:.1} µs/msg ({:.0}/s)",
-            el.as_secs_f64() * 1e6 / n as f64,
-            n as f64 / el.as_secs_f64()
-        );
-    }
-}
-
 /// Lightweight views for pruning: only the fields needed to decide.
 #[derive(Deserialize)]
 struct InboxAge {
@@ -1209,46 +1152,4 @@ pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
         !old
     })?;
     Ok((inbox_removed, messages_removed))
-}
-
-#[cfg(test)]
-mod commit_cost {
-    use super::*;
-
-    /// Not a pass/fail test: prints what one commit costs with 1 and with 6 tables touched.
-    #[test]
-    #[ignore]
-    fn redb_commit_cost() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder()
-            .set_cache_size(16 << 20)
-            .create(dir.path().join("x.redb"))
-            .unwrap();
-        let defs: Vec<TableDefinition<u64, &[u8]>> = ["a", "b", "c", "d", "e", "f"]
-            .iter()
-            .map(|n| TableDefinition::new(n))
-            .collect();
-        for tables in [1usize, 6] {
-            for durable in [true, false] {
-                let n = 2000u64;
-                let t0 = std::time::Instant::now();
-                for i in 0..n {
-                    let mut txn = db.begin_write().unwrap();
-                    if !durable {
-                        txn.set_durability(redb::Durability::None).unwrap();
-                    }
-                    for d in &defs[..tables] {
-                        let mut t = txn.open_table(*d).unwrap();
-                        t.insert(i + tables as u64 * 1_000_000, [7u8; 300].as_slice())
-                            .unwrap();
-                    }
-                    txn.commit().unwrap();
-                }
-                println!(
-                    "{tables} tables, durable={durable}: {:.0} µs per commit",
-                    t0.elapsed().as_secs_f64() * 1e6 / n as f64
-                );
-            }
-        }
-    }
 }
