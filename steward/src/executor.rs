@@ -284,6 +284,7 @@ pub(crate) fn finish_then(
         json: serde_json::json!({"resultOf": env.id, "toNode": env.from}),
         subject,
         internal: true,
+        fresh_id: false,
     };
     let k = key.to_owned();
     let e = env.clone();

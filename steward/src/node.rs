@@ -544,7 +544,7 @@ impl Node {
             Some(rec) if rec.status.state.is_final() => {
                 drop(rx);
                 self.inner.prune_waiters(id);
-                return Ok(rec.status);
+                return Ok(rec.into_status());
             }
             Some(_) => {}
         }
@@ -586,7 +586,7 @@ impl Node {
                     &rec.status.subject,
                     PubEvent::Finished(rec.seq),
                 );
-                self.inner.after_final(rec.status);
+                self.inner.after_final(rec.into_status());
                 Ok(true)
             }
             None => match self.inner.store.message(id)? {
@@ -747,6 +747,7 @@ impl Inner {
                 "names starting with '_' are reserved for steward",
             ));
         }
+        let fresh_id = m.id.is_none();
         let id =
             m.id.clone()
                 .unwrap_or_else(|| ulid::Ulid::new().to_string());
@@ -814,6 +815,7 @@ impl Inner {
             subject,
             json,
             internal,
+            fresh_id,
         })
     }
 
@@ -863,7 +865,8 @@ impl Inner {
 
     /// The status with the publisher's live view (sent / attempts) merged in.
     pub(crate) async fn live_status(&self, rec: MessageRecord) -> MessageStatus {
-        let mut st = rec.status;
+        let (stream_id, seq) = (rec.stream_id, rec.seq);
+        let mut st = rec.into_status();
         if st.state.is_final() {
             return st;
         }
@@ -871,10 +874,10 @@ impl Inner {
             .publishers
             .lock()
             .ok()
-            .and_then(|m| m.get(&rec.stream_id).cloned());
+            .and_then(|m| m.get(&stream_id).cloned());
         if let Some(tx) = tx {
             let (otx, orx) = oneshot::channel();
-            if tx.send(PubEvent::Query(rec.seq, otx)).is_ok() {
+            if tx.send(PubEvent::Query(seq, otx)).is_ok() {
                 if let Ok(Some((state, attempts))) = orx.await {
                     if st.state != MessageState::Received || state == MessageState::Received {
                         st.state = state;
@@ -938,7 +941,9 @@ impl Inner {
         };
         self.audit_wake.notify_one();
         let about_error_log = st.subject.ends_with(".event.errorLog");
-        self.dispatcher.notify(Notification::Finished(st.clone()));
+        if self.dispatcher.has_listeners() {
+            self.dispatcher.notify(Notification::Finished(st.clone()));
+        }
         if let Some((kind, reason)) = failure {
             let reason = format!("{} on {}: {reason}", st.subject, st.to_node);
             if about_error_log {

@@ -119,6 +119,14 @@ impl Dispatcher {
         }
     }
 
+    /// True if a listener is registered (so building a notification is worth it).
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.listeners
+            .lock()
+            .map(|l| !l.is_empty())
+            .unwrap_or(false)
+    }
+
     pub(crate) fn add(&self, f: Listener) -> ListenerId {
         let id = {
             let mut n = self.next_id.lock().unwrap_or_else(|p| p.into_inner());

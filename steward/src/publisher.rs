@@ -242,7 +242,7 @@ impl Publisher {
         let _ = self.inner.store.submit(
             move |t| store::quarantine_outbox(t, stream_id, seq, r),
             move |done| match done {
-                Ok(Some(rec)) => inner.after_final(rec.status),
+                Ok(Some(rec)) => inner.after_final(rec.into_status()),
                 Ok(None) => inner.report(
                     None,
                     ErrorReportKind::DeliveryFailed,
@@ -599,7 +599,7 @@ impl Publisher {
         let r = self.inner.store.submit(
             move |txn| store::finalize(txn, &id, state, result, reason, attempts),
             move |r| match r {
-                Ok(Some(rec)) => inner.after_final(rec.status),
+                Ok(Some(rec)) => inner.after_final(rec.into_status()),
                 Ok(None) => {}
                 Err(err) => tracing::error!("could not record a final state: {err}"),
             },

@@ -258,7 +258,7 @@ async fn process(
                             &rec.status.subject,
                             PubEvent::Finished(rec.seq),
                         );
-                        inner.after_final(rec.status);
+                        inner.after_final(rec.into_status());
                     }
                     Some(ResultOutcome::Refused(reason)) => {
                         tracing::warn!(id = %env.id, "refused a result: {reason}");

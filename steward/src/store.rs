@@ -28,6 +28,9 @@ const STREAM_IDS: TableDefinition<u64, &str> = TableDefinition::new("stream_ids"
 const OUTBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("outbox");
 /// Message id -> record with its state, for every message this node sent.
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
+/// Message id -> the message in the original JSON format: written once when it is accepted,
+/// so state changes rewrite only the small record in `messages`.
+const BODIES: TableDefinition<&str, &[u8]> = TableDefinition::new("message_bodies");
 /// Node -> destination counters.
 const DESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("destinations");
 /// Message id -> what this node did with a message it received (the dedup record).
@@ -44,10 +47,18 @@ const AUDIT_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_p
 /// and the altered command would run.
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain data types cannot fail.
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut out = vec![0; 4];
+    let _ = serde_json::to_writer(&mut out, v);
+    let crc = crc32fast::hash(&out[4..]).to_le_bytes();
+    out[..4].copy_from_slice(&crc);
+    out
+}
+
+/// Puts a CRC32 in front of bytes already encoded.
+fn seal(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out.extend_from_slice(body);
     out
 }
 
@@ -78,14 +89,138 @@ fn dec<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T> {
 }
 
 /// A sent message's record: its public status plus where it sits in the outbox.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// `status.message` stays `Null` until [`MessageRecord::into_status`] parses `body`: the hot
+/// paths (progress, finalize) never need the message itself.
+#[derive(Debug, Clone)]
 pub(crate) struct MessageRecord {
     pub stream_id: u64,
     pub seq: u64,
     /// Protocol traffic (results) rather than a user message: not audited.
-    #[serde(default)]
     pub internal: bool,
     pub status: MessageStatus,
+    /// The message in the original JSON format, when loaded (else empty).
+    pub body: Vec<u8>,
+}
+
+impl MessageRecord {
+    /// The public status, with the message parsed from its stored JSON.
+    pub(crate) fn into_status(mut self) -> MessageStatus {
+        if self.status.message.is_null() && !self.body.is_empty() {
+            self.status.message = serde_json::from_slice(&self.body).unwrap_or_default();
+        }
+        self.status
+    }
+}
+
+/// How a [`MessageRecord`] is stored: the status without the message (it lives in `BODIES`).
+#[derive(Serialize)]
+struct StoredRecordRef<'a> {
+    stream_id: u64,
+    seq: u64,
+    internal: bool,
+    status: StoredStatusRef<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredStatusRef<'a> {
+    id: &'a str,
+    to_node: &'a str,
+    subject: &'a str,
+    state: MessageState,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: &'a Option<MethodResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: &'a Option<String>,
+    created_ms: u64,
+    updated_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct StoredRecord {
+    stream_id: u64,
+    seq: u64,
+    #[serde(default)]
+    internal: bool,
+    status: StoredStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredStatus {
+    id: String,
+    to_node: String,
+    subject: String,
+    state: MessageState,
+    attempts: u32,
+    #[serde(default)]
+    result: Option<MethodResult>,
+    #[serde(default)]
+    reason: Option<String>,
+    created_ms: u64,
+    updated_ms: u64,
+    /// Records written before bodies had a table of their own carry the message here.
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+}
+
+fn dec_message(bytes: &[u8]) -> Result<MessageRecord> {
+    let r: StoredRecord = dec("messages", bytes)?;
+    let s = r.status;
+    Ok(MessageRecord {
+        stream_id: r.stream_id,
+        seq: r.seq,
+        internal: r.internal,
+        status: MessageStatus {
+            id: s.id,
+            message: s.message.unwrap_or_default(),
+            to_node: s.to_node,
+            subject: s.subject,
+            state: s.state,
+            attempts: s.attempts,
+            result: s.result,
+            reason: s.reason,
+            created_ms: s.created_ms,
+            updated_ms: s.updated_ms,
+        },
+        body: Vec::new(),
+    })
+}
+
+fn enc_message(rec: &MessageRecord) -> Vec<u8> {
+    let s = &rec.status;
+    enc(&StoredRecordRef {
+        stream_id: rec.stream_id,
+        seq: rec.seq,
+        internal: rec.internal,
+        status: StoredStatusRef {
+            id: &s.id,
+            to_node: &s.to_node,
+            subject: &s.subject,
+            state: s.state,
+            attempts: s.attempts,
+            result: &s.result,
+            reason: &s.reason,
+            created_ms: s.created_ms,
+            updated_ms: s.updated_ms,
+        },
+    })
+}
+
+/// Loads a message's stored JSON into its record (a damaged body reads as absent).
+fn load_body(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    rec: &mut MessageRecord,
+) -> Result<()> {
+    if let Some(v) = table.get(rec.status.id.as_str())? {
+        match unseal("message_bodies", v.value()) {
+            Ok(b) => rec.body = b.to_vec(),
+            Err(e) => tracing::error!(id = %rec.status.id, "{e}"),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +274,8 @@ pub(crate) struct NewMessage {
     /// The message in the original JSON format, for status and audit.
     pub json: serde_json::Value,
     pub internal: bool,
+    /// The id was just generated here (a ULID), so it cannot be in the store yet.
+    pub fresh_id: bool,
 }
 
 /// Where a newly accepted message went.
@@ -167,6 +304,7 @@ pub(crate) struct Tx<'t> {
     stream_ids: Table<'t, u64, &'static str>,
     outbox: Table<'t, (u64, u64), &'static [u8]>,
     messages: Table<'t, &'static str, &'static [u8]>,
+    bodies: Table<'t, &'static str, &'static [u8]>,
     dests: Table<'t, &'static str, &'static [u8]>,
     inbox: Table<'t, &'static str, &'static [u8]>,
     inbox_streams: Table<'t, &'static str, u64>,
@@ -187,6 +325,7 @@ impl<'t> Tx<'t> {
             stream_ids: txn.open_table(STREAM_IDS)?,
             outbox: txn.open_table(OUTBOX)?,
             messages: txn.open_table(MESSAGES)?,
+            bodies: txn.open_table(BODIES)?,
             dests: txn.open_table(DESTS)?,
             inbox: txn.open_table(INBOX)?,
             inbox_streams: txn.open_table(INBOX_STREAMS)?,
@@ -292,6 +431,7 @@ impl Store {
             txn.open_table(STREAM_IDS)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(MESSAGES)?;
+            txn.open_table(BODIES)?;
             txn.open_table(DESTS)?;
             txn.open_table(INBOX)?;
             txn.open_table(INBOX_STREAMS)?;
@@ -304,9 +444,10 @@ impl Store {
         let writer_db = db.clone();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        let completions = Completions::start();
         std::thread::Builder::new()
             .name("steward-store".into())
-            .spawn(move || writer_loop(writer_db, rx, c))
+            .spawn(move || writer_loop(writer_db, rx, c, completions))
             .map_err(|e| Error::Storage(format!("cannot start the store writer thread: {e}")))?;
         Ok(Store {
             counters,
@@ -415,15 +556,17 @@ impl Store {
     pub(crate) fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
         self.read(|t| {
             let table = t.open_table(MESSAGES)?;
+            let bodies = t.open_table(BODIES)?;
             let mut out = Vec::new();
             for row in table.iter()?.rev() {
                 if out.len() >= limit {
                     break;
                 }
                 let (_, v) = row?;
-                let rec: MessageRecord = dec("messages", v.value())?;
+                let mut rec = dec_message(v.value())?;
                 if !rec.internal {
-                    out.push(rec.status);
+                    load_body(&bodies, &mut rec)?;
+                    out.push(rec.into_status());
                 }
             }
             Ok(out)
@@ -536,10 +679,81 @@ impl Store {
     }
 }
 
+/// Runs the completions of committed jobs (waking waiters, publisher bookkeeping, listeners) in
+/// commit order on a task of the node's runtime, so the writer thread goes straight on to the
+/// next transaction: the writer's time per message bounds a node's throughput.
+enum Completions {
+    Task(mpsc::UnboundedSender<Completion>),
+    /// No runtime (a store opened outside one): completions run on the writer thread.
+    Inline,
+}
+
+enum Completion {
+    Batch(Vec<Done>, Result<(), String>),
+    Closed(oneshot::Sender<()>),
+}
+
+impl Completions {
+    fn start() -> Completions {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Completions::Inline;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+        rt.spawn(async move {
+            while let Some(c) = rx.recv().await {
+                match c {
+                    Completion::Batch(dones, outcome) => {
+                        for done in dones {
+                            done(&outcome);
+                        }
+                    }
+                    Completion::Closed(tx) => {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        Completions::Task(tx)
+    }
+
+    fn run(&self, dones: Vec<Done>, outcome: Result<(), String>) {
+        let rest = match self {
+            Completions::Task(tx) => match tx.send(Completion::Batch(dones, outcome)) {
+                Ok(()) => return,
+                // The runtime is shutting down: finish here.
+                Err(mpsc::error::SendError(c)) => c,
+            },
+            Completions::Inline => Completion::Batch(dones, outcome),
+        };
+        if let Completion::Batch(dones, outcome) = rest {
+            for done in dones {
+                done(&outcome);
+            }
+        }
+    }
+
+    /// Signals `done` once every completion handed over before has run.
+    fn close(&self, done: oneshot::Sender<()>) {
+        match self {
+            Completions::Task(tx) => {
+                if let Err(mpsc::error::SendError(Completion::Closed(done))) =
+                    tx.send(Completion::Closed(done))
+                {
+                    let _ = done.send(());
+                }
+            }
+            Completions::Inline => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
 fn writer_loop(
     db: Arc<Database>,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     counters: Arc<Counters>,
+    completions: Completions,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut closing = None;
@@ -625,9 +839,7 @@ fn writer_loop(
         if let Err(e) = &outcome {
             tracing::error!("store: commit failed: {e}");
         }
-        for done in dones {
-            done(&outcome);
-        }
+        completions.run(dones, outcome);
         if closing.is_some() {
             break;
         }
@@ -636,27 +848,32 @@ fn writer_loop(
     // Later jobs find the writer gone and fail with `Stopped`.
     rx.close();
     if let Some(done) = closing {
-        let _ = done.send(());
+        completions.close(done);
     }
 }
 
 // ----- write-side operations, run inside a writer job -----
 
+/// Reads a sent message's record with its body.
 fn get_message_r(t: &ReadTransaction, id: &str) -> Result<Option<MessageRecord>> {
     let table = t.open_table(MESSAGES)?;
-    let v = table.get(id)?;
-    v.map(|v| dec("messages", v.value())).transpose()
+    let Some(v) = table.get(id)? else {
+        return Ok(None);
+    };
+    let mut rec = dec_message(v.value())?;
+    load_body(&t.open_table(BODIES)?, &mut rec)?;
+    Ok(Some(rec))
 }
 
-/// Reads a sent message's record inside a write transaction.
+/// Reads a sent message's record (without its body) inside a write transaction.
 pub(crate) fn get_message(t: &mut Tx<'_>, id: &str) -> Result<Option<MessageRecord>> {
     let v = t.messages.get(id)?;
-    v.map(|v| dec("messages", v.value())).transpose()
+    v.map(|v| dec_message(v.value())).transpose()
 }
 
 fn put_message(t: &mut Tx<'_>, rec: &MessageRecord) -> Result<()> {
     t.messages
-        .insert(rec.status.id.as_str(), enc(rec).as_slice())?;
+        .insert(rec.status.id.as_str(), enc_message(rec).as_slice())?;
     Ok(())
 }
 
@@ -684,7 +901,7 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
     let mut existing_recs = Vec::with_capacity(msgs.len());
     let mut ids = std::collections::HashSet::new();
     for m in &msgs {
-        if m.internal {
+        if m.internal || m.fresh_id {
             existing_recs.push(None);
             continue;
         }
@@ -698,7 +915,15 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
                 ),
             ));
         }
-        let existing = get_message(t, &m.item.envelope.id)?;
+        let mut existing = get_message(t, &m.item.envelope.id)?;
+        if let Some(e) = existing.take() {
+            let mut e = e;
+            load_body(&t.bodies, &mut e)?;
+            existing = Some(MessageRecord {
+                status: e.clone().into_status(),
+                ..e
+            });
+        }
         if let Some(existing) = &existing {
             let same = existing.status.message == m.json
                 || (existing.status.to_node == m.item.envelope.to
@@ -770,13 +995,17 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
         // Results going home live only in the outbox: no status record, no counters.
         if !m.internal {
             let now = now_ms();
+            let body = serde_json::to_vec(&m.json).unwrap_or_default();
+            t.bodies
+                .insert(m.item.envelope.id.as_str(), seal(&body).as_slice())?;
             let rec = MessageRecord {
                 stream_id,
                 seq,
                 internal: false,
+                body: Vec::new(),
                 status: MessageStatus {
                     id: m.item.envelope.id.clone(),
-                    message: m.json,
+                    message: serde_json::Value::Null,
                     to_node: m.item.envelope.to.clone(),
                     subject: m.subject.clone(),
                     state: MessageState::Queued,
@@ -904,24 +1133,48 @@ pub(crate) fn finalize(
         }
     })?;
     if !rec.internal {
-        let line = serde_json::json!({
-            "time": now,
-            "id": rec.status.id,
-            "toNode": rec.status.to_node,
-            "subject": rec.status.subject,
-            "outcome": state,
-            "attempts": rec.status.attempts,
-            "reason": rec.status.reason,
-            "result": rec.status.result,
-            "message": rec.status.message,
-            "createdMs": rec.status.created_ms,
-        });
+        load_body(&t.bodies, &mut rec)?;
+        if rec.body.is_empty() {
+            // A record from before bodies had their own table.
+            rec.body = serde_json::to_vec(&rec.status.message).unwrap_or_default();
+        }
+        let message: &serde_json::value::RawValue = serde_json::from_slice(&rec.body)
+            .map_err(|e| Error::Damaged(format!("message {id}: stored JSON unreadable: {e}")))?;
+        let s = &rec.status;
+        let line = AuditLine {
+            time: now,
+            id: &s.id,
+            to_node: &s.to_node,
+            subject: &s.subject,
+            outcome: state,
+            attempts: s.attempts,
+            reason: &s.reason,
+            result: &s.result,
+            message,
+            created_ms: s.created_ms,
+        };
         push_audit(t, &line)?;
     }
     Ok(Some(rec))
 }
 
-fn push_audit(t: &mut Tx<'_>, line: &serde_json::Value) -> Result<()> {
+/// One line of `audit.log`: the message in the original JSON format and how it ended.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditLine<'a> {
+    time: u64,
+    id: &'a str,
+    to_node: &'a str,
+    subject: &'a str,
+    outcome: MessageState,
+    attempts: u32,
+    reason: &'a Option<String>,
+    result: &'a Option<MethodResult>,
+    message: &'a serde_json::value::RawValue,
+    created_ms: u64,
+}
+
+fn push_audit(t: &mut Tx<'_>, line: &impl Serialize) -> Result<()> {
     let next = match t.next_audit {
         Some(n) => n,
         None => t.audit.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1),
@@ -943,7 +1196,7 @@ pub(crate) fn quarantine_outbox(
     let mut found = None;
     for row in t.messages.iter()? {
         let (k, v) = row?;
-        if let Ok(rec) = dec::<MessageRecord>("messages", v.value()) {
+        if let Ok(rec) = dec_message(v.value()) {
             if rec.stream_id == stream_id && rec.seq == seq {
                 found = Some(k.value().to_owned());
                 break;
@@ -1081,6 +1334,7 @@ mod tests_support {
             subject: "b.command.echo".into(),
             json: serde_json::json!({"toNode": "b"}),
             internal: false,
+            fresh_id: false,
         }
     }
 }
@@ -1144,12 +1398,19 @@ pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
         !old
     })?;
     let mut messages_removed = 0;
-    t.messages.retain(|_, v| {
+    let mut forgotten = Vec::new();
+    t.messages.retain(|k, v| {
         let old = dec::<MessageAge>("messages", v)
             .map(|r| r.status.state.is_final() && r.status.updated_ms < cutoff_ms)
             .unwrap_or(false);
         messages_removed += usize::from(old);
+        if old {
+            forgotten.push(k.to_owned());
+        }
         !old
     })?;
+    for id in forgotten {
+        t.bodies.remove(id.as_str())?;
+    }
     Ok((inbox_removed, messages_removed))
 }

@@ -203,3 +203,32 @@ pub fn num<T: std::str::FromStr>(words: &[String], i: usize) -> T {
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("unexpected child line {words:?} (field {i})"))
 }
+
+/// CPU time (user + system) of this process's threads so far, summed per thread name
+/// (`/proc/self/task/*`, clock-tick resolution). Unlike wall-clock timings, it does not grow
+/// when other processes compete for the cores.
+pub fn cpu_by_thread() -> std::collections::BTreeMap<String, Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let _ = tid;
+        *out.entry(name.trim().to_owned()).or_insert(Duration::ZERO) +=
+            Duration::from_micros(ticks * 1_000_000 / hz);
+    }
+    out
+}

@@ -413,8 +413,19 @@ pub async fn pipeline(url: &str, s: &Settings) {
     steward_pipeline(&central, 64, 500, echo).await;
     let n = s.backlog;
     let (c0, s0, cpu0) = (central.store_stats(), ship.store_stats(), proc::cpu_self());
+    let threads0 = proc::cpu_by_thread();
     let rate = steward_pipeline(&central, 1024, n, echo).await;
     let cpu = (proc::cpu_self() - cpu0).as_secs_f64() * 1e6 / n as f64;
+    let threads1 = proc::cpu_by_thread();
+    let per_thread: Vec<String> = threads1
+        .iter()
+        .map(|(name, t)| {
+            let before = threads0.get(name).copied().unwrap_or_default();
+            let us = t.saturating_sub(before).as_secs_f64() * 1e6 / n as f64;
+            format!("{name} {us:.1}")
+        })
+        .collect();
+    eprintln!("  CPU µs per message by thread: {}", per_thread.join(", "));
     eprintln!(
         "pipeline: {n} echo commands, 1024 in flight: {rate:.0} msg/s, {cpu:.1} µs CPU per message"
     );
