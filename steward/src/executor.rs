@@ -1,6 +1,7 @@
 //! Per-stream executors: run received messages one after another in the sender's order,
 //! record "started" before anything with side effects, and send the result home durably.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::envelope::{now_ms, Envelope, ReplyStatus, WireKind, RESULT_METHOD};
-use crate::handler::Request;
+use crate::handler::{Method, Request};
 use crate::message::Kind;
 use crate::node::Inner;
 use crate::notify::ErrorReportKind;
@@ -34,34 +35,65 @@ pub(crate) type Inline = Arc<
     std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(MethodResult, Option<ReplyStatus>)>>>,
 >;
 
+/// An inbound stream's executor: its queue and how many messages it holds (queued or running).
+#[derive(Clone)]
+pub(crate) struct ExecutorHandle {
+    tx: mpsc::UnboundedSender<Work>,
+    outstanding: Arc<AtomicUsize>,
+}
+
 impl Inner {
     /// Hands a received message to its inbound stream's executor, starting it if needed. The
     /// send happens under the map lock, so an executor retiring while idle can never miss it.
     pub(crate) fn run_work(self: &Arc<Self>, stream: &str, work: Work) {
         let mut map = self.executors.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = match map.get(stream) {
-            Some(tx) if !tx.is_closed() => tx.clone(),
+        let h = match map.get(stream) {
+            Some(h) if !h.tx.is_closed() => h.clone(),
             _ => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let handle = self.rt.spawn(run(self.clone(), stream.to_owned(), rx));
+                let h = ExecutorHandle {
+                    tx,
+                    outstanding: Arc::default(),
+                };
+                let handle = self.rt.spawn(run(
+                    self.clone(),
+                    stream.to_owned(),
+                    rx,
+                    h.outstanding.clone(),
+                ));
                 if let Ok(mut t) = self.tasks.lock() {
                     t.retain(|h| !h.is_finished());
                     t.push(handle);
                 }
-                map.insert(stream.to_owned(), tx.clone());
-                tx
+                map.insert(stream.to_owned(), h.clone());
+                h
             }
         };
-        if tx.send(work).is_err() {
+        h.outstanding.fetch_add(1, Ordering::SeqCst);
+        if h.tx.send(work).is_err() {
+            h.outstanding.fetch_sub(1, Ordering::SeqCst);
             tracing::debug!("executor gone (node stopping); the message resumes at the next start");
         }
+    }
+
+    /// True if nothing of `stream` is queued or running: a message of it may run right away
+    /// without overtaking an earlier one.
+    pub(crate) fn executor_idle(&self, stream: &str) -> bool {
+        let map = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(stream)
+            .is_none_or(|h| h.tx.is_closed() || h.outstanding.load(Ordering::SeqCst) == 0)
     }
 }
 
 /// An executor or publisher with nothing to do for this long retires (and is restarted on demand).
 pub(crate) const IDLE_RETIRE: Duration = Duration::from_secs(30);
 
-async fn run(inner: Arc<Inner>, stream: String, mut rx: mpsc::UnboundedReceiver<Work>) {
+async fn run(
+    inner: Arc<Inner>,
+    stream: String,
+    mut rx: mpsc::UnboundedReceiver<Work>,
+    outstanding: Arc<AtomicUsize>,
+) {
     let mut shutdown = inner.shutdown.subscribe();
     loop {
         let work = tokio::select! {
@@ -80,6 +112,8 @@ async fn run(inner: Arc<Inner>, stream: String, mut rx: mpsc::UnboundedReceiver<
             }
         };
         run_one(&inner, work).await;
+        // After run_one: its result's record is submitted, so anything run later commits later.
+        outstanding.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -133,6 +167,18 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
             }
         }
     }
+    let result = call(inner, &env, &method).await;
+    if !env.ack {
+        if result.status != crate::ResultStatus::Ok {
+            tracing::warn!(id = %env.id, method = %env.method, "fire-and-forget message failed: {:?}", result.error);
+        }
+        return;
+    }
+    finish_inline(inner, &key, &env, result, None, inline);
+}
+
+/// Calls the method's handler for `env` (panics and overruns become failed results).
+pub(crate) async fn call(inner: &Arc<Inner>, env: &Envelope, method: &Method) -> MethodResult {
     let kind = match env.kind {
         WireKind::Command => Kind::Command,
         _ => Kind::Event,
@@ -164,13 +210,7 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
         result.duration_ms = started.elapsed().as_millis() as u64;
     }
     result.node = inner.cfg.name.clone();
-    if !env.ack {
-        if result.status != crate::ResultStatus::Ok {
-            tracing::warn!(id = %env.id, method = %env.method, "fire-and-forget message failed: {:?}", result.error);
-        }
-        return;
-    }
-    finish_inline(inner, &key, &env, result, None, inline);
+    result
 }
 
 /// Finishes a message whose receiver may still be waiting to answer with the result inline.

@@ -11,7 +11,6 @@ use crate::access::AccessList;
 use crate::config::NodeConfig;
 use crate::envelope::{now_ms, Envelope, WireKind};
 use crate::error::{Error, Result};
-use crate::executor::Work;
 use crate::handler::Method;
 use crate::message::{Expiry, Message, ParsedBatch};
 use crate::notify::{Dispatcher, ErrorReport, ErrorReportKind, ListenerId, Notification};
@@ -189,7 +188,9 @@ pub(crate) struct Inner {
     pub client: async_nats::Client,
     pub reply_prefix: String,
     pub publishers: Mutex<HashMap<u64, mpsc::UnboundedSender<PubEvent>>>,
-    pub executors: Mutex<HashMap<String, mpsc::UnboundedSender<Work>>>,
+    pub executors: Mutex<HashMap<String, crate::executor::ExecutorHandle>>,
+    /// Repeatable methods that once ran too long to be run by the receiver itself.
+    pub slow_methods: Mutex<std::collections::HashSet<String>>,
     pub methods: RwLock<HashMap<String, Method>>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<MessageStatus>>>>,
     pub dispatcher: Dispatcher,
@@ -372,6 +373,7 @@ impl Node {
             reply_prefix,
             publishers: Mutex::default(),
             executors: Mutex::default(),
+            slow_methods: Mutex::default(),
             methods: RwLock::new(methods),
             waiters: Mutex::default(),
             dispatcher,
@@ -381,10 +383,11 @@ impl Node {
             error_log: Mutex::new(()),
             audit_wake: tokio::sync::Notify::new(),
         });
+        // Resume unfinished received messages (in arrival order) before the receiver starts, so
+        // a new message of the same stream can never overtake them; then the outbox.
+        crate::executor::resume(&inner).await?;
         let ev = futures::stream::select(cmd_sub, ev_sub);
         supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
-        // Resume: unfinished received messages first (in arrival order), then the outbox.
-        crate::executor::resume(&inner).await?;
         for (stream_id, subject) in inner.store.active_streams()? {
             inner.publisher(stream_id, &subject);
         }

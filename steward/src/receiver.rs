@@ -45,6 +45,12 @@ enum Action {
     Result { env: Envelope },
     /// Fire-and-forget: run without recording or answering.
     RunUnacked { env: Envelope },
+    /// Already run here (see [`run_fast`]): record as done with the result, answer with it.
+    Ran {
+        key: String,
+        env: Envelope,
+        result: crate::MethodResult,
+    },
 }
 
 struct Item {
@@ -111,6 +117,7 @@ async fn process(
     if items.is_empty() {
         return;
     }
+    run_fast(inner, &mut items).await;
     // Record every decision in one transaction.
     let to_write: Vec<PlannedWrite> = items
         .iter()
@@ -118,6 +125,7 @@ async fn process(
             let from = match &it.action {
                 Action::Accept { env, .. }
                 | Action::Result { env }
+                | Action::Ran { env, .. }
                 | Action::RunUnacked { env } => env.from.clone(),
                 Action::Refuse { key, .. } => key.split('/').next().unwrap_or_default().to_owned(),
                 Action::Reply(_) => String::new(),
@@ -131,6 +139,18 @@ async fn process(
                         reason: None,
                         result: None,
                         envelope: Some(env.clone()),
+                        pending_key: 0,
+                        updated_ms: 0,
+                    },
+                )),
+                Action::Ran { key, result, .. } => Some((
+                    key.clone(),
+                    InboxRecord {
+                        state: InboxState::Done,
+                        reply: Some(ReplyStatus::Done),
+                        reason: None,
+                        result: Some(result.clone()),
+                        envelope: None,
                         pending_key: 0,
                         updated_ms: 0,
                     },
@@ -190,7 +210,9 @@ async fn process(
             for it in items {
                 if let Some(to) = it.reply_to {
                     let id = match &it.action {
-                        Action::Accept { env, .. } | Action::Result { env } => env.id.clone(),
+                        Action::Accept { env, .. }
+                        | Action::Result { env }
+                        | Action::Ran { env, .. } => env.id.clone(),
                         _ => continue,
                     };
                     let mut r = Reply::new(&id, ReplyStatus::Retry);
@@ -269,6 +291,11 @@ async fn process(
                 }
                 Some(r)
             }
+            Action::Ran { env, result, .. } => {
+                let mut r = Reply::new(&env.id, ReplyStatus::Done);
+                r.result = Some(result);
+                Some(r)
+            }
             Action::RunUnacked { env } => {
                 let key = format!("{}/{}", env.from, env.id);
                 inner.run_work(
@@ -293,6 +320,71 @@ async fn process(
             .rt
             .clone()
             .spawn(async move { answer_accepted(&inner, waiting).await });
+    }
+}
+
+/// How long the receiver may spend per batch running repeatable methods itself.
+const FAST_RUN_BUDGET: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Runs accepted messages of `repeatable` methods right here, before anything is recorded, when
+/// nothing of their stream is queued or running (so no earlier message is overtaken). Their
+/// results are then recorded as done in the batch's own transaction — one record and one
+/// commit instead of "received" then "done" — and ride on the reply. A crash before that
+/// commit leaves no record, so the sender's resend runs the message again, which a repeatable
+/// method allows. A method that overruns the budget is cancelled (repeatable: harmless), takes
+/// the usual path through its executor, and is never run here again.
+async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
+    let deadline = tokio::time::Instant::now() + FAST_RUN_BUDGET;
+    // Streams with a message on the usual path in this batch: later ones must follow it there.
+    let mut queued: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for it in items.iter_mut() {
+        let (key, env) = match &it.action {
+            Action::Accept { key, env } => (key, env),
+            Action::RunUnacked { .. } => {
+                queued.insert(it.stream.clone());
+                continue;
+            }
+            _ => continue,
+        };
+        let method = inner
+            .methods
+            .read()
+            .ok()
+            .and_then(|m| m.get(&env.method).cloned());
+        let skew = inner.cfg.clock_skew.as_millis() as u64;
+        let eligible = it.reply_to.is_some()
+            && !queued.contains(&it.stream)
+            && tokio::time::Instant::now() < deadline
+            && method.as_ref().is_some_and(|m| m.repeatable)
+            && !env
+                .expires_ms
+                .is_some_and(|exp| now_ms() > exp.saturating_add(skew))
+            && !inner
+                .slow_methods
+                .lock()
+                .map(|s| s.contains(&env.method))
+                .unwrap_or(true)
+            && inner.executor_idle(&it.stream);
+        let (Some(method), true) = (method, eligible) else {
+            queued.insert(it.stream.clone());
+            continue;
+        };
+        match tokio::time::timeout_at(deadline, crate::executor::call(inner, env, &method)).await {
+            Ok(result) => {
+                it.action = Action::Ran {
+                    key: key.clone(),
+                    env: env.clone(),
+                    result,
+                };
+            }
+            Err(_) => {
+                tracing::debug!(id = %env.id, method = %env.method, "too slow to run in the receiver; it runs in its executor");
+                if let Ok(mut s) = inner.slow_methods.lock() {
+                    s.insert(env.method.clone());
+                }
+                queued.insert(it.stream.clone());
+            }
+        }
     }
 }
 

@@ -205,3 +205,90 @@ async fn pruning_forgets_finished_but_never_reruns() {
     central.stop().await;
     ship.stop().await;
 }
+
+/// Repeatable methods are run by the receiver itself when nothing of their stream waits, and
+/// recorded once (done with the result). What must hold: every message completes with its own
+/// result, in the sender's order, even when one run overruns the receiver's budget and the
+/// stream falls back to its executor (the overrun run is cancelled and run again there, which a
+/// repeatable method allows; no completed run is out of order or repeated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_methods_run_at_the_receiver_in_order() {
+    use std::sync::{Arc, Mutex};
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let completed = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (c2, g2) = (completed.clone(), gate.clone());
+    let ship = test_node("ship1", &urls, dir.path())
+        .method(
+            "rep",
+            steward::Method::new(Kind::Command, move |req: steward::Request| {
+                let (c, g) = (c2.clone(), g2.clone());
+                async move {
+                    let n: u32 = req.data[0].parse().unwrap();
+                    if n == 5 {
+                        // Overruns the receiver's budget: its first run is cancelled.
+                        g.notified().await;
+                    }
+                    c.lock().unwrap().push(n);
+                    steward::MethodResult::ok(format!("ran {n}"))
+                }
+            })
+            .repeatable(),
+        )
+        .allow("*", "rep")
+        .start()
+        .await
+        .unwrap();
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    // One at a time first: each round trip is one record at the receiver.
+    let before = ship.store_stats().jobs;
+    for n in 0..3u32 {
+        let r = central
+            .send(Message::command("ship1", "rep", [n.to_string()]))
+            .await
+            .unwrap();
+        assert_eq!(r.result().await.unwrap().stdout, format!("ran {n}"));
+    }
+    // One record per message (two would be "received" then "done"); a run descheduled past
+    // the receiver's budget on a loaded machine takes the two-record path, hence "fewer than 6".
+    let jobs = ship.store_stats().jobs - before;
+    assert!(
+        jobs < 6,
+        "a repeatable method run by the receiver is recorded once per message: {jobs} jobs"
+    );
+    // Then a burst whose message 5 blocks until the ones after it are queued behind it.
+    let mut receipts = Vec::new();
+    for n in 3..40u32 {
+        receipts.push(
+            central
+                .send(Message::command("ship1", "rep", [n.to_string()]))
+                .await
+                .unwrap(),
+        );
+    }
+    // Message 5 waits; nothing after it may complete first.
+    let five = receipts[2].clone();
+    assert!(
+        steward_tests::wait_until_async(Duration::from_secs(10), || {
+            let c = completed.lock().unwrap();
+            c.contains(&4)
+        })
+        .await
+    );
+    assert_eq!(*completed.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    gate.notify_waiters();
+    gate.notify_one();
+    assert_eq!(five.result().await.unwrap().stdout, "ran 5");
+    for (i, r) in receipts.iter().enumerate() {
+        let n = i as u32 + 3;
+        assert_eq!(r.result().await.unwrap().stdout, format!("ran {n}"));
+    }
+    assert_eq!(*completed.lock().unwrap(), (0..40).collect::<Vec<_>>());
+    central.stop().await;
+    ship.stop().await;
+}
