@@ -356,9 +356,9 @@ async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
             && !queued.contains(&it.stream)
             && tokio::time::Instant::now() < deadline
             && method.as_ref().is_some_and(|m| m.repeatable)
-            && !env
+            && env
                 .expires_ms
-                .is_some_and(|exp| now_ms() > exp.saturating_add(skew))
+                .is_none_or(|exp| now_ms() <= exp.saturating_add(skew))
             && !inner
                 .slow_methods
                 .lock()
