@@ -14,6 +14,11 @@ use crate::store;
 /// File name of the audit log inside the data directory.
 pub const AUDIT_LOG: &str = "audit.log";
 
+/// Lines are gathered this long before being appended: each append costs an fsync of
+/// `audit.log` and a store commit, which would otherwise be paid per message and delay the
+/// store's other writes. The lines are durable in the store meanwhile.
+const GATHER: Duration = Duration::from_millis(200);
+
 pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
     let mut shutdown = inner.shutdown.subscribe();
     loop {
@@ -30,6 +35,13 @@ pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
                     flush_once(&inner).await?;
                     return Ok(());
                 }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GATHER) => {}
+            _ = shutdown.changed() => {
+                flush_once(&inner).await?;
+                return Ok(());
             }
         }
     }
