@@ -302,6 +302,11 @@ enum steward_report_kind
    * An internal task failed.
    */
   STEWARD_REPORT_TASK_FAILED = 5,
+  /**
+   * The broker refused this node while it was (re)connecting: credentials revoked, expired
+   * or changed, or a certificate no longer trusted.
+   */
+  STEWARD_REPORT_BROKER_AUTH = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

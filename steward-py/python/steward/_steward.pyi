@@ -195,7 +195,7 @@ class ErrorReport:
     def message_id(self) -> Optional[str]:
         """The message concerned, if any."""
     @property
-    def kind(self) -> Literal["deliveryFailed", "expired", "methodFailed", "rejected", "badInput", "taskFailed"]:
+    def kind(self) -> Literal["deliveryFailed", "expired", "methodFailed", "rejected", "badInput", "taskFailed", "brokerAuth"]:
         """What failed."""
     @property
     def reason(self) -> str:
