@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 /// assert_eq!(format!("{s:?}"), "Secret(\"***\")");
 /// assert_eq!(s.expose(), "hunter2");
 /// ```
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
