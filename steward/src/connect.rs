@@ -47,7 +47,6 @@ pub(crate) struct Watch {
     events: mpsc::UnboundedReceiver<Event>,
     prepared: Arc<Prepared>,
     addrs: Vec<async_nats::ServerAddr>,
-    cfg_name: String,
     brokers: String,
 }
 
@@ -144,7 +143,6 @@ pub(crate) async fn connect(
             events: ev_rx,
             prepared,
             addrs,
-            cfg_name: cfg.name.clone(),
             brokers,
         },
     })
@@ -264,10 +262,11 @@ fn tls_refused(e: &async_nats::rustls::Error, prepared: &Prepared) -> String {
 }
 
 /// True for the broker's words for refused credentials (`Authorization Violation`,
-/// `User Authentication Expired`, `User Authentication Revoked`, ...).
+/// `User Authentication Expired`, `User Authentication Revoked`, ...). Not for
+/// `Authentication Timeout`: the CONNECT came too late (a slow link), nothing was refused.
 fn is_auth_text(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    t.contains("authorization") || t.contains("authentication")
+    (t.contains("authorization") || t.contains("authentication")) && !t.contains("timeout")
 }
 
 impl Watch {
@@ -331,8 +330,91 @@ impl Watch {
                 broker: self.brokers.clone(),
                 reason,
             };
-            tracing::error!(node = %self.cfg_name, "{err}");
+            // `report` logs it, tells the listeners and queues it for central.
             inner.report(None, ErrorReportKind::BrokerAuth, err.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::rustls::{AlertDescription, CertificateError, Error as TlsError};
+
+    fn prepared(auth: crate::BrokerAuth) -> Prepared {
+        security::prepare(&auth, &crate::BrokerTls::default()).unwrap()
+    }
+
+    /// A connect error as async-nats reports a failed TLS handshake: an `io::Error` around the
+    /// TLS error, under the kind `Io`.
+    fn tls_failure(e: TlsError) -> ConnectError {
+        ConnectError::with_source(
+            ConnectErrorKind::Io,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    }
+
+    #[test]
+    fn auth_words_of_the_broker() {
+        assert!(is_auth_text("Authorization Violation"));
+        assert!(is_auth_text("User Authentication Expired"));
+        assert!(is_auth_text("User Authentication Revoked"));
+        assert!(!is_auth_text("Authentication Timeout"));
+        assert!(!is_auth_text("maximum connections exceeded"));
+        assert!(!is_auth_text("Permissions Violation for Publish to \"x\""));
+    }
+
+    #[test]
+    fn refusals_are_told_from_outages() {
+        let p = prepared(crate::BrokerAuth::Token("t".into()));
+        let why = refusal(
+            &ConnectError::new(ConnectErrorKind::AuthorizationViolation),
+            &p,
+        );
+        assert!(why.unwrap().contains("token was not accepted"));
+        let untrusted = tls_failure(TlsError::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert!(refusal(&untrusted, &p)
+            .unwrap()
+            .contains("certificate is not trusted"));
+        let expired = tls_failure(TlsError::InvalidCertificate(CertificateError::Expired));
+        assert!(refusal(&expired, &p)
+            .unwrap()
+            .contains("renew the broker's certificate"));
+        let name = tls_failure(TlsError::InvalidCertificate(
+            CertificateError::NotValidForName,
+        ));
+        assert!(refusal(&name, &p)
+            .unwrap()
+            .contains("not valid for the host name"));
+        let alert = tls_failure(TlsError::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        assert!(refusal(&alert, &p)
+            .unwrap()
+            .contains("requires a client certificate"));
+        let expired_user = ConnectError::with_source(
+            ConnectErrorKind::Io,
+            ServerError::Other("User Authentication Expired".into()),
+        );
+        assert!(refusal(&expired_user, &p)
+            .unwrap()
+            .contains("the broker said: User Authentication Expired"));
+        // Outages: nothing about us.
+        let refused_tcp = ConnectError::with_source(
+            ConnectErrorKind::Io,
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(refusal(&refused_tcp, &p), None);
+        assert_eq!(
+            refusal(&ConnectError::new(ConnectErrorKind::TimedOut), &p),
+            None
+        );
+        let slow = ConnectError::with_source(
+            ConnectErrorKind::Io,
+            ServerError::Other("Authentication Timeout".into()),
+        );
+        assert_eq!(refusal(&slow, &p), None);
     }
 }

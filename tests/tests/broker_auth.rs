@@ -451,7 +451,7 @@ async fn credentials_revoked_while_running_are_reported() {
     let report = seen.lock().unwrap()[0].clone();
     assert!(report.reason.contains("\"steward\""), "{}", report.reason);
     assert!(report.reason.contains("not accepted"), "{}", report.reason);
-    assert!(!node.is_connected());
+    assert!(wait_until_async(WAIT, || !node.is_connected()).await);
     // Back to the old password: the node reconnects by itself.
     server.reload_with_extra_config(security::user_password_config("steward", "first"));
     assert!(
@@ -519,4 +519,35 @@ async fn offline_start_then_refused_is_reported() {
     assert!(reason.contains("certificate is not trusted"), "{reason}");
     auth_node.stop().await;
     tls_node.stop().await;
+}
+
+/// A user JWT that expires while the node runs: the broker drops the connection, and the node
+/// reports that its credentials expired (once) instead of retrying silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_expiring_while_running_are_reported() {
+    let op = Operator::new();
+    let server = server(&op.server_config());
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let creds = op.write_creds(&dir.path().join("short.creds"), "short", Some(now + 3));
+    let node = test_node("ship1", &[server.url()], dir.path())
+        .broker_credentials_file(&creds)
+        .start()
+        .await
+        .expect("the JWT is still valid at start");
+    let seen = auth_reports(&node);
+    assert!(
+        wait_until_async(WAIT, || !seen.lock().unwrap().is_empty()).await,
+        "no BrokerAuth report after the user JWT expired"
+    );
+    let reason = seen.lock().unwrap()[0].reason.clone();
+    assert!(reason.contains("short.creds"), "{reason}");
+    assert!(reason.contains("expired"), "{reason}");
+    // The broker's error comes just before it closes the connection.
+    assert!(wait_until_async(WAIT, || !node.is_connected()).await);
+    node.stop().await;
+    assert_eq!(seen.lock().unwrap().len(), 1, "one report per outage");
 }
