@@ -159,6 +159,8 @@ fn refused_credentials_exit_77_at_once_with_the_reason() {
             &url,
             "--broker-user",
             "steward",
+            "--log-level",
+            "trace",
         ],
         &[("STEWARD_BROKER_PASSWORD", "wrong-pass")],
     );
@@ -174,6 +176,8 @@ fn refused_credentials_exit_77_at_once_with_the_reason() {
         err.contains("the user \"steward\" and its password were not accepted"),
         "{err}"
     );
+    // Not in the message, nor anywhere in the trace-level log (async-nats's included).
+    assert!(err.contains("TRACE"), "trace logging was not on");
     assert!(!err.contains("wrong-pass"), "the password leaked: {err}");
 
     // No credentials at all: the same status, and the message says what to give.
@@ -302,7 +306,7 @@ fn credentials_and_tls_from_config_file_flags_and_env_work_end_to_end() {
             "node = \"ship1\"\nbroker_address = \"{url}\"\ndata_dir = \"{}\"\nhello_interval = 0\n\
              broker_user = \"steward\"\nbroker_password = \"pa55 word\"\n\
              broker_tls_ca = \"{}\"\nbroker_tls_cert = \"{}\"\nbroker_tls_key = \"{}\"\n\
-             broker_require_tls = true\n",
+             broker_require_tls = true\nlog_level = \"trace\"\n",
             ship_dir.display(),
             pki.ca.display(),
             pki.client.cert.display(),
@@ -389,4 +393,14 @@ fn credentials_and_tls_from_config_file_flags_and_env_work_end_to_end() {
 
     assert_eq!(central.sigterm(), 0);
     assert_eq!(ship.sigterm(), 0);
+    // ship1 logged at trace level, the CONNECT included: the password never appears.
+    let log = std::fs::read_to_string(tmp.path().join("ship1.err")).unwrap();
+    assert!(
+        log.contains("CONNECT"),
+        "no trace of the CONNECT in the log"
+    );
+    assert!(
+        !log.contains("pa55 word"),
+        "the password leaked into the log"
+    );
 }
