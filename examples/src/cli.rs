@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use steward::Secret;
 
 use crate::settings::{
     parse_allow, parse_bytes, parse_duration, retries_arg, ttl_arg, Retries, Ttl,
@@ -33,11 +34,32 @@ Settings come from the flags, else from the STEWARD_<SETTING> environment variab
 (STEWARD_NODE, STEWARD_BROKER_ADDRESS, STEWARD_DATA_DIR, ...), else from the TOML file given
 with --config (keys as the flags with '_' for '-': node, broker_address, data_dir, central,
 hello_interval, ack_timeout, retries, retry_wait, retry_wait_max, method_timeout, ttl,
-output_limit, allow, log_level, embedded_broker, profiling_port), else from the defaults shown.
+output_limit, allow, log_level, embedded_broker, profiling_port, broker_user, broker_password,
+broker_token, broker_nkey_seed, broker_nkey_seed_file, broker_creds, broker_tls_ca,
+broker_tls_cert, broker_tls_key, broker_require_tls), else from the defaults shown.
 Durations are seconds (10, 1.5) or take a unit: 500ms, 10s, 5m, 2h, 1d.
+
+Connecting securely: give one way to authenticate (user and password, token, nkey seed or
+seed file, or credentials file) and, for TLS, the CA that signed the broker's certificate and,
+if the broker verifies clients, a client certificate and key. The credentials given on the
+command line or in the environment replace those of the config file as a whole. A broker that
+answers but refuses the node (credentials not accepted, untrusted certificate, TLS refused)
+stops the start at once with a message saying what to fix (exit status 77); a broker that
+cannot be reached does not: the node starts and connects when it can.
 
 SIGINT or SIGTERM stops the node gracefully: no new input, running methods get a short grace
 period, unfinished messages stay on disk and resume at the next start; the exit status is 0.";
+
+/// Exit codes of running a node, shown in `steward --help`.
+pub const RUN_EXIT_CODES: &str = "\
+Exit status (running a node):
+  0    stopped by SIGINT or SIGTERM
+  1    the node could not start (data directory, store, unreadable credential or
+       certificate file, ...)
+  2    bad command line or settings
+  69   the --embedded-broker could not be started
+  77   the broker refused the node: credentials not accepted, untrusted certificate,
+       TLS refused or required by one side only (the message says what to fix)";
 
 /// The `steward` command.
 #[derive(Debug, Parser)]
@@ -46,6 +68,7 @@ period, unfinished messages stay on disk and resume at the next start; the exit 
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
+    after_help = RUN_EXIT_CODES,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -59,6 +82,11 @@ pub struct Cli {
     pub tuning: Tuning,
     #[command(flatten)]
     pub run: RunOpts,
+    #[command(
+        flatten,
+        next_help_heading = "Connecting securely (one way to authenticate, and TLS)"
+    )]
+    pub security: Security,
 }
 
 /// Settings every subcommand takes.
@@ -95,6 +123,62 @@ pub struct Conn {
     /// [default: central]
     #[arg(long, value_name = "NAME", env = "STEWARD_CENTRAL")]
     pub central: Option<String>,
+}
+
+/// Credentials and TLS towards the broker. Secrets are best given through the environment or
+/// the config file: a flag's value is visible to every user in `ps`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Security {
+    /// User name for a broker that requires a user and password (with --broker-password)
+    #[arg(long, value_name = "USER", env = "STEWARD_BROKER_USER")]
+    pub broker_user: Option<String>,
+    /// Password of --broker-user (prefer STEWARD_BROKER_PASSWORD or the config file)
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "STEWARD_BROKER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub broker_password: Option<Secret>,
+    /// Token for a broker that requires one (prefer STEWARD_BROKER_TOKEN or the config file)
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STEWARD_BROKER_TOKEN",
+        hide_env_values = true
+    )]
+    pub broker_token: Option<Secret>,
+    /// nkey seed (SU..., 58 characters) whose public key the broker knows (prefer
+    /// STEWARD_BROKER_NKEY_SEED, the config file, or --broker-nkey-seed-file)
+    #[arg(
+        long,
+        value_name = "SEED",
+        env = "STEWARD_BROKER_NKEY_SEED",
+        hide_env_values = true
+    )]
+    pub broker_nkey_seed: Option<Secret>,
+    /// File holding the nkey seed
+    #[arg(long, value_name = "FILE", env = "STEWARD_BROKER_NKEY_SEED_FILE")]
+    pub broker_nkey_seed_file: Option<PathBuf>,
+    /// NATS credentials file (user JWT and seed, as `nsc generate creds` writes it) for a
+    /// broker in operator mode
+    #[arg(long, value_name = "FILE", env = "STEWARD_BROKER_CREDS")]
+    pub broker_creds: Option<PathBuf>,
+    /// CA certificate(s), PEM, that signed the broker's certificate [default: the system's
+    /// trusted roots]. Makes TLS mandatory
+    #[arg(long, value_name = "FILE", env = "STEWARD_BROKER_TLS_CA")]
+    pub broker_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a broker that verifies clients (mutual TLS); with
+    /// --broker-tls-key. Makes TLS mandatory
+    #[arg(long, value_name = "FILE", env = "STEWARD_BROKER_TLS_CERT")]
+    pub broker_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --broker-tls-cert
+    #[arg(long, value_name = "FILE", env = "STEWARD_BROKER_TLS_KEY")]
+    pub broker_tls_key: Option<PathBuf>,
+    /// Refuse a broker that does not offer TLS [default: TLS when the broker asks for it, a
+    /// URL is tls://, or a CA or client certificate is given]
+    #[arg(long, env = "STEWARD_BROKER_REQUIRE_TLS")]
+    pub broker_require_tls: bool,
 }
 
 /// Node defaults for messages, and what the node serves.
@@ -184,6 +268,7 @@ Exit status:
   69   no node could be used: none runs on --data-dir and none could be started
   70   the method failed without an exit status (killed at its methodTimeout, could
        not start, or its outcome is unknown)
+  77   the broker refused the temporary node (credentials, certificate, TLS)
   124  --timeout ran out before the result came (the message goes on)
   130  interrupted (the message goes on)
 With several messages (--json with an array), the first non-zero status in array order.";
@@ -255,6 +340,11 @@ pub struct SendArgs {
     /// The message's data; for shellCommand the argv, run without a shell
     #[arg(last = true, value_name = "DATA")]
     pub data: Vec<String>,
+    #[command(
+        flatten,
+        next_help_heading = "Temporary node: connecting securely (one way to authenticate, and TLS)"
+    )]
+    pub security: Security,
 }
 
 /// `steward status`.

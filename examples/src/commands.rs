@@ -84,8 +84,13 @@ async fn temporary_node(s: &Settings) -> Result<steward::Node, (i32, String)> {
     })
     .await
     .map_err(|e| {
+        let code = if e.kind() == ErrorKind::BrokerAuth {
+            EXIT_BROKER_REFUSED
+        } else {
+            EXIT_UNAVAILABLE
+        };
         (
-            EXIT_UNAVAILABLE,
+            code,
             format!("could not start a temporary node {name} on {dir}: {e}"),
         )
     })
@@ -93,7 +98,7 @@ async fn temporary_node(s: &Settings) -> Result<steward::Node, (i32, String)> {
 
 /// `steward send`; returns the exit status.
 pub async fn send(a: SendArgs) -> i32 {
-    let s = match settings::resolve(&a.common, Some(&a.conn), None, None) {
+    let s = match settings::resolve(&a.common, Some(&a.conn), None, None, Some(&a.security)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("steward: {e}");
@@ -370,7 +375,7 @@ async fn probe_or_inspect(dir: &std::path::Path, limit: usize) -> Result<Found, 
 
 /// `steward status`; returns the exit status.
 pub async fn status(a: StatusArgs) -> i32 {
-    let s = match settings::resolve(&a.common, None, None, None) {
+    let s = match settings::resolve(&a.common, None, None, None, None) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("steward: {e}");
@@ -424,7 +429,7 @@ pub async fn status(a: StatusArgs) -> i32 {
 
 /// `steward cancel`; returns the exit status.
 pub async fn cancel(a: CancelArgs) -> i32 {
-    let s = match settings::resolve(&a.common, None, None, None) {
+    let s = match settings::resolve(&a.common, None, None, None, None) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("steward: {e}");

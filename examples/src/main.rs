@@ -49,6 +49,7 @@ fn main() {
                     Some(&cli.conn),
                     Some(&cli.tuning),
                     Some(&cli.run),
+                    Some(&cli.security),
                 ) {
                     Ok(s) => {
                         init_logging(s.log_level.as_deref().unwrap_or("info"));

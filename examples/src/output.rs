@@ -20,6 +20,8 @@ pub const EXIT_CANCELLED: i32 = 68;
 pub const EXIT_UNAVAILABLE: i32 = 69;
 /// Exit status: the method failed without an exit status.
 pub const EXIT_METHOD_FAILED: i32 = 70;
+/// Exit status: the broker refused the node (credentials, certificate, TLS); EX_NOPERM.
+pub const EXIT_BROKER_REFUSED: i32 = 77;
 /// Exit status: `--timeout` ran out.
 pub const EXIT_TIMEOUT: i32 = 124;
 /// Exit status: interrupted by SIGINT/SIGTERM.

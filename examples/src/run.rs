@@ -5,7 +5,7 @@ use std::time::Duration;
 use steward::{AccessList, EmbeddedBroker, ErrorKind, Node, NodeBuilder, NodeConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::output::{self, EXIT_UNAVAILABLE};
+use crate::output::{self, EXIT_BROKER_REFUSED, EXIT_UNAVAILABLE};
 use crate::profiling;
 use crate::settings::{Settings, DEFAULT_BROKER};
 
@@ -30,6 +30,8 @@ pub fn builder(s: &Settings, name: &str, brokers: Vec<String>) -> NodeBuilder {
     cfg.ttl = s.ttl;
     cfg.hello_interval = s.hello_interval;
     cfg.output_limit = s.output_limit;
+    cfg.broker_auth = s.broker_auth.clone();
+    cfg.broker_tls = s.broker_tls.clone();
     let mut access = AccessList::default_for(&s.central);
     for (from, method) in &s.allow {
         access = access.allow(from, method);
@@ -118,7 +120,11 @@ pub async fn run(s: Settings) -> i32 {
         Err(e) => {
             eprintln!("steward: the node could not start: {e}");
             stop_broker(broker).await;
-            return EXIT_START_FAILED;
+            return if e.kind() == ErrorKind::BrokerAuth {
+                EXIT_BROKER_REFUSED
+            } else {
+                EXIT_START_FAILED
+            };
         }
     };
     node.on_finished(output::print_finished);

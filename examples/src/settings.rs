@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use steward::{BrokerAuth, BrokerTls, Secret};
 
-use crate::cli::{Common, Conn, RunOpts, Tuning};
+use crate::cli::{Common, Conn, RunOpts, Security, Tuning};
 
 /// Default broker when none is given.
 pub const DEFAULT_BROKER: &str = "nats://127.0.0.1:4222";
@@ -34,6 +35,8 @@ pub struct Settings {
     pub log_level: Option<String>,
     pub embedded_broker: Option<String>,
     pub profiling_port: Option<u16>,
+    pub broker_auth: BrokerAuth,
+    pub broker_tls: BrokerTls,
 }
 
 /// The TOML config file: the same settings as the flags, in snake_case.
@@ -57,6 +60,16 @@ pub struct FileConfig {
     log_level: Option<String>,
     embedded_broker: Option<String>,
     profiling_port: Option<u16>,
+    broker_user: Option<String>,
+    broker_password: Option<Secret>,
+    broker_token: Option<Secret>,
+    broker_nkey_seed: Option<Secret>,
+    broker_nkey_seed_file: Option<PathBuf>,
+    broker_creds: Option<PathBuf>,
+    broker_tls_ca: Option<PathBuf>,
+    broker_tls_cert: Option<PathBuf>,
+    broker_tls_key: Option<PathBuf>,
+    broker_require_tls: Option<bool>,
 }
 
 /// A string or a list of strings (`broker_address = "a,b"` or `["a", "b"]`).
@@ -184,6 +197,114 @@ pub fn parse_allow(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The credentials one source gives (the flags with the environment, or the config file).
+struct AuthSource<'a> {
+    /// Name the settings as flags (`--broker-user`) rather than file keys (`broker_user`).
+    flags: bool,
+    user: Option<&'a String>,
+    password: Option<&'a Secret>,
+    token: Option<&'a Secret>,
+    seed: Option<&'a Secret>,
+    seed_file: Option<&'a PathBuf>,
+    creds: Option<&'a PathBuf>,
+}
+
+impl AuthSource<'_> {
+    fn name(&self, key: &str) -> String {
+        if self.flags {
+            format!("--broker-{}", key.replace('_', "-"))
+        } else {
+            format!("broker_{key}")
+        }
+    }
+
+    /// The one way to authenticate this source gives, if any.
+    fn auth(&self) -> Result<Option<BrokerAuth>, String> {
+        let mut found = Vec::new();
+        if self.user.is_some() || self.password.is_some() {
+            let (Some(user), Some(password)) = (self.user, self.password) else {
+                return Err(format!(
+                    "give {} and {} together",
+                    self.name("user"),
+                    self.name("password")
+                ));
+            };
+            found.push((
+                self.name("user"),
+                BrokerAuth::UserPassword {
+                    user: user.clone(),
+                    password: password.clone(),
+                },
+            ));
+        }
+        if let Some(t) = self.token {
+            found.push((self.name("token"), BrokerAuth::Token(t.clone())));
+        }
+        if let Some(s) = self.seed {
+            found.push((self.name("nkey_seed"), BrokerAuth::NkeySeed(s.clone())));
+        }
+        if let Some(f) = self.seed_file {
+            found.push((
+                self.name("nkey_seed_file"),
+                BrokerAuth::NkeySeedFile(f.clone()),
+            ));
+        }
+        if let Some(f) = self.creds {
+            found.push((self.name("creds"), BrokerAuth::CredentialsFile(f.clone())));
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop().map(|(_, a)| a)),
+            _ => Err(format!(
+                "give one way to authenticate to the broker, not {}",
+                found
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )),
+        }
+    }
+}
+
+/// Credentials and TLS: the flags' (and environment's) credentials replace the file's as a
+/// whole; each TLS setting is taken from the flags, else from the file.
+fn broker_security(
+    flags: Option<&Security>,
+    file: &FileConfig,
+) -> Result<(BrokerAuth, BrokerTls), String> {
+    let dflt = Security::default();
+    let f = flags.unwrap_or(&dflt);
+    let from_flags = AuthSource {
+        flags: true,
+        user: f.broker_user.as_ref(),
+        password: f.broker_password.as_ref(),
+        token: f.broker_token.as_ref(),
+        seed: f.broker_nkey_seed.as_ref(),
+        seed_file: f.broker_nkey_seed_file.as_ref(),
+        creds: f.broker_creds.as_ref(),
+    }
+    .auth()?;
+    let from_file = AuthSource {
+        flags: false,
+        user: file.broker_user.as_ref(),
+        password: file.broker_password.as_ref(),
+        token: file.broker_token.as_ref(),
+        seed: file.broker_nkey_seed.as_ref(),
+        seed_file: file.broker_nkey_seed_file.as_ref(),
+        creds: file.broker_creds.as_ref(),
+    }
+    .auth()
+    .map_err(|e| format!("config file: {e}"))?;
+    let tls = BrokerTls {
+        ca_file: f.broker_tls_ca.clone().or(file.broker_tls_ca.clone()),
+        client_cert: f.broker_tls_cert.clone().or(file.broker_tls_cert.clone()),
+        client_key: f.broker_tls_key.clone().or(file.broker_tls_key.clone()),
+        required: f.broker_require_tls || file.broker_require_tls.unwrap_or(false),
+    };
+    Ok((from_flags.or(from_file).unwrap_or_default(), tls))
+}
+
 /// Splits comma-separated broker lists and drops empty entries.
 fn split_brokers<'a>(items: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     items
@@ -232,6 +353,7 @@ pub fn resolve(
     conn: Option<&Conn>,
     tuning: Option<&Tuning>,
     run: Option<&RunOpts>,
+    security: Option<&Security>,
 ) -> Result<Settings, String> {
     let file = match &common.config {
         Some(p) => load_file(p)?,
@@ -241,6 +363,7 @@ pub fn resolve(
     for a in &file.allow {
         allow.push(parse_allow(a).map_err(|e| format!("config file, allow: {e}"))?);
     }
+    let (broker_auth, broker_tls) = broker_security(security, &file)?;
     let dflt = Tuning::default();
     let t = tuning.unwrap_or(&dflt);
     allow.extend(t.allow.iter().cloned());
@@ -331,6 +454,8 @@ pub fn resolve(
         log_level: common.log_level.clone().or(file.log_level.clone()),
         embedded_broker: embedded,
         profiling_port: run.and_then(|r| r.profiling_port).or(file.profiling_port),
+        broker_auth,
+        broker_tls,
     })
 }
 
@@ -380,5 +505,41 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert!(toml::from_str::<FileConfig>("nod = \"x\"").is_err());
+    }
+
+    #[test]
+    fn flag_credentials_replace_the_files_and_tls_merges_per_key() {
+        let file: FileConfig = toml::from_str(
+            "broker_token = \"file-token\"\nbroker_tls_ca = \"ca.pem\"\nbroker_tls_cert = \"c.pem\"\nbroker_tls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        // The file alone.
+        let (auth, tls) = broker_security(None, &file).unwrap();
+        assert_eq!(auth, BrokerAuth::Token("file-token".into()));
+        assert_eq!(tls.ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(tls.is_required());
+        // A flag's user and password replace the file's token; a flag's CA replaces the file's.
+        let flags = Security {
+            broker_user: Some("u".into()),
+            broker_password: Some("p".into()),
+            broker_tls_ca: Some("other-ca.pem".into()),
+            ..Security::default()
+        };
+        let (auth, tls) = broker_security(Some(&flags), &file).unwrap();
+        assert_eq!(
+            auth,
+            BrokerAuth::UserPassword {
+                user: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert_eq!(tls.ca_file, Some(PathBuf::from("other-ca.pem")));
+        assert_eq!(tls.client_cert, Some(PathBuf::from("c.pem")));
+        // Debug output of the settings never shows a secret.
+        let shown = format!("{file:?} {auth:?}");
+        assert!(
+            !shown.contains("file-token") && !shown.contains("\"p\""),
+            "{shown}"
+        );
     }
 }

@@ -149,6 +149,11 @@ enum steward_result
    * A file could not be read or written.
    */
   STEWARD_RESULT_IO = 114,
+  /**
+   * The broker was reached but refused this node: credentials not accepted, an untrusted
+   * certificate, a refused TLS handshake, or TLS required by one side only.
+   */
+  STEWARD_RESULT_BROKER_AUTH = 115,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -302,6 +307,11 @@ enum steward_report_kind
    * An internal task failed.
    */
   STEWARD_REPORT_TASK_FAILED = 5,
+  /**
+   * The broker refused this node while it was (re)connecting: credentials revoked, expired
+   * or changed, or a certificate no longer trusted.
+   */
+  STEWARD_REPORT_BROKER_AUTH = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -499,7 +509,8 @@ const char *steward_version(void);
  * default settings: broker `nats://127.0.0.1:4222`, data directory ".", central "central",
  * ACK timeout 10 s, unlimited retries, retry wait 1 s (max 30 s), method timeout 300 s, no
  * TTL, window 1024, no hello, output limit 1 MiB, built-in methods on, `inmsg.txt` not
- * watched, and the default access list (central may call every method; every node may send
+ * watched, no broker credentials and TLS only if the broker asks for it, and the default
+ * access list (central may call every method; every node may send
  * `errorLog` and `hello`).
  *
  * On success writes a new builder to `*out`; the caller owns it and must pass it to
@@ -522,6 +533,81 @@ void steward_node_builder_free(struct steward_node_builder *builder);
  */
 steward_result steward_node_builder_add_broker(struct steward_node_builder *builder,
                                                const char *url);
+
+/**
+ * Authenticates to the broker with a user name and password (nats-server
+ * `authorization { users = [...] }`), replacing any earlier choice of credentials. Both strings
+ * are copied; the password never appears in messages or logs. A broker that does not accept
+ * them makes `steward_node_start` return `STEWARD_RESULT_BROKER_AUTH`. Returns
+ * `STEWARD_RESULT_INVALID_ARGUMENT` for an empty user name.
+ */
+steward_result steward_node_builder_set_broker_user_password(struct steward_node_builder *builder,
+                                                             const char *user,
+                                                             const char *password);
+
+/**
+ * Authenticates to the broker with a token (nats-server `authorization { token: ... }`),
+ * replacing any earlier choice of credentials. `token` is copied and never appears in messages
+ * or logs. Returns `STEWARD_RESULT_INVALID_ARGUMENT` for an empty token.
+ */
+steward_result steward_node_builder_set_broker_token(struct steward_node_builder *builder,
+                                                     const char *token);
+
+/**
+ * Authenticates to the broker with an nkey seed (`SU...`, 58 characters), replacing any earlier
+ * choice of credentials: the node signs the broker's challenge with it. `seed` is copied and
+ * never appears in messages or logs; a malformed seed makes `steward_node_start` return
+ * `STEWARD_RESULT_CONFIG`.
+ */
+steward_result steward_node_builder_set_broker_nkey_seed(struct steward_node_builder *builder,
+                                                         const char *seed);
+
+/**
+ * Authenticates to the broker with the nkey seed held in the file at `path` (read at start),
+ * replacing any earlier choice of credentials. `path` is copied. An unreadable file or a
+ * malformed seed makes `steward_node_start` return `STEWARD_RESULT_CONFIG`.
+ */
+steward_result steward_node_builder_set_broker_nkey_seed_file(struct steward_node_builder *builder,
+                                                              const char *path);
+
+/**
+ * Authenticates to the broker with a NATS credentials file (user JWT and nkey seed, as
+ * `nsc generate creds` writes it; brokers in operator mode), replacing any earlier choice of
+ * credentials. `path` is copied; the file is read at start (an unreadable or malformed one
+ * makes `steward_node_start` return `STEWARD_RESULT_CONFIG`).
+ */
+steward_result steward_node_builder_set_broker_credentials_file(struct steward_node_builder *builder,
+                                                                const char *path);
+
+/**
+ * Connects without credentials again (the default), forgetting any set before.
+ */
+steward_result steward_node_builder_clear_broker_auth(struct steward_node_builder *builder);
+
+/**
+ * Trusts the CA certificate(s) in the PEM file at `path` for the broker's certificate,
+ * instead of the system's roots. Makes TLS mandatory: a broker without TLS is refused at
+ * start. `path` is copied; the file is read at start (`STEWARD_RESULT_CONFIG` if it holds no
+ * certificate).
+ */
+steward_result steward_node_builder_set_broker_tls_ca_file(struct steward_node_builder *builder,
+                                                           const char *path);
+
+/**
+ * Presents the client certificate in the PEM file `cert_path`, with the private key in
+ * `key_path`, to a broker that verifies clients (mutual TLS). Makes TLS mandatory. Both paths
+ * are copied; the files are read at start (`STEWARD_RESULT_CONFIG` if unusable).
+ */
+steward_result steward_node_builder_set_broker_tls_client_cert(struct steward_node_builder *builder,
+                                                               const char *cert_path,
+                                                               const char *key_path);
+
+/**
+ * With `on`, refuses a broker that does not offer TLS (off by default; a CA file or client
+ * certificate turns it on regardless).
+ */
+steward_result steward_node_builder_set_broker_require_tls(struct steward_node_builder *builder,
+                                                           bool on);
 
 /**
  * Sets the data directory (created if missing) holding the store, logs and `inmsg.txt`. Only
@@ -859,10 +945,13 @@ steward_result steward_completion_fail(struct steward_completion *completion, co
  * `steward_node_free`.
  *
  * Errors: `STEWARD_RESULT_DATA_DIR_IN_USE`, `STEWARD_RESULT_STORAGE`,
- * `STEWARD_RESULT_CONFIG`, `STEWARD_RESULT_INVALID_NAME`, `STEWARD_RESULT_BROKER_UNAVAILABLE`
- * (an unusable URL), ... with details in `steward_last_error_message`. Thread-safe (for
- * different builders); blocks until the node runs (a broker that is down does not block: the
- * node connects in the background).
+ * `STEWARD_RESULT_CONFIG` (also for unreadable credential or certificate files),
+ * `STEWARD_RESULT_INVALID_NAME`, `STEWARD_RESULT_BROKER_UNAVAILABLE` (an unusable URL),
+ * `STEWARD_RESULT_BROKER_AUTH` (the broker answered but refused the node: credentials not
+ * accepted, untrusted certificate, TLS refused; nothing runs), ... with details in
+ * `steward_last_error_message`. Thread-safe (for different builders); blocks until the node
+ * runs (a broker that is down does not block: the node connects in the background; one that
+ * takes more than 5 s to answer is treated as down).
  */
 steward_result steward_node_start(struct steward_node_builder *builder, struct steward_node **out);
 

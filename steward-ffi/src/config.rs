@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use steward::{Kind, NodeConfig, MAX_ACK_TIMEOUT, MAX_METHOD_TIMEOUT, MAX_TTL};
+use steward::{BrokerAuth, Kind, NodeConfig, MAX_ACK_TIMEOUT, MAX_METHOD_TIMEOUT, MAX_TTL};
 
 use crate::boundary::{arg_millis, arg_mut, arg_str, guard, guard_value, out_arg};
 use crate::callback::{
@@ -60,7 +60,8 @@ pub(crate) fn method_name_arg(s: &str) -> Result<(), FfiError> {
 /// default settings: broker `nats://127.0.0.1:4222`, data directory ".", central "central",
 /// ACK timeout 10 s, unlimited retries, retry wait 1 s (max 30 s), method timeout 300 s, no
 /// TTL, window 1024, no hello, output limit 1 MiB, built-in methods on, `inmsg.txt` not
-/// watched, and the default access list (central may call every method; every node may send
+/// watched, no broker credentials and TLS only if the broker asks for it, and the default
+/// access list (central may call every method; every node may send
 /// `errorLog` and `hello`).
 ///
 /// On success writes a new builder to `*out`; the caller owns it and must pass it to
@@ -132,6 +133,157 @@ pub unsafe extern "C" fn steward_node_builder_add_broker(
             b.brokers_set = true;
         }
         b.cfg.brokers.push(url.to_owned());
+        Ok(())
+    })
+}
+
+/// A non-empty string argument (copied by the caller of this helper).
+unsafe fn text_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, FfiError> {
+    let s = unsafe { arg_str(p, name) }?;
+    if s.is_empty() {
+        return Err(FfiError::invalid(format!("argument `{name}` is empty")));
+    }
+    Ok(s)
+}
+
+/// Authenticates to the broker with a user name and password (nats-server
+/// `authorization { users = [...] }`), replacing any earlier choice of credentials. Both strings
+/// are copied; the password never appears in messages or logs. A broker that does not accept
+/// them makes `steward_node_start` return `STEWARD_RESULT_BROKER_AUTH`. Returns
+/// `STEWARD_RESULT_INVALID_ARGUMENT` for an empty user name.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_user_password(
+    builder: *mut steward_node_builder,
+    user: *const c_char,
+    password: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let user = unsafe { text_arg(user, "user") }?;
+        let password = unsafe { arg_str(password, "password") }?;
+        b.cfg.broker_auth = BrokerAuth::UserPassword {
+            user: user.to_owned(),
+            password: password.into(),
+        };
+        Ok(())
+    })
+}
+
+/// Authenticates to the broker with a token (nats-server `authorization { token: ... }`),
+/// replacing any earlier choice of credentials. `token` is copied and never appears in messages
+/// or logs. Returns `STEWARD_RESULT_INVALID_ARGUMENT` for an empty token.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_token(
+    builder: *mut steward_node_builder,
+    token: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let token = unsafe { text_arg(token, "token") }?;
+        b.cfg.broker_auth = BrokerAuth::Token(token.into());
+        Ok(())
+    })
+}
+
+/// Authenticates to the broker with an nkey seed (`SU...`, 58 characters), replacing any earlier
+/// choice of credentials: the node signs the broker's challenge with it. `seed` is copied and
+/// never appears in messages or logs; a malformed seed makes `steward_node_start` return
+/// `STEWARD_RESULT_CONFIG`.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_nkey_seed(
+    builder: *mut steward_node_builder,
+    seed: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let seed = unsafe { text_arg(seed, "seed") }?;
+        b.cfg.broker_auth = BrokerAuth::NkeySeed(seed.into());
+        Ok(())
+    })
+}
+
+/// Authenticates to the broker with the nkey seed held in the file at `path` (read at start),
+/// replacing any earlier choice of credentials. `path` is copied. An unreadable file or a
+/// malformed seed makes `steward_node_start` return `STEWARD_RESULT_CONFIG`.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_nkey_seed_file(
+    builder: *mut steward_node_builder,
+    path: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let path = unsafe { text_arg(path, "path") }?;
+        b.cfg.broker_auth = BrokerAuth::NkeySeedFile(path.into());
+        Ok(())
+    })
+}
+
+/// Authenticates to the broker with a NATS credentials file (user JWT and nkey seed, as
+/// `nsc generate creds` writes it; brokers in operator mode), replacing any earlier choice of
+/// credentials. `path` is copied; the file is read at start (an unreadable or malformed one
+/// makes `steward_node_start` return `STEWARD_RESULT_CONFIG`).
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_credentials_file(
+    builder: *mut steward_node_builder,
+    path: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let path = unsafe { text_arg(path, "path") }?;
+        b.cfg.broker_auth = BrokerAuth::CredentialsFile(path.into());
+        Ok(())
+    })
+}
+
+/// Connects without credentials again (the default), forgetting any set before.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_clear_broker_auth(
+    builder: *mut steward_node_builder,
+) -> steward_result {
+    with_builder(builder, |b| {
+        b.cfg.broker_auth = BrokerAuth::None;
+        Ok(())
+    })
+}
+
+/// Trusts the CA certificate(s) in the PEM file at `path` for the broker's certificate,
+/// instead of the system's roots. Makes TLS mandatory: a broker without TLS is refused at
+/// start. `path` is copied; the file is read at start (`STEWARD_RESULT_CONFIG` if it holds no
+/// certificate).
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_tls_ca_file(
+    builder: *mut steward_node_builder,
+    path: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let path = unsafe { text_arg(path, "path") }?;
+        b.cfg.broker_tls.ca_file = Some(path.into());
+        Ok(())
+    })
+}
+
+/// Presents the client certificate in the PEM file `cert_path`, with the private key in
+/// `key_path`, to a broker that verifies clients (mutual TLS). Makes TLS mandatory. Both paths
+/// are copied; the files are read at start (`STEWARD_RESULT_CONFIG` if unusable).
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_tls_client_cert(
+    builder: *mut steward_node_builder,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let cert = unsafe { text_arg(cert_path, "cert_path") }?;
+        let key = unsafe { text_arg(key_path, "key_path") }?;
+        b.cfg.broker_tls.client_cert = Some(cert.into());
+        b.cfg.broker_tls.client_key = Some(key.into());
+        Ok(())
+    })
+}
+
+/// With `on`, refuses a broker that does not offer TLS (off by default; a CA file or client
+/// certificate turns it on regardless).
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_broker_require_tls(
+    builder: *mut steward_node_builder,
+    on: bool,
+) -> steward_result {
+    with_builder(builder, |b| {
+        b.cfg.broker_tls.required = on;
         Ok(())
     })
 }

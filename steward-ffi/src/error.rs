@@ -67,12 +67,15 @@ pub enum steward_result {
     STEWARD_RESULT_NO_RESULT = 113,
     /// A file could not be read or written.
     STEWARD_RESULT_IO = 114,
+    /// The broker was reached but refused this node: credentials not accepted, an untrusted
+    /// certificate, a refused TLS handshake, or TLS required by one side only.
+    STEWARD_RESULT_BROKER_AUTH = 115,
 }
 
 use steward_result::*;
 
 /// Every code, for tables and tests.
-pub(crate) const ALL_RESULTS: [steward_result; 24] = [
+pub(crate) const ALL_RESULTS: [steward_result; 25] = [
     STEWARD_RESULT_OK,
     STEWARD_RESULT_NULL_PARAMETER,
     STEWARD_RESULT_PANIC,
@@ -97,6 +100,7 @@ pub(crate) const ALL_RESULTS: [steward_result; 24] = [
     STEWARD_RESULT_CANCELLED,
     STEWARD_RESULT_NO_RESULT,
     STEWARD_RESULT_IO,
+    STEWARD_RESULT_BROKER_AUTH,
 ];
 
 impl steward_result {
@@ -132,6 +136,7 @@ impl steward_result {
             STEWARD_RESULT_CANCELLED => c"STEWARD_RESULT_CANCELLED",
             STEWARD_RESULT_NO_RESULT => c"STEWARD_RESULT_NO_RESULT",
             STEWARD_RESULT_IO => c"STEWARD_RESULT_IO",
+            STEWARD_RESULT_BROKER_AUTH => c"STEWARD_RESULT_BROKER_AUTH",
         }
     }
 
@@ -180,6 +185,9 @@ impl steward_result {
                 "the message was sent without ACK (ack timeout 0); no result will come"
             }
             STEWARD_RESULT_IO => "a file could not be read or written",
+            STEWARD_RESULT_BROKER_AUTH => {
+                "the NATS broker refused this node (credentials not accepted, untrusted certificate, or TLS refused); the last error message says what to fix"
+            }
         }
     }
 }
@@ -202,6 +210,7 @@ pub(crate) fn code_of_kind(kind: ErrorKind) -> steward_result {
         ErrorKind::Cancelled => STEWARD_RESULT_CANCELLED,
         ErrorKind::NoResult => STEWARD_RESULT_NO_RESULT,
         ErrorKind::Io => STEWARD_RESULT_IO,
+        ErrorKind::BrokerAuth => STEWARD_RESULT_BROKER_AUTH,
         _ => STEWARD_RESULT_UNKNOWN_ERROR,
     }
 }
@@ -361,7 +370,7 @@ mod tests {
     #[test]
     fn numbers_are_stable() {
         // These numbers are part of the ABI: never change them.
-        let expected: [(steward_result, u32); 24] = [
+        let expected: [(steward_result, u32); 25] = [
             (STEWARD_RESULT_OK, 0),
             (STEWARD_RESULT_NULL_PARAMETER, 1),
             (STEWARD_RESULT_PANIC, 2),
@@ -386,6 +395,7 @@ mod tests {
             (STEWARD_RESULT_CANCELLED, 112),
             (STEWARD_RESULT_NO_RESULT, 113),
             (STEWARD_RESULT_IO, 114),
+            (STEWARD_RESULT_BROKER_AUTH, 115),
         ];
         for (code, n) in expected {
             assert_eq!(code as u32, n, "{:?}", code.name());
@@ -412,6 +422,7 @@ mod tests {
             ErrorKind::Cancelled,
             ErrorKind::NoResult,
             ErrorKind::Io,
+            ErrorKind::BrokerAuth,
         ];
         let codes: std::collections::HashSet<u32> =
             kinds.iter().map(|k| code_of_kind(*k) as u32).collect();

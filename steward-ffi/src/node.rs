@@ -191,10 +191,13 @@ fn build_runtime(name: &str) -> Result<Runtime, FfiError> {
 /// `steward_node_free`.
 ///
 /// Errors: `STEWARD_RESULT_DATA_DIR_IN_USE`, `STEWARD_RESULT_STORAGE`,
-/// `STEWARD_RESULT_CONFIG`, `STEWARD_RESULT_INVALID_NAME`, `STEWARD_RESULT_BROKER_UNAVAILABLE`
-/// (an unusable URL), ... with details in `steward_last_error_message`. Thread-safe (for
-/// different builders); blocks until the node runs (a broker that is down does not block: the
-/// node connects in the background).
+/// `STEWARD_RESULT_CONFIG` (also for unreadable credential or certificate files),
+/// `STEWARD_RESULT_INVALID_NAME`, `STEWARD_RESULT_BROKER_UNAVAILABLE` (an unusable URL),
+/// `STEWARD_RESULT_BROKER_AUTH` (the broker answered but refused the node: credentials not
+/// accepted, untrusted certificate, TLS refused; nothing runs), ... with details in
+/// `steward_last_error_message`. Thread-safe (for different builders); blocks until the node
+/// runs (a broker that is down does not block: the node connects in the background; one that
+/// takes more than 5 s to answer is treated as down).
 #[no_mangle]
 pub unsafe extern "C" fn steward_node_start(
     builder: *mut steward_node_builder,

@@ -72,6 +72,9 @@ pub enum steward_report_kind {
     STEWARD_REPORT_BAD_INPUT = 4,
     /// An internal task failed.
     STEWARD_REPORT_TASK_FAILED = 5,
+    /// The broker refused this node while it was (re)connecting: credentials revoked, expired
+    /// or changed, or a certificate no longer trusted.
+    STEWARD_REPORT_BROKER_AUTH = 6,
 }
 
 fn state_of(s: MessageState) -> steward_message_state {
@@ -382,6 +385,7 @@ impl steward_error_report {
                 ErrorReportKind::Rejected => STEWARD_REPORT_REJECTED,
                 ErrorReportKind::BadInput => STEWARD_REPORT_BAD_INPUT,
                 ErrorReportKind::TaskFailed => STEWARD_REPORT_TASK_FAILED,
+                ErrorReportKind::BrokerAuth => STEWARD_REPORT_BROKER_AUTH,
             },
             reason: Text::new(&r.reason),
         }

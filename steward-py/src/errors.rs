@@ -48,6 +48,12 @@ create_exception!(
 );
 create_exception!(
     steward,
+    BrokerAuthError,
+    BrokerUnavailable,
+    "The NATS broker answered but refused the node: credentials not accepted, an untrusted certificate, or TLS refused. The message says what to fix."
+);
+create_exception!(
+    steward,
     Stopped,
     StewardError,
     "The node is stopped (or not started); create and start a new Node."
@@ -122,6 +128,7 @@ pub(crate) fn to_py(err: steward::Error) -> PyErr {
         K::Storage => StorageError::new_err(msg),
         K::DataDirInUse => DataDirInUse::new_err(msg),
         K::BrokerUnavailable => BrokerUnavailable::new_err(msg),
+        K::BrokerAuth => BrokerAuthError::new_err(msg),
         K::Stopped => Stopped::new_err(msg),
         K::NotFound => NotFound::new_err(msg),
         K::TimedOut => TimedOut::new_err(msg),
@@ -176,6 +183,11 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "BrokerUnavailable",
             py.get_type::<BrokerUnavailable>(),
             "broker_unavailable",
+        ),
+        (
+            "BrokerAuthError",
+            py.get_type::<BrokerAuthError>(),
+            "broker_auth",
         ),
         ("Stopped", py.get_type::<Stopped>(), "stopped"),
         ("NotFound", py.get_type::<NotFound>(), "not_found"),

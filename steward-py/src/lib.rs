@@ -9,6 +9,7 @@
 //!   `Request`).
 //! * [`errors`]: `StewardError` and one subclass per core error kind.
 //! * [`logging`]: Rust `tracing` events forwarded to Python `logging`.
+//! * [`security`]: the broker credentials and TLS options of `Node()`.
 //! * [`convert`]: argument checks with errors that name the argument.
 
 mod convert;
@@ -17,6 +18,7 @@ mod errors;
 mod logging;
 mod node;
 mod receipt;
+mod security;
 mod types;
 
 use pyo3::prelude::*;

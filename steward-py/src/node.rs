@@ -486,8 +486,15 @@ impl PyNode {
     /// seconds. `allow` adds `(from_node, method)` access rules ("*" matches all) to the default
     /// list (central may call everything). `embedded_broker=True` (or "127.0.0.1:PORT") starts
     /// a local nats-server with the node and stops it with the node.
+    ///
+    /// Connecting securely: one way to authenticate (`broker_user` with `broker_password`,
+    /// `broker_token`, `broker_nkey_seed`, `broker_nkey_seed_file`, or `broker_creds`, a NATS
+    /// credentials file), and TLS: `broker_tls_ca` (the CA that signed the broker's
+    /// certificate), `broker_tls_cert` with `broker_tls_key` (a client certificate for mutual
+    /// TLS), `broker_require_tls`. A CA or client certificate makes TLS mandatory. A broker that
+    /// refuses the node makes `start()` raise `BrokerAuthError` saying what to fix.
     #[new]
-    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None))]
+    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None, broker_user = None, broker_password = None, broker_token = None, broker_nkey_seed = None, broker_nkey_seed_file = None, broker_creds = None, broker_tls_ca = None, broker_tls_cert = None, broker_tls_key = None, broker_require_tls = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &Bound<'_, PyAny>,
@@ -508,6 +515,16 @@ impl PyNode {
         watch_inmsg: bool,
         builtin_methods: bool,
         embedded_broker: Option<&Bound<'_, PyAny>>,
+        broker_user: Option<&Bound<'_, PyAny>>,
+        broker_password: Option<&Bound<'_, PyAny>>,
+        broker_token: Option<&Bound<'_, PyAny>>,
+        broker_nkey_seed: Option<&Bound<'_, PyAny>>,
+        broker_nkey_seed_file: Option<&Bound<'_, PyAny>>,
+        broker_creds: Option<&Bound<'_, PyAny>>,
+        broker_tls_ca: Option<&Bound<'_, PyAny>>,
+        broker_tls_cert: Option<&Bound<'_, PyAny>>,
+        broker_tls_key: Option<&Bound<'_, PyAny>>,
+        broker_require_tls: bool,
     ) -> PyResult<Self> {
         let err = convert::config_error as convert::ErrFn;
         let name = convert::string(name, "name", err)?;
@@ -592,6 +609,19 @@ impl PyNode {
         }
         cfg.watch_inmsg = watch_inmsg;
         cfg.builtin_methods = builtin_methods;
+        (cfg.broker_auth, cfg.broker_tls) = crate::security::SecurityArgs {
+            user: broker_user,
+            password: broker_password,
+            token: broker_token,
+            nkey_seed: broker_nkey_seed,
+            nkey_seed_file: broker_nkey_seed_file,
+            creds: broker_creds,
+            tls_ca: broker_tls_ca,
+            tls_cert: broker_tls_cert,
+            tls_key: broker_tls_key,
+            require_tls: broker_require_tls,
+        }
+        .resolve()?;
         let embedded = match embedded_broker {
             None => None,
             Some(e) if e.is_none() => None,

@@ -337,7 +337,8 @@ impl PyErrorReport {
     fn message_id(&self) -> Option<&str> {
         self.inner.message_id.as_deref()
     }
-    /// "deliveryFailed", "expired", "methodFailed", "rejected", "badInput" or "taskFailed".
+    /// "deliveryFailed", "expired", "methodFailed", "rejected", "badInput", "taskFailed" or
+    /// "brokerAuth".
     #[getter]
     fn kind(&self) -> String {
         serde_json::to_value(self.inner.kind)

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::AccessList;
+use crate::security::{BrokerAuth, BrokerTls};
 
 /// Everything a node needs to run. Use [`crate::Node::builder`] to make one.
 #[derive(Debug, Clone)]
@@ -12,6 +13,10 @@ pub struct NodeConfig {
     pub name: String,
     /// Broker URLs; several for a NATS cluster.
     pub brokers: Vec<String>,
+    /// How the node authenticates to the broker (none by default).
+    pub broker_auth: BrokerAuth,
+    /// TLS towards the broker: CA bundle, client certificate, whether TLS is required.
+    pub broker_tls: BrokerTls,
     /// Where the store, logs and `inmsg.txt` live.
     pub data_dir: PathBuf,
     /// The central node, which receives error reports and hellos.
@@ -56,6 +61,8 @@ impl NodeConfig {
         NodeConfig {
             name: name.into(),
             brokers: vec!["nats://127.0.0.1:4222".into()],
+            broker_auth: BrokerAuth::None,
+            broker_tls: BrokerTls::default(),
             data_dir: PathBuf::from("."),
             central: "central".into(),
             ack_timeout: Duration::from_secs(10),

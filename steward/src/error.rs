@@ -16,8 +16,11 @@ pub enum ErrorKind {
     Storage,
     /// Another process holds the data directory.
     DataDirInUse,
-    /// The broker could not be reached or refused us.
+    /// The broker could not be used.
     BrokerUnavailable,
+    /// The broker was reached but refused this node: credentials not accepted, an untrusted
+    /// certificate, a refused TLS handshake, or TLS required by one side only.
+    BrokerAuth,
     /// The node has been stopped.
     Stopped,
     /// No message with that id is known.
@@ -77,6 +80,14 @@ pub enum Error {
     /// The broker could not be used.
     #[error("NATS broker unavailable: {0}")]
     BrokerUnavailable(String),
+    /// The broker answered but refused this node (see [`ErrorKind::BrokerAuth`]).
+    #[error("the NATS broker {broker} refused this node: {reason}")]
+    BrokerAuth {
+        /// The broker URL(s).
+        broker: String,
+        /// What was refused and what to do about it.
+        reason: String,
+    },
     /// The node has stopped; start a new one.
     #[error("the node is stopped")]
     Stopped,
@@ -141,6 +152,7 @@ impl Error {
             Error::Storage(_) | Error::Damaged(_) => ErrorKind::Storage,
             Error::DataDirInUse(_) => ErrorKind::DataDirInUse,
             Error::BrokerUnavailable(_) => ErrorKind::BrokerUnavailable,
+            Error::BrokerAuth { .. } => ErrorKind::BrokerAuth,
             Error::Stopped => ErrorKind::Stopped,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::TimedOut(_) => ErrorKind::TimedOut,

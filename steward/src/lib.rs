@@ -11,6 +11,7 @@ mod access;
 mod audit;
 mod broker;
 mod config;
+mod connect;
 mod control;
 mod envelope;
 mod error;
@@ -26,6 +27,7 @@ mod publisher;
 mod receiver;
 mod result;
 mod retention;
+mod security;
 mod store;
 mod supervisor;
 
@@ -46,6 +48,7 @@ pub use names::{validate as validate_name, MAX_NAME_LEN};
 pub use node::{Node, NodeBuilder, Receipt, SendReport};
 pub use notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};
 pub use result::{DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus};
+pub use security::{BrokerAuth, BrokerTls, Secret};
 pub use store::StoreStats;
 
 /// Entry points for the fuzz targets in `steward/fuzz` (not part of the API).

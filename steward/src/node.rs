@@ -16,6 +16,7 @@ use crate::message::{Expiry, Message, ParsedBatch};
 use crate::notify::{Dispatcher, ErrorReport, ErrorReportKind, ListenerId, Notification};
 use crate::publisher::PubEvent;
 use crate::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
+use crate::security::{BrokerAuth, BrokerTls, Secret};
 use crate::store::{self, Enqueued, MessageRecord, NewMessage, OutboxItem, Store};
 use crate::{names, publisher, supervisor};
 
@@ -55,6 +56,66 @@ impl NodeBuilder {
     /// Broker URLs (several for a cluster).
     pub fn brokers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
         self.cfg.brokers = urls.into_iter().map(Into::into).collect();
+        self
+    }
+    /// How the node authenticates to the broker (replaces any earlier choice). A broker that
+    /// refuses it makes [`NodeBuilder::start`] fail with [`crate::ErrorKind::BrokerAuth`].
+    pub fn broker_auth(mut self, auth: BrokerAuth) -> Self {
+        self.cfg.broker_auth = auth;
+        self
+    }
+    /// Authenticates with a user name and password.
+    pub fn broker_user_password(
+        self,
+        user: impl Into<String>,
+        password: impl Into<Secret>,
+    ) -> Self {
+        self.broker_auth(BrokerAuth::UserPassword {
+            user: user.into(),
+            password: password.into(),
+        })
+    }
+    /// Authenticates with a token.
+    pub fn broker_token(self, token: impl Into<Secret>) -> Self {
+        self.broker_auth(BrokerAuth::Token(token.into()))
+    }
+    /// Authenticates with an nkey seed (`SU...`).
+    pub fn broker_nkey_seed(self, seed: impl Into<Secret>) -> Self {
+        self.broker_auth(BrokerAuth::NkeySeed(seed.into()))
+    }
+    /// Authenticates with the nkey seed held in a file (read at start).
+    pub fn broker_nkey_seed_file(self, path: impl Into<PathBuf>) -> Self {
+        self.broker_auth(BrokerAuth::NkeySeedFile(path.into()))
+    }
+    /// Authenticates with a NATS credentials file (user JWT and seed; operator mode).
+    pub fn broker_credentials_file(self, path: impl Into<PathBuf>) -> Self {
+        self.broker_auth(BrokerAuth::CredentialsFile(path.into()))
+    }
+    /// All TLS settings at once (see [`BrokerTls`]).
+    pub fn broker_tls(mut self, tls: BrokerTls) -> Self {
+        self.cfg.broker_tls = tls;
+        self
+    }
+    /// Trusts the CA certificate(s) in this PEM file for the broker's certificate (instead
+    /// of the system's roots). Makes TLS mandatory.
+    pub fn broker_tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cfg.broker_tls.ca_file = Some(path.into());
+        self
+    }
+    /// Presents this client certificate and key (PEM files) to a broker that verifies
+    /// clients (mutual TLS). Makes TLS mandatory.
+    pub fn broker_tls_client_cert(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.cfg.broker_tls.client_cert = Some(cert.into());
+        self.cfg.broker_tls.client_key = Some(key.into());
+        self
+    }
+    /// Refuses a broker that does not offer TLS (implied by a CA file or client certificate).
+    pub fn broker_require_tls(mut self, on: bool) -> Self {
+        self.cfg.broker_tls.required = on;
         self
     }
     /// The data directory (created if missing).
@@ -169,6 +230,11 @@ impl NodeBuilder {
     }
     /// Opens the store, connects to the broker (retrying in the background if it is down),
     /// resumes unfinished work and starts serving. Must be called inside a tokio runtime.
+    ///
+    /// A broker that answers but refuses the node (credentials not accepted, untrusted
+    /// certificate, TLS refused) fails the start with [`crate::ErrorKind::BrokerAuth`], and
+    /// nothing runs; unreadable credential or certificate files fail it with
+    /// [`crate::ErrorKind::Config`].
     pub async fn start(self) -> Result<Node> {
         Node::start(self.cfg, self.methods, self.listeners).await
     }
@@ -283,56 +349,18 @@ impl Node {
         let control = crate::control::bind(&cfg)?;
         let (conn_tx, conn_rx) = watch::channel(false);
         let conn_tx = Arc::new(conn_tx);
-        let cb_tx = conn_tx.clone();
-        let node_name = cfg.name.clone();
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("steward-{}", cfg.name))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .subscription_capacity(1 << 16)
-            .client_capacity(1 << 14)
-            .reconnect_delay_callback(|attempts| {
-                // async-nats asks before the very first attempt too (attempts = 1): no delay then.
-                if attempts <= 1 {
-                    Duration::ZERO
-                } else {
-                    Duration::from_millis((100u64 << attempts.min(5) as u64).min(2000))
-                }
-            })
-            .event_callback(move |event| {
-                let tx = cb_tx.clone();
-                let name = node_name.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            tracing::info!(node = %name, "connected to the broker");
-                            let _ = tx.send(true);
-                        }
-                        async_nats::Event::Disconnected => {
-                            tracing::warn!(node = %name, "lost the broker; messages wait in the outbox");
-                            let _ = tx.send(false);
-                        }
-                        other => tracing::debug!(node = %name, "broker event: {other}"),
-                    }
-                }
-            });
-        // Each URL on its own: a cluster is a list of servers, tried in turn on reconnect.
-        let addrs = cfg
-            .brokers
-            .iter()
-            .flat_map(|u| u.split(','))
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| {
-                u.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| Error::Config(format!("broker URL {u:?} is not valid: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let urls = cfg.brokers.join(",");
-        let client = options
-            .connect(addrs)
-            .await
-            .map_err(|e| Error::BrokerUnavailable(format!("{urls}: {e}")))?;
+        // A broker that refuses us fails the start here; an unreachable one does not.
+        let crate::connect::Connected {
+            client,
+            watch: conn_watch,
+        } = match crate::connect::connect(&cfg, conn_tx.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Release the data directory now, so a corrected start can follow at once.
+                store.close().await;
+                return Err(e);
+            }
+        };
         if client.connection_state() == async_nats::connection::State::Connected {
             let _ = conn_tx.send(true);
         }
@@ -383,6 +411,7 @@ impl Node {
             error_log: Mutex::new(()),
             audit_wake: tokio::sync::Notify::new(),
         });
+        conn_watch.spawn(&inner);
         // Resume unfinished received messages (in arrival order) before the receiver starts, so
         // a new message of the same stream can never overtake them; then the outbox.
         crate::executor::resume(&inner).await?;

@@ -26,6 +26,9 @@ pub enum ErrorReportKind {
     BadInput,
     /// An internal task failed and was restarted or stopped.
     TaskFailed,
+    /// The broker refused this node while it was (re)connecting: credentials revoked,
+    /// expired or changed, or a certificate no longer trusted.
+    BrokerAuth,
 }
 
 /// One failure, as delivered to error listeners and to the central `errorLog`.

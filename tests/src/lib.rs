@@ -7,6 +7,9 @@
 //!   ([`LinkShape`]: latency, jitter, bandwidth).
 //! * [`faults`]: counting for the reliability suite (sent, completed, lost,
 //!   executed twice, out of order) and its table.
+//! * [`security`]: a generated test PKI (CA, server and client certificates) and
+//!   operator-mode JWT credentials, with the nats-server config text for each way of
+//!   authenticating.
 //! * [`free_port`], [`wait_until`], [`wait_until_async`],
 //!   [`wait_until_future`]: small polling utilities (no fixed sleeps).
 //!
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 pub mod faults;
 pub mod nodes;
 pub mod recorder;
+pub mod security;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -476,6 +480,24 @@ impl NatsServer {
                 Err(e) => panic!("restarting nats-server on port {} failed: {e}", self.port),
             }
         }
+    }
+
+    /// Replaces the raw config text given with [`NatsServerBuilder::extra_config`], rewrites
+    /// the config file and makes the running server reload it (SIGHUP, as an operator would);
+    /// returns once the server has logged the reload. Used to change credentials under a
+    /// running client.
+    pub fn reload_with_extra_config(&mut self, text: impl AsRef<str>) {
+        const RELOADED: &str = "Reloaded server configuration";
+        self.options.extra_config = format!("{}\n", text.as_ref());
+        fs::write(self.config_path(), self.config_text()).expect("write nats-server config");
+        let before = self.log().matches(RELOADED).count();
+        self.signal(libc::SIGHUP);
+        assert!(
+            wait_until(READY_TIMEOUT, || self.log().matches(RELOADED).count()
+                > before),
+            "nats-server did not reload its configuration; log:\n{}",
+            self.log()
+        );
     }
 
     /// Freezes the process with SIGSTOP (connections stay open, nothing is

@@ -18,6 +18,7 @@ of the Rust core arrive on the ``steward.*`` loggers.
 
 from ._steward import (
     INSTALL_HINT,
+    BrokerAuthError,
     BrokerUnavailable,
     Cancelled,
     ConfigError,
@@ -48,6 +49,7 @@ from ._steward import (
 
 __all__ = [
     "INSTALL_HINT",
+    "BrokerAuthError",
     "BrokerUnavailable",
     "Cancelled",
     "ConfigError",

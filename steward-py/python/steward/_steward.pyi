@@ -40,6 +40,10 @@ class DataDirInUse(StewardError):
 class BrokerUnavailable(StewardError):
     """The NATS broker could not be reached or refused the node."""
 
+class BrokerAuthError(BrokerUnavailable):
+    """The NATS broker answered but refused the node: credentials not accepted, an untrusted
+    certificate, or TLS refused. The message says what to fix."""
+
 class Stopped(StewardError):
     """The node is stopped."""
 
@@ -195,7 +199,7 @@ class ErrorReport:
     def message_id(self) -> Optional[str]:
         """The message concerned, if any."""
     @property
-    def kind(self) -> Literal["deliveryFailed", "expired", "methodFailed", "rejected", "badInput", "taskFailed"]:
+    def kind(self) -> Literal["deliveryFailed", "expired", "methodFailed", "rejected", "badInput", "taskFailed", "brokerAuth"]:
         """What failed."""
     @property
     def reason(self) -> str:
@@ -282,6 +286,16 @@ class Node:
         watch_inmsg: bool = False,
         builtin_methods: bool = True,
         embedded_broker: Optional[Union[bool, str]] = None,
+        broker_user: Optional[str] = None,
+        broker_password: Optional[str] = None,
+        broker_token: Optional[str] = None,
+        broker_nkey_seed: Optional[str] = None,
+        broker_nkey_seed_file: Optional[Union[str, os.PathLike[str]]] = None,
+        broker_creds: Optional[Union[str, os.PathLike[str]]] = None,
+        broker_tls_ca: Optional[Union[str, os.PathLike[str]]] = None,
+        broker_tls_cert: Optional[Union[str, os.PathLike[str]]] = None,
+        broker_tls_key: Optional[Union[str, os.PathLike[str]]] = None,
+        broker_require_tls: bool = False,
     ) -> None:
         """Configures a node; nothing runs until `start()`."""
     def start(self) -> Node:
