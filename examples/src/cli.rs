@@ -1,13 +1,14 @@
 //! The command line: `steward --node NAME [...]` runs a node; `send`, `status` and `cancel`
 //! talk to the node running on a data directory.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::settings::{
-    parse_allow, parse_bytes, parse_duration, retries_arg, ttl_arg, Retries, Ttl,
+    parse_allow, parse_bytes, parse_duration, parse_socket_addr, retries_arg, ttl_arg, Retries, Ttl,
 };
 
 const ABOUT: &str = "steward: asynchronous command and control of edge nodes over NATS";
@@ -33,7 +34,8 @@ Settings come from the flags, else from the STEWARD_<SETTING> environment variab
 (STEWARD_NODE, STEWARD_BROKER_ADDRESS, STEWARD_DATA_DIR, ...), else from the TOML file given
 with --config (keys as the flags with '_' for '-': node, broker_address, data_dir, central,
 hello_interval, ack_timeout, retries, retry_wait, retry_wait_max, method_timeout, ttl,
-output_limit, allow, log_level, embedded_broker, profiling_port), else from the defaults shown.
+output_limit, allow, log_level, log_format, embedded_broker, profiling_port, metrics_address),
+else from the defaults shown.
 Durations are seconds (10, 1.5) or take a unit: 500ms, 10s, 5m, 2h, 1d.
 
 SIGINT or SIGTERM stops the node gracefully: no new input, running methods get a short grace
@@ -74,6 +76,20 @@ pub struct Common {
     /// directive such as "steward=debug,async_nats=warn" [default: info]
     #[arg(long, value_name = "LEVEL", env = "STEWARD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log lines as text, or as one JSON object per line with the fields (msg_id, from, to,
+    /// method, ...) at the top level [default: text]
+    #[arg(long, value_enum, value_name = "FORMAT", env = "STEWARD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines
+    #[default]
+    Text,
+    /// One JSON object per line
+    Json,
 }
 
 /// Who the node is and where the broker is.
@@ -154,6 +170,10 @@ pub struct RunOpts {
     /// flamegraph SVG, /debug/pprof/ an index [default: off]
     #[arg(long, value_name = "PORT", env = "STEWARD_PROFILING_PORT")]
     pub profiling_port: Option<u16>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (port 0 picks a
+    /// free port; the log says which) [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr, env = "STEWARD_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Subcommands.
