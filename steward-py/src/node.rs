@@ -485,9 +485,10 @@ impl PyNode {
     /// `brokers` is a list of NATS URLs (default `nats://127.0.0.1:4222`). Durations are in
     /// seconds. `allow` adds `(from_node, method)` access rules ("*" matches all) to the default
     /// list (central may call everything). `embedded_broker=True` (or "127.0.0.1:PORT") starts
-    /// a local nats-server with the node and stops it with the node.
+    /// a local nats-server with the node and stops it with the node. `metrics_address`
+    /// ("IP:PORT", port 0 for any free port) serves Prometheus metrics at `/metrics`.
     #[new]
-    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None))]
+    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None, metrics_address = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &Bound<'_, PyAny>,
@@ -508,6 +509,7 @@ impl PyNode {
         watch_inmsg: bool,
         builtin_methods: bool,
         embedded_broker: Option<&Bound<'_, PyAny>>,
+        metrics_address: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let err = convert::config_error as convert::ErrFn;
         let name = convert::string(name, "name", err)?;
@@ -592,6 +594,15 @@ impl PyNode {
         }
         cfg.watch_inmsg = watch_inmsg;
         cfg.builtin_methods = builtin_methods;
+        if let Some(a) = metrics_address.filter(|a| !a.is_none()) {
+            let text = convert::string(a, "metrics_address", err)?;
+            cfg.metrics_address = Some(text.trim().parse().map_err(|_| {
+                config_error(
+                    "metrics_address",
+                    format!("{text:?} is not an address; give \"IP:PORT\", e.g. \"127.0.0.1:9464\" (port 0 picks a free port)"),
+                )
+            })?);
+        }
         let embedded = match embedded_broker {
             None => None,
             Some(e) if e.is_none() => None,
@@ -674,6 +685,25 @@ impl PyNode {
             State::Running(r) => r.node.is_connected(),
             _ => false,
         }
+    }
+
+    /// Where Prometheus metrics are served ("IP:PORT", the port actually bound) while the node
+    /// runs, or None (no `metrics_address`, or not running).
+    #[getter]
+    fn metrics_address(&self) -> Option<String> {
+        match &*lock(&self.shared.state) {
+            State::Running(r) => r.node.metrics_address().map(|a| a.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Every metric in the Prometheus text format (version 0.0.4): what `GET /metrics`
+    /// answers, also without a `metrics_address`.
+    fn metrics_text(&self, py: Python<'_>) -> PyResult<String> {
+        let running = self.shared.running()?;
+        running.check()?;
+        let node = running.node.clone();
+        Ok(py.detach(move || node.metrics_text()))
     }
 
     /// The broker URLs in use (the embedded broker's once started with one).

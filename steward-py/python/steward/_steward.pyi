@@ -282,6 +282,7 @@ class Node:
         watch_inmsg: bool = False,
         builtin_methods: bool = True,
         embedded_broker: Optional[Union[bool, str]] = None,
+        metrics_address: Optional[str] = None,
     ) -> None:
         """Configures a node; nothing runs until `start()`."""
     def start(self) -> Node:
@@ -304,6 +305,11 @@ class Node:
     @property
     def connected(self) -> bool:
         """True while connected to a broker."""
+    @property
+    def metrics_address(self) -> Optional[str]:
+        """Where Prometheus metrics are served ("IP:PORT") while running, or None."""
+    def metrics_text(self) -> str:
+        """Every metric in the Prometheus text format (what `GET /metrics` answers)."""
     @property
     def brokers(self) -> list[str]:
         """The broker URLs in use."""
