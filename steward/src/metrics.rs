@@ -447,20 +447,20 @@ impl Collector for StateCollector {
         encode_const(
             &mut encoder,
             "broker_connected",
-            "1 while the node is connected to a NATS server",
+            "1 while the node is connected to a NATS server.",
             ConstGauge::new(i64::from(*self.connected.borrow())),
         )?;
         let stats = self.store.stats();
         encode_const(
             &mut encoder,
             "store_commits",
-            "Store transactions committed (each one fsync)",
+            "Store transactions committed (each one fsync).",
             ConstCounter::new(stats.commits),
         )?;
         encode_const(
             &mut encoder,
             "store_write_jobs",
-            "Store write jobs applied (several share one commit)",
+            "Store write jobs applied (several share one commit).",
             ConstCounter::new(stats.jobs),
         )?;
         // A stopped node's store is closed: only the in-memory metrics remain.
@@ -488,21 +488,21 @@ impl Collector for StateCollector {
         }
         let e = encoder.encode_descriptor(
             "outbox_depth",
-            "Messages accepted for a destination and not yet finished (from the store)",
+            "Messages accepted for a destination and not yet finished (from the store).",
             None,
             depth.metric_type(),
         )?;
         depth.encode(e)?;
         let e = encoder.encode_descriptor(
             "node_last_seen",
-            "When a message of any kind (including hello) last came from the node, Unix time",
+            "When a message of any kind (including hello) last came from the node, Unix time.",
             Some(&Unit::Seconds),
             seen.metric_type(),
         )?;
         seen.encode(e)?;
         let e = encoder.encode_descriptor(
             "node_last_ack",
-            "When the node last ACKed or answered a message from this node, Unix time",
+            "When the node last ACKed or answered a message from this node, Unix time.",
             Some(&Unit::Seconds),
             acked.metric_type(),
         )?;
