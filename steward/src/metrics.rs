@@ -227,12 +227,15 @@ impl Metrics {
                 {
                     self.method_failed.get_or_create(&r).inc();
                 }
-                let secs = now_ms().saturating_sub(st.created_ms) as f64 / 1000.0;
-                self.end_to_end
-                    .get_or_create(&MethodLabel {
-                        method: method.to_owned(),
-                    })
-                    .observe(secs);
+                // Fire-and-forget messages complete when published: no result, no latency.
+                if st.result.is_some() {
+                    let secs = now_ms().saturating_sub(st.created_ms) as f64 / 1000.0;
+                    self.end_to_end
+                        .get_or_create(&MethodLabel {
+                            method: method.to_owned(),
+                        })
+                        .observe(secs);
+                }
                 &self.completed
             }
             MessageState::Failed => &self.failed,

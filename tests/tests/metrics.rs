@@ -241,9 +241,23 @@ async fn scrape_counts_completed_rejected_expired_failed_in_flight_and_latencies
         .unwrap()
         .unwrap();
     assert_eq!(result.stdout, "released");
+    // The result came as a message of its own: the waiter may wake a moment before the
+    // publisher lets go of the message.
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = scrape(central_addr).await;
+        let hold = [("destination", "ship1"), ("method", "hold")];
+        if value(&text, "steward_messages_in_flight", &hold) == Some(0.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hold stayed in flight:\n{text}"
+        );
+        tokio::time::sleep(steward_tests::POLL_INTERVAL).await;
+    };
 
     // The sender's view.
-    let text = scrape(central_addr).await;
     let echo1 = [("destination", "ship1"), ("method", "echo")];
     let hold1 = [("destination", "ship1"), ("method", "hold")];
     let shell1 = [("destination", "ship1"), ("method", "shellCommand")];
@@ -485,4 +499,62 @@ async fn endpoint_speaks_http_and_a_taken_address_fails_the_start() {
     assert!(quiet.metrics_text().contains("steward_broker_connected 1"));
     quiet.stop().await;
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_and_fire_and_forget_messages_are_counted() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    assert!(steward_tests::wait_until_async(WAIT, || central.is_connected()).await);
+    // ship9 never runs: one message waits for it until cancelled...
+    let waiting = central
+        .send(Message::command("ship9", "echo", ["x"]))
+        .await
+        .unwrap();
+    assert!(central.cancel(&waiting.id).await.unwrap());
+    // ...and one is sent without ACK, which completes once published, with no result.
+    let unacked = central
+        .send(Message::event("ship9", "textLogging", ["x"]).with_ack_timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    let st = tokio::time::timeout(WAIT, unacked.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.state, MessageState::Completed, "{st:?}");
+
+    let text = central.metrics_text();
+    let echo9 = [("destination", "ship9"), ("method", "echo")];
+    let log9 = [("destination", "ship9"), ("method", "textLogging")];
+    expect(&text, "steward_messages_cancelled_total", &echo9, 1.0);
+    expect(&text, "steward_messages_completed_total", &log9, 1.0);
+    expect(&text, "steward_messages_sent_total", &log9, 1.0);
+    expect(&text, "steward_messages_in_flight", &log9, 0.0);
+    expect(
+        &text,
+        "steward_outbox_depth",
+        &[("destination", "ship9")],
+        0.0,
+    );
+    // Published without ACK: neither a delivery nor an end-to-end latency to observe.
+    expect(
+        &text,
+        "steward_delivery_latency_seconds_count",
+        &[("method", "textLogging")],
+        0.0,
+    );
+    assert_eq!(
+        value(
+            &text,
+            "steward_end_to_end_latency_seconds_count",
+            &[("method", "textLogging")]
+        ),
+        None
+    );
+    central.stop().await;
 }
