@@ -1,6 +1,7 @@
 //! The command line: `steward --node NAME [...]` runs a node; `send`, `status` and `cancel`
 //! talk to the node running on a data directory.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use steward::Secret;
 
 use crate::settings::{
-    parse_allow, parse_bytes, parse_duration, retries_arg, ttl_arg, Retries, Ttl,
+    parse_allow, parse_bytes, parse_duration, parse_socket_addr, retries_arg, ttl_arg, Retries, Ttl,
 };
 
 const ABOUT: &str = "steward: asynchronous command and control of edge nodes over NATS";
@@ -36,7 +37,8 @@ with --config (keys as the flags with '_' for '-': node, broker_address, data_di
 hello_interval, ack_timeout, retries, retry_wait, retry_wait_max, method_timeout, ttl,
 output_limit, allow, log_level, embedded_broker, profiling_port, broker_user, broker_password,
 broker_token, broker_nkey_seed, broker_nkey_seed_file, broker_creds, broker_tls_ca,
-broker_tls_cert, broker_tls_key, broker_require_tls), else from the defaults shown.
+broker_tls_cert, broker_tls_key, broker_require_tls, log_format, metrics_address), else from the
+defaults shown.
 Durations are seconds (10, 1.5) or take a unit: 500ms, 10s, 5m, 2h, 1d.
 
 Connecting securely: give one way to authenticate (user and password, token, nkey seed or
@@ -102,6 +104,20 @@ pub struct Common {
     /// directive such as "steward=debug,async_nats=warn" [default: info]
     #[arg(long, value_name = "LEVEL", env = "STEWARD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log lines as text, or as one JSON object per line with the fields (msg_id, from, to,
+    /// method, ...) at the top level [default: text]
+    #[arg(long, value_enum, value_name = "FORMAT", env = "STEWARD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines
+    #[default]
+    Text,
+    /// One JSON object per line
+    Json,
 }
 
 /// Who the node is and where the broker is.
@@ -238,6 +254,10 @@ pub struct RunOpts {
     /// flamegraph SVG, /debug/pprof/ an index [default: off]
     #[arg(long, value_name = "PORT", env = "STEWARD_PROFILING_PORT")]
     pub profiling_port: Option<u16>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (port 0 picks a
+    /// free port; the log says which) [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr, env = "STEWARD_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Subcommands.

@@ -105,7 +105,7 @@ pub async fn send(a: SendArgs) -> i32 {
             return 2;
         }
     };
-    crate::init_logging(s.log_level.as_deref().unwrap_or("warn"));
+    crate::init_logging(s.log_level.as_deref().unwrap_or("warn"), s.log_format);
     let text = message_json(&a);
     let backend = match Client::probe(&s.data_dir).await {
         Ok(Some(c)) => Backend::Socket(c),
@@ -382,7 +382,7 @@ pub async fn status(a: StatusArgs) -> i32 {
             return 2;
         }
     };
-    crate::init_logging(s.log_level.as_deref().unwrap_or("warn"));
+    crate::init_logging(s.log_level.as_deref().unwrap_or("warn"), s.log_format);
     let dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
     let report = match probe_or_inspect(&s.data_dir, a.limit).await {
         Ok(Found::Running(c)) => match c.status(a.limit).await {
@@ -436,7 +436,7 @@ pub async fn cancel(a: CancelArgs) -> i32 {
             return 2;
         }
     };
-    crate::init_logging(s.log_level.as_deref().unwrap_or("warn"));
+    crate::init_logging(s.log_level.as_deref().unwrap_or("warn"), s.log_format);
     let start = Instant::now();
     let r = loop {
         let r = match Client::probe(&s.data_dir).await {

@@ -13,19 +13,31 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 
-use cli::{Cli, Cmd};
+use cli::{Cli, Cmd, LogFormat};
 
-/// Logs go to standard error, filtered by `--log-level` (a level or a tracing directive).
-pub(crate) fn init_logging(level: &str) {
+/// Logs go to standard error, filtered by `--log-level` (a level or a tracing directive), as
+/// text or as one JSON object per line (`--log-format json`).
+pub(crate) fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
         eprintln!("steward: bad --log-level {level:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // Fields (msg_id, from, to, method, ...) at the top level of each line; the span a
+        // method runs in under "span".
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 fn main() {
@@ -52,7 +64,7 @@ fn main() {
                     Some(&cli.security),
                 ) {
                     Ok(s) => {
-                        init_logging(s.log_level.as_deref().unwrap_or("info"));
+                        init_logging(s.log_level.as_deref().unwrap_or("info"), s.log_format);
                         run::run(s).await
                     }
                     Err(e) => {

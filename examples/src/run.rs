@@ -113,6 +113,7 @@ pub async fn run(s: Settings) -> i32 {
         builder(&s, &name, brokers.clone())
             .watch_inmsg(true)
             .control_socket(true)
+            .metrics_address(s.metrics_address)
     })
     .await
     {
@@ -128,6 +129,12 @@ pub async fn run(s: Settings) -> i32 {
         }
     };
     node.on_finished(output::print_finished);
+    if let Some(addr) = node.metrics_address() {
+        tracing::info!(
+            "metrics: Prometheus text at http://{addr}{}",
+            steward::METRICS_PATH
+        );
+    }
     let dir = std::fs::canonicalize(&s.data_dir).unwrap_or_else(|_| s.data_dir.clone());
     tracing::info!(
         "node {name} running: broker {}, data dir {}; append JSON messages to {} or use `steward send --data-dir {}`",

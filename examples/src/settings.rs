@@ -1,13 +1,14 @@
 //! Node settings from flags, `STEWARD_*` environment variables (folded into the flags by clap),
 //! a TOML config file and the defaults, in that order of precedence.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use steward::{BrokerAuth, BrokerTls, Secret};
 
-use crate::cli::{Common, Conn, RunOpts, Security, Tuning};
+use crate::cli::{Common, Conn, LogFormat, RunOpts, Security, Tuning};
 
 /// Default broker when none is given.
 pub const DEFAULT_BROKER: &str = "nats://127.0.0.1:4222";
@@ -33,10 +34,12 @@ pub struct Settings {
     pub output_limit: usize,
     pub allow: Vec<(String, String)>,
     pub log_level: Option<String>,
+    pub log_format: LogFormat,
     pub embedded_broker: Option<String>,
     pub profiling_port: Option<u16>,
     pub broker_auth: BrokerAuth,
     pub broker_tls: BrokerTls,
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// The TOML config file: the same settings as the flags, in snake_case.
@@ -58,6 +61,7 @@ pub struct FileConfig {
     #[serde(default)]
     allow: Vec<String>,
     log_level: Option<String>,
+    log_format: Option<String>,
     embedded_broker: Option<String>,
     profiling_port: Option<u16>,
     broker_user: Option<String>,
@@ -70,6 +74,7 @@ pub struct FileConfig {
     broker_tls_cert: Option<PathBuf>,
     broker_tls_key: Option<PathBuf>,
     broker_require_tls: Option<bool>,
+    metrics_address: Option<String>,
 }
 
 /// A string or a list of strings (`broker_address = "a,b"` or `["a", "b"]`).
@@ -305,6 +310,19 @@ fn broker_security(
     Ok((from_flags.or(from_file).unwrap_or_default(), tls))
 }
 
+/// Parses `text` or `json`.
+pub fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    <LogFormat as clap::ValueEnum>::from_str(text.trim(), true)
+        .map_err(|_| format!("{text:?} is not a log format; give text or json"))
+}
+
+/// Parses an `IP:PORT` socket address such as `127.0.0.1:9090` or `[::1]:9090`.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an address; give IP:PORT, e.g. 127.0.0.1:9090 or 0.0.0.0:9090")
+    })
+}
+
 /// Splits comma-separated broker lists and drops empty entries.
 fn split_brokers<'a>(items: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     items
@@ -452,10 +470,26 @@ pub fn resolve(
         )?,
         allow,
         log_level: common.log_level.clone().or(file.log_level.clone()),
+        log_format: match (common.log_format, &file.log_format) {
+            (Some(f), _) => f,
+            (None, Some(text)) => {
+                parse_log_format(text).map_err(|e| format!("config file, log_format: {e}"))?
+            }
+            (None, None) => LogFormat::Text,
+        },
         embedded_broker: embedded,
         profiling_port: run.and_then(|r| r.profiling_port).or(file.profiling_port),
         broker_auth,
         broker_tls,
+        metrics_address: match run.and_then(|r| r.metrics_address) {
+            Some(a) => Some(a),
+            None => file
+                .metrics_address
+                .as_deref()
+                .map(parse_socket_addr)
+                .transpose()
+                .map_err(|e| format!("config file, metrics_address: {e}"))?,
+        },
     })
 }
 
@@ -540,6 +574,55 @@ mod tests {
         assert!(
             !shown.contains("file-token") && !shown.contains("\"p\""),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn metrics_address_and_log_format_come_from_flags_else_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.toml");
+        std::fs::write(
+            &path,
+            "metrics_address = \"127.0.0.1:9464\"\nlog_format = \"JSON\"\n",
+        )
+        .unwrap();
+        let common = Common {
+            config: Some(path.clone()),
+            ..Common::default()
+        };
+        let s = resolve(&common, None, None, Some(&RunOpts::default()), None).unwrap();
+        assert_eq!(s.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(s.log_format, LogFormat::Json);
+        let flags = RunOpts {
+            metrics_address: Some("[::1]:0".parse().unwrap()),
+            ..RunOpts::default()
+        };
+        let common = Common {
+            config: Some(path.clone()),
+            log_format: Some(LogFormat::Text),
+            ..Common::default()
+        };
+        let s = resolve(&common, None, None, Some(&flags), None).unwrap();
+        assert_eq!(s.metrics_address, Some("[::1]:0".parse().unwrap()));
+        assert_eq!(s.log_format, LogFormat::Text);
+        std::fs::write(&path, "metrics_address = \"localhost\"\n").unwrap();
+        let err = resolve(&common, None, None, None, None).unwrap_err();
+        assert!(
+            err.contains("metrics_address") && err.contains("IP:PORT"),
+            "{err}"
+        );
+        std::fs::write(&path, "log_format = \"xml\"\n").unwrap();
+        let common = Common {
+            config: Some(path),
+            ..Common::default()
+        };
+        let err = resolve(&common, None, None, None, None).unwrap_err();
+        assert!(err.contains("text or json"), "{err}");
+        assert_eq!(
+            resolve(&Common::default(), None, None, None, None)
+                .unwrap()
+                .log_format,
+            LogFormat::Text
         );
     }
 }

@@ -363,6 +363,14 @@ typedef struct steward_message steward_message;
 typedef struct steward_message_status steward_message_status;
 
 /**
+ * A snapshot of a node's metrics in the Prometheus text format, version 0.0.4 (opaque).
+ *
+ * Returned by `steward_node_metrics`; owned by the caller, free with `steward_metrics_free`.
+ * Immutable, so safe to read from several threads.
+ */
+typedef struct steward_metrics steward_metrics;
+
+/**
  * A running (or stopped) steward node with its own tokio runtime (opaque).
  *
  * Created by `steward_node_start`; stopped by `steward_node_stop`; freed by
@@ -932,6 +940,47 @@ steward_result steward_completion_ok(struct steward_completion *completion, cons
  * result with this error. Same rules as `steward_completion_ok`. Thread-safe.
  */
 steward_result steward_completion_fail(struct steward_completion *completion, const char *reason);
+
+/**
+ * Serves Prometheus metrics at `GET http://<address>/metrics` while the node runs (off by
+ * default). `address` is `IP:PORT`, e.g. `"127.0.0.1:9464"`, `"0.0.0.0:9464"` or
+ * `"[::1]:9464"`; port 0 picks a free port (ask `steward_node_metrics_address` which). It is
+ * copied. Returns `STEWARD_RESULT_INVALID_ARGUMENT` for text that is not such an address;
+ * `steward_node_start` returns `STEWARD_RESULT_CONFIG` when the address is taken.
+ */
+steward_result steward_node_builder_set_metrics_address(struct steward_node_builder *builder,
+                                                        const char *address);
+
+/**
+ * Writes the address `GET /metrics` is served on (`IP:PORT`, with the port actually bound) to
+ * `buf`, a caller buffer of `len` bytes (64 is always enough), NUL-terminated, and its length
+ * to `*written`. Writes "" (length 0) when the node serves no metrics. Returns
+ * `STEWARD_RESULT_BUFFER_TOO_SMALL` (with what fit written) or `STEWARD_RESULT_STOPPED`.
+ * Thread-safe.
+ */
+steward_result steward_node_metrics_address(const struct steward_node *node,
+                                            char *buf,
+                                            size_t len,
+                                            size_t *written);
+
+/**
+ * Takes a snapshot of every metric of `node` in the Prometheus text format (what
+ * `GET /metrics` answers), with or without a metrics address. On `STEWARD_RESULT_OK` writes
+ * it to `*out` (owned by the caller, free with `steward_metrics_free`). Returns
+ * `STEWARD_RESULT_STOPPED` or argument errors. Thread-safe.
+ */
+steward_result steward_node_metrics(const struct steward_node *node, struct steward_metrics **out);
+
+/**
+ * The metrics text, NUL-terminated; its length in bytes goes to `*len` when `len` is not
+ * NULL. Owned by `metrics`, valid until `steward_metrics_free`. NULL for NULL.
+ */
+const char *steward_metrics_text(const struct steward_metrics *metrics, size_t *len);
+
+/**
+ * Frees a metrics snapshot. NULL is ignored.
+ */
+void steward_metrics_free(struct steward_metrics *metrics);
 
 /**
  * Starts a node from `builder`: opens its store in the data directory, connects to the broker

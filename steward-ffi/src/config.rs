@@ -103,7 +103,7 @@ pub unsafe extern "C" fn steward_node_builder_free(builder: *mut steward_node_bu
 }
 
 /// Runs `f` on a builder argument inside the panic boundary.
-fn with_builder(
+pub(crate) fn with_builder(
     builder: *mut steward_node_builder,
     f: impl FnOnce(&mut steward_node_builder) -> Result<(), FfiError>,
 ) -> steward_result {

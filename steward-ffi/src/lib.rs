@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod message;
 mod method;
+mod metrics;
 mod node;
 mod status;
 
@@ -37,6 +38,7 @@ pub use error::{
 };
 pub use message::*;
 pub use method::*;
+pub use metrics::*;
 pub use node::*;
 pub use status::*;
 

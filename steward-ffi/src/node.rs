@@ -366,6 +366,15 @@ pub unsafe extern "C" fn steward_node_is_connected(node: *const steward_node) ->
     })
 }
 
+/// The core node behind a handle argument, for the functions of other modules.
+///
+/// # Safety
+/// `node` must be NULL or a live handle.
+pub(crate) unsafe fn live_node(node: *const steward_node) -> Result<Node, FfiError> {
+    let n = unsafe { arg_ref(node, "node") }?;
+    n.shared.live().map(|(_, live)| live)
+}
+
 fn with_node(
     node: *const steward_node,
     f: impl FnOnce(&Shared, Handle, Node) -> Result<(), FfiError>,

@@ -493,8 +493,10 @@ impl PyNode {
     /// certificate), `broker_tls_cert` with `broker_tls_key` (a client certificate for mutual
     /// TLS), `broker_require_tls`. A CA or client certificate makes TLS mandatory. A broker that
     /// refuses the node makes `start()` raise `BrokerAuthError` saying what to fix.
+    /// `metrics_address` ("IP:PORT", port 0 for any free port) serves Prometheus metrics at
+    /// `/metrics`.
     #[new]
-    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None, broker_user = None, broker_password = None, broker_token = None, broker_nkey_seed = None, broker_nkey_seed_file = None, broker_creds = None, broker_tls_ca = None, broker_tls_cert = None, broker_tls_key = None, broker_require_tls = false))]
+    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None, broker_user = None, broker_password = None, broker_token = None, broker_nkey_seed = None, broker_nkey_seed_file = None, broker_creds = None, broker_tls_ca = None, broker_tls_cert = None, broker_tls_key = None, broker_require_tls = false, metrics_address = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &Bound<'_, PyAny>,
@@ -525,6 +527,7 @@ impl PyNode {
         broker_tls_cert: Option<&Bound<'_, PyAny>>,
         broker_tls_key: Option<&Bound<'_, PyAny>>,
         broker_require_tls: bool,
+        metrics_address: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let err = convert::config_error as convert::ErrFn;
         let name = convert::string(name, "name", err)?;
@@ -622,6 +625,15 @@ impl PyNode {
             require_tls: broker_require_tls,
         }
         .resolve()?;
+        if let Some(a) = metrics_address.filter(|a| !a.is_none()) {
+            let text = convert::string(a, "metrics_address", err)?;
+            cfg.metrics_address = Some(text.trim().parse().map_err(|_| {
+                config_error(
+                    "metrics_address",
+                    format!("{text:?} is not an address; give \"IP:PORT\", e.g. \"127.0.0.1:9464\" (port 0 picks a free port)"),
+                )
+            })?);
+        }
         let embedded = match embedded_broker {
             None => None,
             Some(e) if e.is_none() => None,
@@ -704,6 +716,25 @@ impl PyNode {
             State::Running(r) => r.node.is_connected(),
             _ => false,
         }
+    }
+
+    /// Where Prometheus metrics are served ("IP:PORT", the port actually bound) while the node
+    /// runs, or None (no `metrics_address`, or not running).
+    #[getter]
+    fn metrics_address(&self) -> Option<String> {
+        match &*lock(&self.shared.state) {
+            State::Running(r) => r.node.metrics_address().map(|a| a.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Every metric in the Prometheus text format (version 0.0.4): what `GET /metrics`
+    /// answers, also without a `metrics_address`.
+    fn metrics_text(&self, py: Python<'_>) -> PyResult<String> {
+        let running = self.shared.running()?;
+        running.check()?;
+        let node = running.node.clone();
+        Ok(py.detach(move || node.metrics_text()))
     }
 
     /// The broker URLs in use (the embedded broker's once started with one).

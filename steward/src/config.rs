@@ -1,5 +1,6 @@
 //! Node configuration with hand-written defaults, built through [`NodeBuilder`](crate::NodeBuilder).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ pub struct NodeConfig {
     pub builtin_methods: bool,
     /// Serve `<data_dir>/steward.sock` for `steward send|status|cancel` (see [`crate::CONTROL_SOCKET`]).
     pub control_socket: bool,
+    /// Serve `GET /metrics` (Prometheus text format) on this address (`None`: off). Port 0
+    /// picks a free port; [`crate::Node::metrics_address`] tells which.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -80,6 +84,7 @@ impl NodeConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             builtin_methods: true,
             control_socket: false,
+            metrics_address: None,
         }
     }
 }

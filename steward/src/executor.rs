@@ -125,6 +125,7 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
         .is_some_and(|exp| now_ms() > exp.saturating_add(skew))
     {
         let r = MethodResult::failed("expired before it ran");
+        inner.metrics.refused(inner, &env, ReplyStatus::Expired);
         finish_inline(inner, &key, &env, r, Some(ReplyStatus::Expired), inline);
         return;
     }
@@ -162,7 +163,7 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
             Ok(false) => return,
             Err(e) => {
                 // Not recorded as started, so not run; it stays received and resumes after a restart.
-                tracing::error!(id = %env.id, "cannot record start, not running it now: {e}");
+                tracing::error!(msg_id = %env.id, from = %env.from, method = %env.method, "cannot record start, not running it now: {e}");
                 return;
             }
         }
@@ -170,7 +171,7 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
     let result = call(inner, &env, &method).await;
     if !env.ack {
         if result.status != crate::ResultStatus::Ok {
-            tracing::warn!(id = %env.id, method = %env.method, "fire-and-forget message failed: {:?}", result.error);
+            tracing::warn!(msg_id = %env.id, from = %env.from, method = %env.method, "fire-and-forget message failed: {:?}", result.error);
         }
         return;
     }
@@ -196,7 +197,13 @@ pub(crate) async fn call(inner: &Arc<Inner>, env: &Envelope, method: &Method) ->
         output_limit: inner.cfg.output_limit,
     };
     let started = Instant::now();
-    let fut = std::panic::AssertUnwindSafe(method.handler.call(req)).catch_unwind();
+    // Whatever the method logs carries the message's id, sender and method.
+    let span = tracing::info_span!("run", msg_id = %env.id, from = %env.from, method = %env.method);
+    let fut = std::panic::AssertUnwindSafe(tracing::Instrument::instrument(
+        method.handler.call(req),
+        span,
+    ))
+    .catch_unwind();
     // Handlers enforce their own timeout (shellCommand kills its process group); this is the backstop.
     let mut result = match tokio::time::timeout(timeout + Duration::from_secs(5), fut).await {
         Ok(Ok(r)) => r,
@@ -210,6 +217,8 @@ pub(crate) async fn call(inner: &Arc<Inner>, env: &Envelope, method: &Method) ->
         result.duration_ms = started.elapsed().as_millis() as u64;
     }
     result.node = inner.cfg.name.clone();
+    inner.metrics.executed(env, &result, started.elapsed());
+    tracing::debug!(msg_id = %env.id, from = %env.from, method = %env.method, status = ?result.status, duration_ms = result.duration_ms, "ran");
     result
 }
 
@@ -246,7 +255,7 @@ fn finish_inline(
             }
             // Dropping `reply` makes the receiver answer "received"; the sender's resend is
             // then answered from the record, which stays "received" and resumes after a restart.
-            Err(err) => tracing::error!(id = %id, "cannot record the result: {err}"),
+            Err(err) => tracing::error!(msg_id = %id, "cannot record the result: {err}"),
         },
     );
     if submitted.is_err() {
@@ -320,6 +329,7 @@ pub(crate) fn finish_then(
             ack_timeout_ms: inner.cfg.ack_timeout.as_millis() as u64,
             retries: None,
             retry_wait_ms: inner.cfg.retry_wait.as_millis() as u64,
+            accepted_ms: now_ms(),
         },
         json: serde_json::json!({"resultOf": env.id, "toNode": env.from}),
         subject,
@@ -346,7 +356,7 @@ pub(crate) fn finish_then(
                         i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
                     }
                 }
-                Err(err) => tracing::error!(id = %id, "cannot record the result: {err}"),
+                Err(err) => tracing::error!(msg_id = %id, "cannot record the result: {err}"),
             }
             then();
         },
@@ -398,7 +408,7 @@ pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
                 );
             }
             InboxState::Started => {
-                tracing::warn!(id = %env.id, "was running when the node stopped; reporting its outcome as unknown");
+                tracing::warn!(msg_id = %env.id, from = %env.from, method = %env.method, "was running when the node stopped; reporting its outcome as unknown");
                 let r = MethodResult::unknown(format!(
                     "{} stopped while {} was running; it was not run again, so its outcome is unknown",
                     inner.cfg.name, env.method

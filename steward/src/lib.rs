@@ -20,6 +20,7 @@ mod handler;
 mod ingest;
 mod message;
 mod methods;
+mod metrics;
 mod names;
 mod node;
 mod notify;
@@ -44,6 +45,7 @@ pub use message::{
     MAX_METHOD_TIMEOUT, MAX_RETRY_WAIT, MAX_TTL,
 };
 pub use methods::error_log::ERRORS_LOG;
+pub use metrics::{METRICS_PATH, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use names::{validate as validate_name, MAX_NAME_LEN};
 pub use node::{Node, NodeBuilder, Receipt, SendReport};
 pub use notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};

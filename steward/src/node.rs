@@ -1,6 +1,7 @@
 //! The node: a cheap-to-clone handle in front of the tasks that deliver, receive and run messages.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -213,6 +214,13 @@ impl NodeBuilder {
         self.cfg.control_socket = on;
         self
     }
+    /// Serves Prometheus metrics at `GET http://<addr>/metrics` while the node runs (`None`:
+    /// off, the default). Port 0 picks a free port (see [`Node::metrics_address`]). Starting
+    /// fails with [`ErrorKind::Config`](crate::ErrorKind::Config) if the address is taken.
+    pub fn metrics_address(mut self, addr: Option<SocketAddr>) -> Self {
+        self.cfg.metrics_address = addr;
+        self
+    }
     /// Serves a method from the start (so messages resumed after a restart find it).
     pub fn method(mut self, name: impl Into<String>, method: Method) -> Self {
         self.methods.push((name.into(), method));
@@ -266,6 +274,10 @@ pub(crate) struct Inner {
     pub error_log: Mutex<()>,
     /// Wakes the audit writer when a message reaches a final state.
     pub audit_wake: tokio::sync::Notify,
+    /// Counters, gauges and histograms (see `metrics.rs`).
+    pub metrics: crate::metrics::Metrics,
+    /// Where `GET /metrics` is served, once bound.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Proof that a message was durably accepted; await its result through it.
@@ -340,6 +352,16 @@ impl Node {
         if cfg.window == 0 {
             return Err(Error::Config("window must be at least 1".into()));
         }
+        let metrics_listener = match cfg.metrics_address {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
+        let metrics_address = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|e| {
+                Error::Config(format!("cannot read the bound metrics address: {e}"))
+            })?),
+            None => None,
+        };
         let store = {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -393,6 +415,7 @@ impl Node {
             names::method(&name)?;
             methods.insert(name, m);
         }
+        let metrics = crate::metrics::Metrics::new(store.clone(), conn_rx.clone());
         let inner = Arc::new(Inner {
             cfg,
             rt: tokio::runtime::Handle::current(),
@@ -410,6 +433,8 @@ impl Node {
             tasks: Mutex::default(),
             error_log: Mutex::new(()),
             audit_wake: tokio::sync::Notify::new(),
+            metrics,
+            metrics_address,
         });
         conn_watch.spawn(&inner);
         // Resume unfinished received messages (in arrival order) before the receiver starts, so
@@ -423,6 +448,10 @@ impl Node {
         if let Some(bound) = control {
             crate::control::serve(&inner, bound)?;
         }
+        if let Some(listener) = metrics_listener {
+            crate::metrics::serve(&inner, listener);
+            tracing::info!(node = %inner.cfg.name, address = ?inner.metrics_address, "metrics served at {}", crate::metrics::METRICS_PATH);
+        }
         tracing::info!(node = %inner.cfg.name, data_dir = %inner.cfg.data_dir.display(), "node started");
         Ok(Node { inner })
     }
@@ -435,6 +464,20 @@ impl Node {
     /// The configuration it runs with.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.cfg
+    }
+
+    /// Where `GET /metrics` is served (the bound address, so port 0 shows the port picked), or
+    /// `None` when no metrics address was configured.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.inner.metrics_address
+    }
+
+    /// Every metric in the Prometheus text format (version 0.0.4), exactly what
+    /// `GET /metrics` answers; works with or without a metrics address.
+    pub fn metrics_text(&self) -> String {
+        self.inner
+            .metrics
+            .encode(crate::metrics::Format::Prometheus)
     }
 
     /// True while connected to a broker.
@@ -520,6 +563,7 @@ impl Node {
             .into_iter()
             .map(|e| {
                 if !e.existed {
+                    self.inner.metrics.accepted(&e.to_node, &e.subject);
                     self.inner
                         .publisher_event(e.stream_id, &e.subject, PubEvent::Enqueued(e.seq));
                 }
@@ -843,6 +887,7 @@ impl Inner {
                 ack_timeout_ms: ack_timeout.as_millis() as u64,
                 retries: m.retries.or(self.cfg.retries),
                 retry_wait_ms: m.retry_wait.unwrap_or(self.cfg.retry_wait).as_millis() as u64,
+                accepted_ms: now_ms(),
             },
             subject,
             json,
@@ -935,6 +980,7 @@ impl Inner {
 
     /// Everything that follows a final state: waiters, listeners, error reports.
     pub(crate) fn after_final(self: &Arc<Self>, st: MessageStatus) {
+        self.metrics.finished(&st);
         if let Some(ws) = self.waiters.lock().ok().and_then(|mut w| w.remove(&st.id)) {
             for w in ws {
                 let _ = w.send(st.clone());
@@ -942,7 +988,7 @@ impl Inner {
         }
         if st.subject.ends_with(".event._result") {
             if st.state != MessageState::Completed {
-                tracing::error!(id = %st.id, "a result could not be delivered to {}: {:?}", st.to_node, st.reason);
+                tracing::error!(msg_id = %st.id, to = %st.to_node, "a result could not be delivered: {:?}", st.reason);
             }
             return;
         }
@@ -980,7 +1026,7 @@ impl Inner {
             let reason = format!("{} on {}: {reason}", st.subject, st.to_node);
             if about_error_log {
                 // Never report the failure of an error report to central: that could loop.
-                tracing::error!(id = %st.id, "error report to central failed: {reason}");
+                tracing::error!(msg_id = %st.id, to = %st.to_node, method = "errorLog", "error report to central failed: {reason}");
                 self.dispatcher
                     .notify(Notification::Error(self.error_report(
                         Some(st.id),
@@ -1018,7 +1064,7 @@ impl Inner {
         reason: String,
     ) {
         let report = self.error_report(message_id, kind, reason);
-        tracing::warn!(id = ?report.message_id, kind = ?report.kind, "{}", report.reason);
+        tracing::warn!(msg_id = report.message_id.as_deref(), kind = ?report.kind, "{}", report.reason);
         self.dispatcher.notify(Notification::Error(report.clone()));
         crate::methods::error_log::forward(self, report);
     }

@@ -56,6 +56,10 @@ struct Entry {
     not_before: Instant,
     deadline: Instant,
     last_sent: Option<Instant>,
+    /// When `send` accepted it (ms), for the delivery-latency metric.
+    accepted_ms: u64,
+    /// Holds it in the in-flight gauge from its first publish until it leaves the window.
+    in_flight: Option<crate::metrics::InFlight>,
 }
 
 /// Starts a publisher for a stream under supervision; returns its event channel.
@@ -68,6 +72,7 @@ pub(crate) fn spawn(
     let to_node = subject.split('.').next().unwrap_or_default().to_owned();
     let p = Publisher {
         reply_prefix: format!("{}.{stream_id}", inner.reply_prefix),
+        metrics: inner.metrics.stream(&subject),
         inner: inner.clone(),
         stream_id,
         subject: subject.clone(),
@@ -125,6 +130,7 @@ struct Publisher {
     /// Messages the receiver confirmed, not yet recorded as received: most complete within
     /// milliseconds, so the record is written only for those still waiting after a moment.
     unrecorded: std::collections::VecDeque<(u64, Instant)>,
+    metrics: crate::metrics::StreamMetrics,
 }
 
 /// How long a confirmed message may wait for its result before "received" is written down.
@@ -227,6 +233,8 @@ impl Publisher {
                     not_before: now,
                     deadline: now,
                     last_sent: None,
+                    accepted_ms: item.accepted_ms,
+                    in_flight: None,
                 },
             );
         }
@@ -248,7 +256,7 @@ impl Publisher {
                     ErrorReportKind::DeliveryFailed,
                     format!("message {seq} of {subject}: {reason}"),
                 ),
-                Err(err) => tracing::error!("cannot quarantine a damaged outbox row: {err}"),
+                Err(err) => tracing::error!(subject = %subject, seq, "cannot quarantine a damaged outbox row: {err}"),
             },
         );
     }
@@ -340,11 +348,12 @@ impl Publisher {
                     ));
                     continue;
                 }
-                tracing::debug!(subject = %self.subject, "publish failed: {err}");
+                tracing::debug!(msg_id = %e.id, subject = %self.subject, "publish failed: {err}");
                 break;
             }
             sent_any = true;
             e.attempts += 1;
+            self.metrics.published(&mut e.in_flight, e.attempts);
             e.last_sent = Some(now);
             if e.ack {
                 e.phase = Phase::AwaitAck;
@@ -410,6 +419,11 @@ impl Publisher {
         };
         if e.id != reply.id {
             return;
+        }
+        if e.phase != Phase::Received
+            && matches!(reply.status, ReplyStatus::Received | ReplyStatus::Done)
+        {
+            self.metrics.delivered(e.accepted_ms);
         }
         match reply.status {
             ReplyStatus::Received => {
@@ -547,7 +561,7 @@ impl Publisher {
             let why = format!("gave up after {} attempts: {reason}", e.attempts);
             self.finish(seq, MessageState::Failed, None, Some(why));
         } else {
-            tracing::debug!(subject = %self.subject, seq, "attempt failed ({reason}); retrying in {wait:?}");
+            tracing::debug!(msg_id = %e.id, subject = %self.subject, seq, "attempt failed ({reason}); retrying in {wait:?}");
         }
         // Everything at or after it that awaits an ACK goes back to pending, in order.
         let mut exhausted_later = Vec::new();
@@ -585,7 +599,7 @@ impl Publisher {
         };
         if e.is_result {
             if state != MessageState::Completed {
-                tracing::error!(subject = %self.subject, ?state, ?reason, "a result could not be delivered; it is dropped");
+                tracing::error!(msg_id = %e.id, subject = %self.subject, ?state, ?reason, "a result could not be delivered; it is dropped");
             }
             let stream_id = self.stream_id;
             let _ = self
@@ -596,12 +610,15 @@ impl Publisher {
         }
         let inner = self.inner.clone();
         let (id, attempts) = (e.id, e.attempts);
+        let msg_id = id.clone();
         let r = self.inner.store.submit(
             move |txn| store::finalize(txn, &id, state, result, reason, attempts),
             move |r| match r {
                 Ok(Some(rec)) => inner.after_final(rec.into_status()),
                 Ok(None) => {}
-                Err(err) => tracing::error!("could not record a final state: {err}"),
+                Err(err) => {
+                    tracing::error!(msg_id = %msg_id, "could not record a final state: {err}")
+                }
             },
         );
         if r.is_err() {

@@ -226,6 +226,11 @@ async fn process(
     let mut finished = finished.into_iter();
     let mut waiting = Vec::new();
     for it in items {
+        if let Action::Accept { env, .. } | Action::Ran { env, .. } | Action::RunUnacked { env } =
+            &it.action
+        {
+            inner.metrics.received(env);
+        }
         let reply = match it.action {
             Action::Reply(r) => Some(r),
             Action::Accept { key, env } => match it.reply_to {
@@ -265,7 +270,8 @@ async fn process(
                     .split_once('/')
                     .map(|(_, id)| id.to_owned())
                     .unwrap_or_default();
-                tracing::warn!(id = %id, "refused: {reason}");
+                let from = key.split('/').next().unwrap_or_default();
+                tracing::warn!(msg_id = %id, from = %from, "refused: {reason}");
                 let mut r = Reply::new(&id, status);
                 r.reason = Some(reason);
                 Some(r)
@@ -283,7 +289,7 @@ async fn process(
                         inner.after_final(rec.into_status());
                     }
                     Some(ResultOutcome::Refused(reason)) => {
-                        tracing::warn!(id = %env.id, "refused a result: {reason}");
+                        tracing::warn!(msg_id = env.result_of.as_deref(), from = %env.from, result_id = %env.id, "refused a result: {reason}");
                         r.status = ReplyStatus::Rejected;
                         r.reason = Some(reason);
                     }
@@ -378,7 +384,7 @@ async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
                 };
             }
             Err(_) => {
-                tracing::debug!(id = %env.id, method = %env.method, "too slow to run in the receiver; it runs in its executor");
+                tracing::debug!(msg_id = %env.id, from = %env.from, method = %env.method, "too slow to run in the receiver; it runs in its executor");
                 if let Ok(mut s) = inner.slow_methods.lock() {
                     s.insert(env.method.clone());
                 }
@@ -504,8 +510,9 @@ fn decide(
     if !env.ack {
         return match check(inner, &env) {
             Ok(()) => item(Action::RunUnacked { env }),
-            Err((_, reason)) => {
-                tracing::warn!(from = %env.from, id = %env.id, "refused a message sent without ACK: {reason}");
+            Err((status, reason)) => {
+                inner.metrics.refused(inner, &env, status);
+                tracing::warn!(msg_id = %env.id, from = %env.from, method = %env.method, "refused a message sent without ACK: {reason}");
                 item(Action::Reply(rejected(&env.id, reason)))
             }
         };
@@ -548,6 +555,7 @@ fn decide(
             it.action = Action::Accept { key, env };
         }
         Err((status, reason)) => {
+            inner.metrics.refused(inner, &env, status);
             in_batch.insert(key.clone(), status);
             it.action = Action::Refuse {
                 key,

@@ -217,7 +217,7 @@ fn load_body(
     if let Some(v) = table.get(rec.status.id.as_str())? {
         match unseal("message_bodies", v.value()) {
             Ok(b) => rec.body = b.to_vec(),
-            Err(e) => tracing::error!(id = %rec.status.id, "{e}"),
+            Err(e) => tracing::error!(msg_id = %rec.status.id, "{e}"),
         }
     }
     Ok(())
@@ -265,6 +265,10 @@ pub(crate) struct OutboxItem {
     #[serde(default)]
     pub retries: Option<u32>,
     pub retry_wait_ms: u64,
+    /// When `send` accepted it (ms since the Unix epoch), for the delivery-latency metric; 0 in
+    /// rows written before this was recorded.
+    #[serde(default)]
+    pub accepted_ms: u64,
 }
 
 /// A message ready to be written into the outbox.
@@ -1104,7 +1108,7 @@ pub(crate) fn finalize(
         t.outbox.remove((rec.stream_id, rec.seq))?;
     }
     let now = now_ms();
-    tracing::debug!(id, ?old, ?state, "finalize");
+    tracing::debug!(msg_id = id, to = %rec.status.to_node, subject = %rec.status.subject, ?old, ?state, "finalize");
     rec.status.state = state;
     rec.status.attempts = rec.status.attempts.max(attempts);
     rec.status.result = result;
@@ -1330,6 +1334,7 @@ mod tests_support {
                 ack_timeout_ms: 1000,
                 retries: None,
                 retry_wait_ms: 100,
+                accepted_ms: 0,
             },
             subject: "b.command.echo".into(),
             json: serde_json::json!({"toNode": "b"}),

@@ -296,6 +296,7 @@ class Node:
         broker_tls_cert: Optional[Union[str, os.PathLike[str]]] = None,
         broker_tls_key: Optional[Union[str, os.PathLike[str]]] = None,
         broker_require_tls: bool = False,
+        metrics_address: Optional[str] = None,
     ) -> None:
         """Configures a node; nothing runs until `start()`."""
     def start(self) -> Node:
@@ -318,6 +319,11 @@ class Node:
     @property
     def connected(self) -> bool:
         """True while connected to a broker."""
+    @property
+    def metrics_address(self) -> Optional[str]:
+        """Where Prometheus metrics are served ("IP:PORT") while running, or None."""
+    def metrics_text(self) -> str:
+        """Every metric in the Prometheus text format (what `GET /metrics` answers)."""
     @property
     def brokers(self) -> list[str]:
         """The broker URLs in use."""

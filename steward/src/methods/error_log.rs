@@ -54,12 +54,18 @@ fn append(path: &Path, lines: &[serde_json::Value]) -> std::io::Result<()> {
 
 /// Sends a report to central's `errorLog`, or appends it directly when this node is central.
 pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
+    // The message the report is about, for the log lines below.
+    let about = report.message_id.clone();
     if inner.cfg.name == inner.cfg.central {
         let path = inner.cfg.data_dir.join(ERRORS_LOG);
         let line = serde_json::to_value(&report).unwrap_or_default();
         let _guard = inner.error_log.lock();
         if let Err(e) = append(&path, &[line]) {
-            tracing::error!("cannot write {}: {e}", path.display());
+            tracing::error!(
+                msg_id = about.as_deref(),
+                "cannot write {}: {e}",
+                path.display()
+            );
         }
         return;
     }
@@ -68,7 +74,10 @@ pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
     let prepared = match inner.prepare(msg, None, false) {
         Ok(p) => p,
         Err(e) => {
-            tracing::error!("cannot prepare an error report for central: {e}");
+            tracing::error!(
+                msg_id = about.as_deref(),
+                "cannot prepare an error report for central: {e}"
+            );
             return;
         }
     };
@@ -78,13 +87,20 @@ pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
         move |r| match r {
             Ok(done) => {
                 for d in done {
+                    i.metrics.accepted(&d.to_node, &d.subject);
                     i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
                 }
             }
-            Err(e) => tracing::error!("cannot queue an error report for central: {e}"),
+            Err(e) => tracing::error!(
+                msg_id = about.as_deref(),
+                "cannot queue an error report for central: {e}"
+            ),
         },
     );
     if r.is_err() {
-        tracing::debug!("node stopping; error report not queued");
+        tracing::debug!(
+            msg_id = report.message_id.as_deref(),
+            "node stopping; error report not queued"
+        );
     }
 }
