@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::AccessList;
+use crate::keys::PublicKey;
+use crate::trust::{SignaturePolicy, TrustedKey};
 
 /// Everything a node needs to run. Use [`crate::Node::builder`] to make one.
 #[derive(Debug, Clone)]
@@ -48,6 +50,15 @@ pub struct NodeConfig {
     pub builtin_methods: bool,
     /// Serve `<data_dir>/steward.sock` for `steward send|status|cancel` (see [`crate::CONTROL_SOCKET`]).
     pub control_socket: bool,
+    /// Whether incoming messages must be signed by a trusted key ([`SignaturePolicy::Off`]).
+    pub signatures: SignaturePolicy,
+    /// This node's private key file (`None`: `<data_dir>/node.key`, created on first start).
+    pub key_file: Option<PathBuf>,
+    /// Central's public key, pinned: trust updates must be signed with it, and messages from
+    /// central are verified with it. Needed to take part in central's key approval.
+    pub central_key: Option<PublicKey>,
+    /// Keys trusted locally for other nodes, in addition to those central approved.
+    pub trusted_keys: Vec<TrustedKey>,
 }
 
 impl NodeConfig {
@@ -73,6 +84,10 @@ impl NodeConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             builtin_methods: true,
             control_socket: false,
+            signatures: SignaturePolicy::Off,
+            key_file: None,
+            central_key: None,
+            trusted_keys: Vec::new(),
         }
     }
 }

@@ -153,6 +153,29 @@ impl NodeBuilder {
         self.cfg.control_socket = on;
         self
     }
+    /// Whether incoming messages must be signed by a trusted key (default: off).
+    pub fn signatures(mut self, policy: crate::SignaturePolicy) -> Self {
+        self.cfg.signatures = policy;
+        self
+    }
+    /// This node's private key file (default `<data_dir>/node.key`, created on first start).
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cfg.key_file = Some(path.into());
+        self
+    }
+    /// Pins central's public key: trust updates must be signed with it.
+    pub fn central_key(mut self, key: crate::PublicKey) -> Self {
+        self.cfg.central_key = Some(key);
+        self
+    }
+    /// Trusts `key` for messages from `node`, in addition to the keys central approved.
+    pub fn trust_key(mut self, node: impl Into<String>, key: crate::PublicKey) -> Self {
+        self.cfg.trusted_keys.push(crate::TrustedKey {
+            node: node.into(),
+            key,
+        });
+        self
+    }
     /// Serves a method from the start (so messages resumed after a restart find it).
     pub fn method(mut self, name: impl Into<String>, method: Method) -> Self {
         self.methods.push((name.into(), method));
@@ -199,6 +222,8 @@ pub(crate) struct Inner {
     pub error_log: Mutex<()>,
     /// Wakes the audit writer when a message reaches a final state.
     pub audit_wake: tokio::sync::Notify,
+    /// This node's keys, the keys it trusts and its signature policy.
+    pub security: crate::trust::Security,
 }
 
 /// Proof that a message was durably accepted; await its result through it.
@@ -279,6 +304,7 @@ impl Node {
                 .await
                 .map_err(|e| Error::Storage(e.to_string()))??
         };
+        let security = crate::trust::Security::open(&cfg)?;
         let control = crate::control::bind(&cfg)?;
         let (conn_tx, conn_rx) = watch::channel(false);
         let conn_tx = Arc::new(conn_tx);
@@ -380,9 +406,11 @@ impl Node {
             tasks: Mutex::default(),
             error_log: Mutex::new(()),
             audit_wake: tokio::sync::Notify::new(),
+            security,
         });
         let ev = futures::stream::select(cmd_sub, ev_sub);
         supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
+        crate::trust::start(&inner);
         // Resume: unfinished received messages first (in arrival order), then the outbox.
         crate::executor::resume(&inner).await?;
         for (stream_id, subject) in inner.store.active_streams()? {
@@ -789,6 +817,7 @@ impl Inner {
             result_of: None,
             result: None,
             outcome: None,
+            sig: None,
         };
         let size = serde_json::to_vec(&envelope).map(|v| v.len()).unwrap_or(0) + 256;
         let max = self.max_payload();

@@ -99,12 +99,16 @@ async fn process(
                 continue;
             }
         };
+        let Some(env) = crate::trust::screen(inner, env, &reply_to).await else {
+            continue;
+        };
         let floor = msg
             .headers
             .as_ref()
             .and_then(|h| h.get(FLOOR_HEADER))
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(0);
+        let floor = crate::trust::checked_floor(inner, &env, floor, msg.headers.as_ref(), expected);
         let item = decide(inner, env, floor, reply_to, expected, &mut in_batch);
         items.push(item);
     }
@@ -160,11 +164,21 @@ async fn process(
             (it.stream.clone(), it.seq, rec, result, from)
         })
         .collect();
+    let marks: Vec<(String, u64)> = items
+        .iter()
+        .filter_map(|it| match &it.action {
+            Action::RunUnacked { env } => crate::trust::unacked_mark(inner, &it.stream, env),
+            _ => None,
+        })
+        .collect();
     let write = inner
         .store
         .write(move |txn| {
             let mut finished = Vec::new();
             let mut seen = std::collections::HashSet::new();
+            for (key, next) in marks {
+                store::set_expected(txn, &key, next)?;
+            }
             for (stream, seq, rec, result, from) in to_write {
                 if let Some((key, mut rec)) = rec {
                     store::put_inbox(txn, &key, &mut rec)?;
@@ -410,6 +424,9 @@ fn decide(
         return item(Action::Result { env });
     }
     if !env.ack {
+        if let Some(r) = crate::trust::unacked_replayed(inner, &stream, &env, expected) {
+            return item(Action::Reply(r));
+        }
         return match check(inner, &env) {
             Ok(()) => item(Action::RunUnacked { env }),
             Err((_, reason)) => {
@@ -497,14 +514,8 @@ fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
     if let Err(e) = crate::names::method(&env.method) {
         return Err((ReplyStatus::Rejected, e.to_string()));
     }
-    if !inner.cfg.access.allows(me, &env.from, &env.method) {
-        return Err((
-            ReplyStatus::Rejected,
-            format!(
-                "{} may not call {} on {me} (not in its access list)",
-                env.from, env.method
-            ),
-        ));
+    if let Err(reason) = crate::trust::access(inner, env) {
+        return Err((ReplyStatus::Rejected, reason));
     }
     let methods = inner
         .methods
