@@ -298,13 +298,20 @@ impl Node {
         if cfg.window == 0 {
             return Err(Error::Config("window must be at least 1".into()));
         }
+        // Keys and trust first: a refusal (a key others can read, a trust.json that does not
+        // verify) must not leave the store open behind it.
+        let security = {
+            let c = cfg.clone();
+            tokio::task::spawn_blocking(move || crate::trust::Security::open(&c))
+                .await
+                .map_err(|e| Error::Config(e.to_string()))??
+        };
         let store = {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))
                 .await
                 .map_err(|e| Error::Storage(e.to_string()))??
         };
-        let security = crate::trust::Security::open(&cfg)?;
         let control = crate::control::bind(&cfg)?;
         let (conn_tx, conn_rx) = watch::channel(false);
         let conn_tx = Arc::new(conn_tx);

@@ -257,7 +257,7 @@ async fn process(
                     .split_once('/')
                     .map(|(_, id)| id.to_owned())
                     .unwrap_or_default();
-                tracing::warn!(id = %id, "refused: {reason}");
+                crate::trust::refused_after_check(inner, &key, &reason);
                 let mut r = Reply::new(&id, status);
                 r.reason = Some(reason);
                 Some(r)
@@ -430,7 +430,11 @@ fn decide(
         return match check(inner, &env) {
             Ok(()) => item(Action::RunUnacked { env }),
             Err((_, reason)) => {
-                tracing::warn!(from = %env.from, id = %env.id, "refused a message sent without ACK: {reason}");
+                crate::trust::refused_after_check(
+                    inner,
+                    &format!("{}/{}", env.from, env.id),
+                    &reason,
+                );
                 item(Action::Reply(rejected(&env.id, reason)))
             }
         };

@@ -366,9 +366,11 @@ pub(crate) fn verify_bundle(
         &signed.sig,
     ) {
         Ok(()) => {}
-        Err(SigError::Bad) => return Err(format!(
+        Err(SigError::Bad) => {
+            return Err(format!(
             "not signed by central's key {central_key} (forged, altered, or signed by another key)"
-        )),
+        ))
+        }
         Err(SigError::Malformed(why)) => return Err(format!("malformed signature: {why}")),
         Err(SigError::Unsigned) => return Err("unsigned".into()),
     }
@@ -467,6 +469,45 @@ fn note_refusal(inner: &Arc<Inner>, env: &Envelope, reason: &str) {
         );
     } else {
         tracing::debug!(id = %env.id, from = %env.from, "refused: {reason}");
+    }
+}
+
+/// Receiver hook for a message refused after its signature held (not addressed here, not in
+/// the access list, not served, expired): logged; with signatures required also reported to
+/// central, since the real sender may never learn of it (a retargeted copy, say). Without
+/// signatures the sender reports its rejection itself, as before.
+pub(crate) fn refused_after_check(inner: &Arc<Inner>, key: &str, reason: &str) {
+    let (from, id) = key.split_once('/').unwrap_or(("", key));
+    if inner.security.policy == SignaturePolicy::Off {
+        tracing::warn!(from, id, "refused: {reason}");
+        return;
+    }
+    let (report, left_out) = inner
+        .security
+        .reports
+        .lock()
+        .map(|mut l| l.admit())
+        .unwrap_or((true, 0));
+    if left_out > 0 {
+        inner.report(
+            None,
+            ErrorReportKind::Rejected,
+            format!(
+                "{left_out} more refused messages were not reported one by one in the last minute"
+            ),
+        );
+    }
+    if report {
+        inner.report(
+            Some(id.to_owned()),
+            ErrorReportKind::Rejected,
+            format!(
+                "{} refused message {id} from {from}: {reason}",
+                inner.cfg.name
+            ),
+        );
+    } else {
+        tracing::debug!(from, id, "refused: {reason}");
     }
 }
 
