@@ -143,7 +143,7 @@ impl KeyPair {
             Err(e) => return Err(Error::io(path, e)),
         };
         let kp = KeyPair::from_seed(seed);
-        write_public(&public_path(path), &kp.public_b64)?;
+        write_public(&public_key_path(path), &kp.public_b64)?;
         Ok(kp)
     }
 
@@ -174,8 +174,9 @@ impl KeyPair {
     }
 }
 
-/// Where the public key goes: `node.key` → `node.pub`, `x` → `x.pub`.
-pub(crate) fn public_path(key: &Path) -> PathBuf {
+/// Where a node writes its public key, given its private key file: `node.key` → `node.pub`
+/// beside it, any other name `x` → `x.pub`.
+pub fn public_key_path(key: &Path) -> PathBuf {
     if key.file_name().is_some_and(|n| n == KEY_FILE) {
         key.with_file_name(PUBLIC_KEY_FILE)
     } else {

@@ -41,7 +41,7 @@ pub use control::{cancel_offline, inspect, Inspection, CONTROL_SOCKET};
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Handler, HandlerFuture, Method, Request};
 pub use ingest::{INMSG, MAX_INMSG_BYTES, REJECTED_DIR};
-pub use keys::{PublicKey, KEY_FILE, PUBLIC_KEY_FILE};
+pub use keys::{public_key_path, PublicKey, KEY_FILE, PUBLIC_KEY_FILE};
 pub use message::{
     parse_json, parse_value, Expiry, Kind, Message, ParsedBatch, MAX_ACK_TIMEOUT,
     MAX_METHOD_TIMEOUT, MAX_RETRY_WAIT, MAX_TTL,
