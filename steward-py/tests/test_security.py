@@ -1,0 +1,73 @@
+"""Signatures and least privilege through Python: a ship that requires signed messages, pins
+central's key and lets central run one argv prefix only; nothing else runs there."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Callable
+
+import pytest
+
+import steward
+
+
+def test_signed_messages_and_argv_rules(make_node: Callable[..., steward.Node], tmp_path: pathlib.Path) -> None:
+    central = make_node("central").start()
+    key = central.public_key
+    assert key is not None and len(key) == 44
+    witness = tmp_path / "ran.txt"
+    ship = make_node(
+        "ship1",
+        signatures="required",
+        central_key=key,
+        default_access=False,
+        allow=[
+            ("central", "shellCommand", {"argv_prefix": ["sh", "-c", f"echo allowed >> {witness}"]}),
+            ("central", "echo", {"argv": ["exactly this"]}),
+            ("rogue", "*"),
+        ],
+    ).start()
+    assert ship.public_key is not None and ship.public_key != key
+    assert ship.trust_version == 0
+
+    ok = central.send("ship1", "shellCommand", ["sh", "-c", f"echo allowed >> {witness}", "extra"])
+    assert ok.result(timeout=30).exit_code == 0
+    assert central.send("ship1", "echo", ["exactly this"]).result(timeout=30).stdout == "exactly this"
+
+    for method, data, needle in [
+        ("shellCommand", ["sh", "-c", f"echo denied >> {witness}"], "only with other arguments"),
+        ("echo", ["exactly this", "and more"], "only with other arguments"),
+        ("textLogging", ["x"], "may not call textLogging"),
+    ]:
+        with pytest.raises(steward.NotAllowed) as e:
+            central.send("ship1", method, data, kind="event" if method == "textLogging" else "command").result(
+                timeout=30
+            )
+        assert needle in str(e.value)
+
+    # A node whose key ship1 does not trust: refused although its access rule allows it.
+    rogue = make_node("rogue").start()
+    with pytest.raises(steward.Rejected) as e:
+        rogue.send("ship1", "echo", ["hi"]).result(timeout=30)
+    assert "does not trust for rogue" in str(e.value)
+    assert witness.read_text().splitlines() == ["allowed"]
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"signatures": "maybe"}, "signatures"),
+        ({"central_key": "not a key"}, "central_key"),
+        ({"trusted_keys": ["ship9"]}, "trusted_keys"),
+        ({"trusted_keys": {"ship9": "AAAA"}}, "trusted_keys"),
+        ({"trusted_keys": {"bad name": "AAAA"}}, "trusted_keys"),
+        ({"allow": [("central", "shellCommand", {"argv": ["a"], "argv_prefix": ["b"]})]}, "allow[0]"),
+        ({"allow": [("central", "shellCommand", {"args": ["a"]})]}, "allow[0]"),
+        ({"allow": [("central", "shellCommand", ["a"])]}, "allow[0]"),
+        ({"allow": [("central", "shellCommand", {"argv": "uptime"})]}, "allow[0].argv"),
+    ],
+)
+def test_bad_security_options_are_refused(tmp_path: pathlib.Path, options: dict[str, object], needle: str) -> None:
+    with pytest.raises(steward.ConfigError) as e:
+        steward.Node("n", data_dir=tmp_path, **options)  # type: ignore[arg-type]
+    assert needle in str(e.value)
