@@ -121,7 +121,8 @@ pub(crate) struct KeyPair {
 impl KeyPair {
     /// Loads the key at `path`, or creates it (mode 0600) if there is none; writes `node.pub`.
     pub(crate) fn load_or_create(path: &Path) -> Result<KeyPair> {
-        let seed = match std::fs::symlink_metadata(path) {
+        // Follows a symlink (a key kept on a secrets mount); the mode checked is the target's.
+        let seed = match std::fs::metadata(path) {
             Ok(meta) => {
                 if !meta.is_file() {
                     return Err(Error::Config(format!(

@@ -302,6 +302,12 @@ async fn register(
     {
         return Err("expired".into());
     }
+    if env.from == inner.cfg.central {
+        return Err(format!(
+            "{} is central's own name; central's key is pinned on nodes, not registered",
+            env.from
+        ));
+    }
     let key = crate::signing::verify(env)
         .map_err(|e| format!("it must be signed by the key it registers ({e:?})"))?;
     let state = reg
@@ -357,6 +363,11 @@ impl Node {
     /// ```
     pub async fn approve_key(&self, node: &str, key: Option<PublicKey>) -> Result<u64> {
         crate::names::node(node)?;
+        if node == self.inner.cfg.central {
+            return Err(Error::Trust(format!(
+                "{node} is central: nodes trust it by its pinned key (central_key), never by approval"
+            )));
+        }
         let owned = node.to_owned();
         let reg = registry(&self.inner)?;
         let (_, version) = reg
@@ -388,6 +399,17 @@ impl Node {
                         }
                     }
                 };
+                if let Some((other, _)) = d.nodes.iter().find(|(n, e)| {
+                    **n != owned
+                        && e.keys
+                            .iter()
+                            .any(|k| k.key == chosen && k.state == KeyState::Approved)
+                }) {
+                    return Err(Error::Trust(format!(
+                        "key {chosen} is approved for {other} already; a key belongs to one node"
+                    )));
+                }
+                let e = d.nodes.entry(owned.clone()).or_default();
                 let now = now_ms();
                 for k in e.keys.iter_mut() {
                     if k.key != chosen && k.state == KeyState::Approved {

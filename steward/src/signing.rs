@@ -15,7 +15,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use ed25519_dalek::Signature;
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{Envelope, ReplyStatus, WireKind};
@@ -165,15 +165,43 @@ pub(crate) fn sign_with(keys: &KeyPair, env: &mut Envelope) {
 /// Checks the envelope's signature against the key it names; returns that key. Whether the key
 /// is trusted for the sender is the receiver's question (see `trust`).
 pub(crate) fn verify(env: &Envelope) -> Result<PublicKey, SigError> {
-    let seal = env.sig.as_ref().ok_or(SigError::Unsigned)?;
-    let key = PublicKey::parse(&seal.key)
-        .map_err(|_| SigError::Malformed("the signer key is not an ed25519 public key".into()))?;
-    verify_bytes(&key, &canonical(env), &seal.sig)?;
+    let (key, vk) = signer(env)?;
+    verify_with(
+        &vk,
+        &canonical(env),
+        &env.sig.as_ref().ok_or(SigError::Unsigned)?.sig,
+    )?;
     Ok(key)
+}
+
+/// The key an envelope names as its signer, parsed once (and checked on the curve, not weak).
+pub(crate) fn signer(env: &Envelope) -> Result<(PublicKey, VerifyingKey), SigError> {
+    let seal = env.sig.as_ref().ok_or(SigError::Unsigned)?;
+    let bad = || SigError::Malformed("the signer key is not an ed25519 public key".into());
+    let raw = B64.decode(seal.key.as_bytes()).map_err(|_| bad())?;
+    let arr: [u8; 32] = raw.try_into().map_err(|_| bad())?;
+    let vk = VerifyingKey::from_bytes(&arr).map_err(|_| bad())?;
+    if vk.is_weak() {
+        return Err(bad());
+    }
+    Ok((PublicKey(arr), vk))
+}
+
+/// Checks the envelope's signature with its (already parsed) signer key.
+pub(crate) fn verify_envelope_with(env: &Envelope, vk: &VerifyingKey) -> Result<(), SigError> {
+    let seal = env.sig.as_ref().ok_or(SigError::Unsigned)?;
+    verify_with(vk, &canonical(env), &seal.sig)
 }
 
 /// Strict ed25519 verification of `bytes` against a base64 signature.
 pub(crate) fn verify_bytes(key: &PublicKey, bytes: &[u8], sig_b64: &str) -> Result<(), SigError> {
+    let vk = key
+        .verifying()
+        .ok_or_else(|| SigError::Malformed("the key is not on the curve".into()))?;
+    verify_with(&vk, bytes, sig_b64)
+}
+
+fn verify_with(vk: &VerifyingKey, bytes: &[u8], sig_b64: &str) -> Result<(), SigError> {
     let raw = B64
         .decode(sig_b64.as_bytes())
         .map_err(|_| SigError::Malformed("the signature is not base64".into()))?;
@@ -181,9 +209,6 @@ pub(crate) fn verify_bytes(key: &PublicKey, bytes: &[u8], sig_b64: &str) -> Resu
         .try_into()
         .map_err(|_| SigError::Malformed("the signature is not 64 bytes".into()))?;
     let sig = Signature::from_bytes(&arr);
-    let vk = key
-        .verifying()
-        .ok_or_else(|| SigError::Malformed("the key is not on the curve".into()))?;
     vk.verify_strict(bytes, &sig).map_err(|_| SigError::Bad)
 }
 

@@ -261,10 +261,11 @@ impl Security {
     fn key_trusted(&self, cfg: &NodeConfig, from: &str, key: &PublicKey) -> Result<(), String> {
         let me = &cfg.name;
         let st = self.state();
+        // Central is trusted only with its pinned key: a bundle cannot name another one.
         if (from == me && *key == self.keys.public())
             || (from == cfg.central && self.central_key(cfg) == Some(*key))
             || self.local.get(from).is_some_and(|ks| ks.contains(key))
-            || st.approved.get(from) == Some(key)
+            || (from != cfg.central && st.approved.get(from) == Some(key))
         {
             return Ok(());
         }
@@ -298,16 +299,17 @@ impl Security {
 
     /// The signature checks of the `Required` policy.
     fn admit(&self, cfg: &NodeConfig, env: &Envelope) -> Result<(), String> {
-        let Some(seal) = &env.sig else {
-            return Err(format!(
+        let (key, vk) = match signing::signer(env) {
+            Ok(k) => k,
+            Err(SigError::Unsigned) => return Err(format!(
                 "unsigned message: {} requires every message to be signed (signatures = required)",
                 cfg.name
-            ));
+            )),
+            Err(SigError::Malformed(why)) => return Err(format!("malformed signature: {why}")),
+            Err(SigError::Bad) => return Err("bad signature".into()),
         };
-        let key = PublicKey::parse(&seal.key)
-            .map_err(|_| "malformed signature: the signer key is not an ed25519 public key")?;
         self.key_trusted(cfg, &env.from, &key)?;
-        match signing::verify(env) {
+        match signing::verify_envelope_with(env, &vk) {
             Ok(_) => {}
             Err(SigError::Bad) => {
                 return Err("bad signature: the message was changed after it was signed (destination, method, data, expiry or another field), or the signature is not by the key it names".into())
@@ -869,5 +871,51 @@ impl crate::Node {
         st.access
             .clone()
             .unwrap_or_else(|| self.inner.cfg.access.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_reports_are_limited_per_minute_and_counted() {
+        let mut l = Limiter {
+            window_start: Instant::now(),
+            sent: 0,
+            suppressed: 0,
+        };
+        for _ in 0..REPORTS_PER_WINDOW {
+            assert_eq!(l.admit(), (true, 0));
+        }
+        assert_eq!(l.admit(), (false, 0));
+        assert_eq!(l.admit(), (false, 0));
+        l.window_start -= REPORT_WINDOW;
+        assert_eq!(
+            l.admit(),
+            (true, 2),
+            "the next window says how many were left out"
+        );
+    }
+
+    #[test]
+    fn bundles_verify_only_with_central_key_and_issuer() {
+        let central = KeyPair::random();
+        let other = KeyPair::random();
+        let b = Bundle {
+            version: 3,
+            issuer: "central".into(),
+            ..Bundle::default()
+        };
+        let signed = serde_json::to_string(&sign_bundle(&central, &b)).unwrap();
+        let (got, _) = verify_bundle(&central.public(), "central", &signed).unwrap();
+        assert_eq!(got, b);
+        let e = verify_bundle(&other.public(), "central", &signed).unwrap_err();
+        assert!(e.contains("not signed by central's key"), "{e}");
+        let e = verify_bundle(&central.public(), "hq", &signed).unwrap_err();
+        assert!(e.contains("issued by"), "{e}");
+        let forged = serde_json::to_string(&sign_bundle(&other, &b)).unwrap();
+        assert!(verify_bundle(&central.public(), "central", &forged).is_err());
+        assert!(verify_bundle(&central.public(), "central", "{}").is_err());
     }
 }

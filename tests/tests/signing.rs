@@ -804,6 +804,18 @@ async fn key_management_errors_are_clear() {
     assert!(e.to_string().contains("not central"), "{e}");
     let e = f.central.approve_key("nosuch", None).await.unwrap_err();
     assert!(e.to_string().contains("no key waiting for approval"), "{e}");
+    let e = f
+        .central
+        .approve_key("ship7", Some(f.ship1.public_key()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("approved for ship1 already"), "{e}");
+    let e = f
+        .central
+        .approve_key("central", Some(f.ship1.public_key()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("pinned key"), "{e}");
     let e = f.central.revoke_key("nosuch", None).await.unwrap_err();
     assert!(e.to_string().contains("no key of nosuch"), "{e}");
     let pubfile = f.dir.path().join("ship1").join(steward::PUBLIC_KEY_FILE);
