@@ -301,10 +301,12 @@ impl Security {
     fn admit(&self, cfg: &NodeConfig, env: &Envelope) -> Result<(), String> {
         let (key, vk) = match signing::signer(env) {
             Ok(k) => k,
-            Err(SigError::Unsigned) => return Err(format!(
+            Err(SigError::Unsigned) => {
+                return Err(format!(
                 "unsigned message: {} requires every message to be signed (signatures = required)",
                 cfg.name
-            )),
+            ))
+            }
             Err(SigError::Malformed(why)) => return Err(format!("malformed signature: {why}")),
             Err(SigError::Bad) => return Err("bad signature".into()),
         };
