@@ -835,3 +835,76 @@ async fn key_management_errors_are_clear() {
     assert!(e.to_string().contains("chmod 600"), "{e}");
     f.central.stop().await;
 }
+
+/// The floor header lets a receiver skip messages its sender gave up on, so it is signed: a
+/// captured later message replayed with a forged floor (before the earlier ones arrived) is
+/// told "gap" and does not run out of order; the earlier messages still run first, then it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_floor_cannot_make_a_receiver_skip_messages() {
+    let mut f = Fleet::start().await;
+    let ck = f.central.public_key();
+    f.ship1.stop().await;
+    let mut sub = f
+        .client
+        .subscribe("ship1.command.shellCommand")
+        .await
+        .unwrap();
+    let a = f
+        .central
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("first"),
+        ))
+        .await
+        .unwrap();
+    let b = f
+        .central
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("second"),
+        ))
+        .await
+        .unwrap();
+    let (b_env, b_headers) = capture_with_headers(&mut sub, |v| v["id"] == b.id.as_str()).await;
+    let b_headers = b_headers.expect("the sender's floor headers");
+    assert_eq!(b_env["seq"], 2, "{b_env}");
+    assert_eq!(b_headers.get("Steward-Floor").unwrap().as_str(), "1");
+    // The sender is away now; ship1 comes back and sees only the attacker's copies.
+    f.central.stop().await;
+    f.ship1 = ship_builder("ship1", &f.urls(), f.dir.path(), ck)
+        .start()
+        .await
+        .unwrap();
+    let subject = "ship1.command.shellCommand";
+    let mut unsigned = async_nats::HeaderMap::new();
+    unsigned.insert("Steward-Floor", "2");
+    let mut resigned = b_headers.clone();
+    resigned.insert("Steward-Floor", "2");
+    for (what, h) in [
+        ("no floor", None),
+        ("unsigned floor", Some(unsigned)),
+        ("floor with another floor's signature", Some(resigned)),
+        ("the sender's own floor", Some(b_headers)),
+    ] {
+        let r = request(&f.client, subject, &b_env, h).await;
+        assert_eq!(r["status"], "gap", "{what}: {r}");
+        assert_eq!(r["expected"], 1, "{what}: {r}");
+    }
+    assert!(f.runs().is_empty(), "ran out of order: {:?}", f.runs());
+    // The real sender returns: both run, in order.
+    f.central = central_builder(&f.urls(), f.dir.path())
+        .start()
+        .await
+        .unwrap();
+    for r in [&a, &b] {
+        let st = tokio::time::timeout(WAIT, f.central.wait(&r.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(st.state, MessageState::Completed, "{st:?}");
+    }
+    assert_eq!(f.runs(), ["first", "second"]);
+    f.stop().await;
+}
