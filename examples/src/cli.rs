@@ -35,10 +35,11 @@ Settings come from the flags, else from the STEWARD_<SETTING> environment variab
 (STEWARD_NODE, STEWARD_BROKER_ADDRESS, STEWARD_DATA_DIR, ...), else from the TOML file given
 with --config (keys as the flags with '_' for '-': node, broker_address, data_dir, central,
 hello_interval, ack_timeout, retries, retry_wait, retry_wait_max, method_timeout, ttl,
-output_limit, allow, log_level, embedded_broker, profiling_port, broker_user, broker_password,
-broker_token, broker_nkey_seed, broker_nkey_seed_file, broker_creds, broker_tls_ca,
-broker_tls_cert, broker_tls_key, broker_require_tls, log_format, metrics_address), else from the
-defaults shown.
+output_limit, allow, log_level, log_format, embedded_broker, profiling_port, metrics_address,
+broker_user, broker_password, broker_token, broker_nkey_seed, broker_nkey_seed_file, broker_creds,
+broker_tls_ca, broker_tls_cert, broker_tls_key, broker_require_tls, signatures, key_file,
+central_key, central_key_file; and in the file only: trusted_keys, a table of NODE = \"KEY\",
+and access, an array of rules replacing the default access list), else from the defaults shown.
 Durations are seconds (10, 1.5) or take a unit: 500ms, 10s, 5m, 2h, 1d.
 
 Connecting securely: give one way to authenticate (user and password, token, nkey seed or
@@ -235,6 +236,52 @@ pub struct Tuning {
         env = "STEWARD_ALLOW"
     )]
     pub allow: Vec<(String, String)>,
+    /// Whether incoming messages must be signed by a key this node trusts: off or required
+    /// [default: off]
+    #[arg(long, value_name = "POLICY", value_parser = parse_policy, env = "STEWARD_SIGNATURES")]
+    pub signatures: Option<steward::SignaturePolicy>,
+    /// This node's private key (created with mode 0600 on first start if missing)
+    /// [default: DATA_DIR/node.key]
+    #[arg(long, value_name = "FILE", env = "STEWARD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Central's public key (base64, as in central's node.pub): trust updates must be signed
+    /// with it; with it the node registers its own key with central at start
+    #[arg(long, value_name = "KEY", value_parser = parse_key, env = "STEWARD_CENTRAL_KEY", conflicts_with = "central_key_file")]
+    pub central_key: Option<steward::PublicKey>,
+    /// Central's public key from a file (a copy of central's node.pub)
+    #[arg(long, value_name = "FILE", env = "STEWARD_CENTRAL_KEY_FILE")]
+    pub central_key_file: Option<PathBuf>,
+    /// Also trust KEY (base64) for messages from NODE; repeatable
+    #[arg(
+        long,
+        value_name = "NODE:KEY",
+        value_parser = parse_trust_key,
+        value_delimiter = ',',
+        env = "STEWARD_TRUST_KEY"
+    )]
+    pub trust_key: Vec<steward::TrustedKey>,
+}
+
+/// `off` or `required`.
+pub fn parse_policy(text: &str) -> Result<steward::SignaturePolicy, String> {
+    text.parse().map_err(|e: steward::Error| e.to_string())
+}
+
+/// A base64 ed25519 public key.
+pub fn parse_key(text: &str) -> Result<steward::PublicKey, String> {
+    steward::PublicKey::parse(text).map_err(|e| e.to_string())
+}
+
+/// `NODE:KEY`.
+pub fn parse_trust_key(text: &str) -> Result<steward::TrustedKey, String> {
+    let (node, key) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: give NODE:KEY, e.g. ship1:<44 base64 characters>"))?;
+    steward::validate_name("node", node).map_err(|e| e.to_string())?;
+    Ok(steward::TrustedKey {
+        node: node.to_owned(),
+        key: parse_key(key)?,
+    })
 }
 
 /// Options only a running node takes.
@@ -271,6 +318,96 @@ pub enum Cmd {
     /// Cancel a message that its destination has not received yet
     #[command(after_help = CANCEL_EXIT_CODES)]
     Cancel(CancelArgs),
+    /// Keys: show this node's public key; on central, list, approve and revoke nodes' keys and
+    /// set the access lists central sends them
+    #[command(after_help = KEYS_HELP)]
+    Keys(KeysArgs),
+}
+
+/// Help after `steward keys --help`.
+pub const KEYS_HELP: &str = "\
+Every node creates its key pair on first start (DATA_DIR/node.key, mode 0600, and node.pub).
+A node started with --central-key registers its key with central, where it waits for approval:
+
+  steward keys list --data-dir central          # pending, approved, revoked keys
+  steward keys approve ship1 --data-dir central # after comparing the key with ship1's node.pub
+  steward keys revoke ship1 --data-dir central  # its messages are refused from the next update
+  steward keys access ship1 --file ship1-access.toml --data-dir central
+
+Each change sends every node a new trust bundle, signed by central and versioned.
+Exit status: 0 done, 1 refused (not central, unknown node, ...), 2 bad command line,
+69 no node runs on --data-dir.";
+
+/// `steward keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub cmd: KeysCmd,
+}
+
+/// The `steward keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Print this node's public key (from DATA_DIR/node.pub; no running node needed)
+    Show(KeysShowArgs),
+    /// List the keys central knows (pending, approved, revoked)
+    List(KeysListArgs),
+    /// Approve a node's key: its only pending key, or the one given with --key
+    Approve(KeysNodeArgs),
+    /// Revoke a node's key (--key), or all its keys
+    Revoke(KeysNodeArgs),
+    /// Set the access list central sends to a node, from a TOML file with `access = [...]`
+    /// (the same rules as in a node's config file), or --clear it
+    Access(KeysAccessArgs),
+}
+
+/// `steward keys show`.
+#[derive(Debug, Args)]
+pub struct KeysShowArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The private key file whose public key to show [default: DATA_DIR/node.key]
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `steward keys list`.
+#[derive(Debug, Args)]
+pub struct KeysListArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `steward keys approve|revoke`.
+#[derive(Debug, Args)]
+pub struct KeysNodeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The node
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// The key (base64), when not the node's only pending key / all its keys
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+}
+
+/// `steward keys access`.
+#[derive(Debug, Args)]
+pub struct KeysAccessArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The node
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// TOML file with `access = [ { from = \"central\", method = \"shellCommand\", argv_prefix = [\"systemctl\", \"status\"] }, ... ]`
+    #[arg(long, value_name = "FILE", required_unless_present = "clear")]
+    pub file: Option<PathBuf>,
+    /// Remove the list: the node goes back to its own configured list
+    #[arg(long, conflicts_with = "file")]
+    pub clear: bool,
 }
 
 /// Exit codes of `steward send`, shown in its help.

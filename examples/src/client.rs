@@ -90,6 +90,11 @@ impl Client {
         self.call(json!({"op": "status", "limit": limit})).await
     }
 
+    /// Sends a control request and returns its answer (`keys`, `approve`, `revoke`, `access`).
+    pub async fn request(&self, req: Value) -> Result<Value, CallError> {
+        self.call(req).await
+    }
+
     /// Cancels a message; false when it is too late.
     pub async fn cancel(&self, id: &str) -> Result<bool, CallError> {
         let v = self.call(json!({"op": "cancel", "id": id})).await?;

@@ -478,3 +478,153 @@ pub async fn cancel(a: CancelArgs) -> i32 {
         }
     }
 }
+
+/// `steward keys ...`; returns the exit status.
+pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
+    use crate::cli::KeysCmd;
+    let common = match &a.cmd {
+        KeysCmd::Show(x) => &x.common,
+        KeysCmd::List(x) => &x.common,
+        KeysCmd::Approve(x) | KeysCmd::Revoke(x) => &x.common,
+        KeysCmd::Access(x) => &x.common,
+    };
+    let s = match settings::resolve(common, None, None, None, None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("steward: {e}");
+            return 2;
+        }
+    };
+    crate::init_logging(s.log_level.as_deref().unwrap_or("warn"), s.log_format);
+    let req = match &a.cmd {
+        KeysCmd::Show(x) => {
+            let key_file = x
+                .key_file
+                .clone()
+                .or(s.key_file.clone())
+                .unwrap_or_else(|| s.data_dir.join(steward::KEY_FILE));
+            let path = steward::public_key_path(&key_file);
+            return match steward::PublicKey::from_file(&path) {
+                Ok(k) => {
+                    println!("{k}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("steward: {e} (a node creates its key pair on its first start)");
+                    EXIT_UNAVAILABLE
+                }
+            };
+        }
+        KeysCmd::List(_) => json!({"op": "keys"}),
+        KeysCmd::Approve(x) => json!({"op": "approve", "node": x.node, "key": x.key}),
+        KeysCmd::Revoke(x) => json!({"op": "revoke", "node": x.node, "key": x.key}),
+        KeysCmd::Access(x) => {
+            let rules = match &x.file {
+                Some(path) if !x.clear => match read_access_file(path) {
+                    Ok(list) => serde_json::to_value(list).unwrap_or(Value::Null),
+                    Err(e) => {
+                        eprintln!("steward: {e}");
+                        return 2;
+                    }
+                },
+                _ => Value::Null,
+            };
+            json!({"op": "access", "node": x.node, "rules": rules})
+        }
+    };
+    let client = match Client::probe(&s.data_dir).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            eprintln!(
+                "steward: no node runs on {}; keys are managed through the running central node (start it with `steward --node central --data-dir {}`)",
+                s.data_dir.display(),
+                s.data_dir.display()
+            );
+            return EXIT_UNAVAILABLE;
+        }
+        Err(e) => {
+            eprintln!("steward: {e}");
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    let answer = match client.request(req).await {
+        Ok(v) => v,
+        Err(e) if e.kind == format!("{:?}", ErrorKind::Config) => {
+            eprintln!("steward: {e}");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("steward: {e}");
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    match &a.cmd {
+        KeysCmd::List(x) if x.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            );
+        }
+        KeysCmd::List(_) => print!("{}", keys_text(&answer)),
+        KeysCmd::Approve(x) => println!(
+            "approved the key of {}; trust version {} goes to every node",
+            x.node, answer["trustVersion"]
+        ),
+        KeysCmd::Revoke(x) => println!(
+            "revoked the key(s) of {}; trust version {} goes to every node",
+            x.node, answer["trustVersion"]
+        ),
+        KeysCmd::Access(x) => println!(
+            "{} the access list of {}; trust version {} goes to every node",
+            if x.clear { "cleared" } else { "set" },
+            x.node,
+            answer["trustVersion"]
+        ),
+        KeysCmd::Show(_) => {}
+    }
+    0
+}
+
+/// Reads a TOML file with `access = [ {from, method, argv | argv_prefix}, ... ]`.
+fn read_access_file(path: &std::path::Path) -> Result<steward::AccessList, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        access: steward::AccessList,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str::<File>(&text)
+        .map(|f| f.access)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `steward keys list` table.
+fn keys_text(v: &Value) -> String {
+    let mut out = format!(
+        "{} (central) key {}, trust version {}\n",
+        v["node"].as_str().unwrap_or_default(),
+        v["publicKey"].as_str().unwrap_or_default(),
+        v["trustVersion"]
+    );
+    let keys = v["keys"].as_array().cloned().unwrap_or_default();
+    if keys.is_empty() {
+        out.push_str("no node has registered a key yet\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<24} {:<9} {:<44} SINCE\n",
+        "NODE", "STATE", "KEY"
+    ));
+    for k in keys {
+        let since = k["sinceMs"].as_u64().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<24} {:<9} {:<44} {}\n",
+            k["node"].as_str().unwrap_or_default(),
+            k["state"].as_str().unwrap_or_default(),
+            k["key"].as_str().unwrap_or_default(),
+            output::ago(Some(since))
+        ));
+    }
+    out
+}

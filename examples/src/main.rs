@@ -76,6 +76,7 @@ fn main() {
             Some(Cmd::Send(a)) => commands::send(*a).await,
             Some(Cmd::Status(a)) => commands::status(a).await,
             Some(Cmd::Cancel(a)) => commands::cancel(a).await,
+            Some(Cmd::Keys(a)) => commands::keys(a).await,
         }
     });
     // Do not wait for detached tasks (connections, the profiling server): the node is stopped.

@@ -32,7 +32,14 @@ pub fn builder(s: &Settings, name: &str, brokers: Vec<String>) -> NodeBuilder {
     cfg.output_limit = s.output_limit;
     cfg.broker_auth = s.broker_auth.clone();
     cfg.broker_tls = s.broker_tls.clone();
-    let mut access = AccessList::default_for(&s.central);
+    cfg.signatures = s.signatures;
+    cfg.key_file = s.key_file.clone();
+    cfg.central_key = s.central_key;
+    cfg.trusted_keys = s.trusted_keys.clone();
+    let mut access = s
+        .access
+        .clone()
+        .unwrap_or_else(|| AccessList::default_for(&s.central));
     for (from, method) in &s.allow {
         access = access.allow(from, method);
     }

@@ -40,6 +40,12 @@ pub struct Settings {
     pub broker_auth: BrokerAuth,
     pub broker_tls: BrokerTls,
     pub metrics_address: Option<SocketAddr>,
+    pub signatures: steward::SignaturePolicy,
+    pub key_file: Option<PathBuf>,
+    pub central_key: Option<steward::PublicKey>,
+    pub trusted_keys: Vec<steward::TrustedKey>,
+    /// The access list from the config file (`access = [...]`), replacing the default.
+    pub access: Option<steward::AccessList>,
 }
 
 /// The TOML config file: the same settings as the flags, in snake_case.
@@ -75,6 +81,14 @@ pub struct FileConfig {
     broker_tls_key: Option<PathBuf>,
     broker_require_tls: Option<bool>,
     metrics_address: Option<String>,
+    signatures: Option<String>,
+    key_file: Option<PathBuf>,
+    central_key: Option<String>,
+    central_key_file: Option<PathBuf>,
+    /// NODE = "KEY" pairs.
+    #[serde(default)]
+    trusted_keys: std::collections::BTreeMap<String, String>,
+    access: Option<steward::AccessList>,
 }
 
 /// A string or a list of strings (`broker_address = "a,b"` or `["a", "b"]`).
@@ -405,7 +419,50 @@ pub fn resolve(
                 a
             }
         });
+    let signatures = match t.signatures {
+        Some(p) => p,
+        None => match &file.signatures {
+            Some(text) => text
+                .parse()
+                .map_err(|e: steward::Error| format!("config file, signatures: {e}"))?,
+            None => steward::SignaturePolicy::Off,
+        },
+    };
+    let central_key = match (&t.central_key, &t.central_key_file) {
+        (Some(k), _) => Some(*k),
+        (None, Some(p)) => Some(steward::PublicKey::from_file(p).map_err(|e| e.to_string())?),
+        (None, None) => match (&file.central_key, &file.central_key_file) {
+            (Some(_), Some(_)) => {
+                return Err("config file: give central_key or central_key_file, not both".into())
+            }
+            (Some(k), None) => Some(
+                steward::PublicKey::parse(k)
+                    .map_err(|e| format!("config file, central_key: {e}"))?,
+            ),
+            (None, Some(p)) => Some(
+                steward::PublicKey::from_file(p)
+                    .map_err(|e| format!("config file, central_key_file: {e}"))?,
+            ),
+            (None, None) => None,
+        },
+    };
+    let mut trusted_keys = Vec::new();
+    for (node, key) in &file.trusted_keys {
+        steward::validate_name("node", node)
+            .map_err(|e| format!("config file, trusted_keys: {e}"))?;
+        trusted_keys.push(steward::TrustedKey {
+            node: node.clone(),
+            key: steward::PublicKey::parse(key)
+                .map_err(|e| format!("config file, trusted_keys.{node}: {e}"))?,
+        });
+    }
+    trusted_keys.extend(t.trust_key.iter().cloned());
     Ok(Settings {
+        signatures,
+        key_file: t.key_file.clone().or(file.key_file.clone()),
+        central_key,
+        trusted_keys,
+        access: file.access.clone(),
         node: conn.and_then(|c| c.node.clone()).or(file.node.clone()),
         brokers,
         data_dir: common
@@ -624,5 +681,29 @@ mod tests {
                 .log_format,
             LogFormat::Text
         );
+    }
+
+    #[test]
+    fn config_file_takes_signatures_keys_and_access_rules() {
+        let f: FileConfig = toml::from_str(
+            r#"
+signatures = "required"
+central_key = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
+access = [
+    { from = "central", method = "shellCommand", argv_prefix = ["systemctl", "status"] },
+    { from = "central", method = "shellCommand", argv = ["uptime"] },
+]
+[trusted_keys]
+ship9 = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.signatures.as_deref(), Some("required"));
+        assert_eq!(f.access.as_ref().unwrap().rules().len(), 2);
+        assert_eq!(f.trusted_keys.len(), 1);
+        assert!(toml::from_str::<FileConfig>(
+            "access = [{ from = \"central\", method = \"x\", argv = [], argv_prefix = [] }]"
+        )
+        .is_err());
     }
 }

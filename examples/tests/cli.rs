@@ -1198,3 +1198,120 @@ fn settings_come_from_flags_then_env_then_config_file() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("unknown field"), "{}", r.stderr);
 }
+
+/// The signed fleet through the command line: central requires signatures; ship1 pins
+/// central's key (from `steward keys show`), requires signatures, and takes an access list with
+/// an argv prefix from its config file; its key waits on central until `steward keys approve`;
+/// then allowed commands run and others are refused (exit 67); revoking works; key management
+/// on a node that is not central fails with exit 1.
+#[test]
+fn signed_fleet_through_the_command_line() {
+    let setup = Setup::new();
+    let url = setup.nats.url();
+    let (c_dir, s_dir) = (setup.dir("central"), setup.dir("ship1"));
+    let central = start_node(
+        setup.root(),
+        "central",
+        &url,
+        &c_dir,
+        &["--signatures", "required"],
+    );
+    let shown = steward(&["keys", "show", "--data-dir", s(&c_dir)], &[]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let central_key = shown.stdout.trim().to_owned();
+    assert_eq!(central_key.len(), 44, "{central_key}");
+    let config = setup.root().join("ship1.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "signatures = \"required\"\ncentral_key = \"{central_key}\"\naccess = [\n  {{ from = \"central\", method = \"shellCommand\", argv_prefix = [\"echo\", \"allowed\"] }},\n]\n"
+        ),
+    )
+    .unwrap();
+    let ship1 = start_node(
+        setup.root(),
+        "ship1",
+        &url,
+        &s_dir,
+        &["--config", s(&config)],
+    );
+    let listed = wait_until(WAIT, || {
+        let r = steward(&["keys", "list", "--json", "--data-dir", s(&c_dir)], &[]);
+        r.code == 0 && {
+            let v: Value = serde_json::from_str(&r.stdout).unwrap();
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["node"] == "ship1" && k["state"] == "pending")
+        }
+    });
+    assert!(listed, "ship1's key never showed up as pending");
+    let table = steward(&["keys", "list", "--data-dir", s(&c_dir)], &[]);
+    assert!(table.stdout.contains("pending"), "{}", table.stdout);
+    let ship_key = steward(&["keys", "show", "--data-dir", s(&s_dir)], &[]);
+    assert!(
+        table.stdout.contains(ship_key.stdout.trim()),
+        "{}",
+        table.stdout
+    );
+    // Not approved yet: ship1 refuses nothing from central (central is pinned), but central
+    // refuses ship1's result, so the command cannot complete; approve first.
+    let approve = steward(&["keys", "approve", "ship1", "--data-dir", s(&c_dir)], &[]);
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    assert!(
+        approve.stdout.contains("trust version"),
+        "{}",
+        approve.stdout
+    );
+
+    let ok = steward(
+        &[
+            "send",
+            "--data-dir",
+            s(&c_dir),
+            "--to",
+            "ship1",
+            "--",
+            "echo",
+            "allowed",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(ok.code, 0, "stdout {} stderr {}", ok.stdout, ok.stderr);
+    assert!(ok.stdout.contains("allowed x"), "{}", ok.stdout);
+    let denied = steward(
+        &[
+            "send",
+            "--data-dir",
+            s(&c_dir),
+            "--to",
+            "ship1",
+            "--",
+            "echo",
+            "other",
+        ],
+        &[],
+    );
+    assert_eq!(
+        denied.code, 67,
+        "stdout {} stderr {}",
+        denied.stdout, denied.stderr
+    );
+    assert!(denied.stderr.contains("access list") || denied.stdout.contains("access list"));
+
+    let not_central = steward(&["keys", "list", "--data-dir", s(&s_dir)], &[]);
+    assert_eq!(not_central.code, 1, "{}", not_central.stderr);
+    assert!(
+        not_central.stderr.contains("not central"),
+        "{}",
+        not_central.stderr
+    );
+    let revoke = steward(&["keys", "revoke", "ship1", "--data-dir", s(&c_dir)], &[]);
+    assert_eq!(revoke.code, 0, "{}", revoke.stderr);
+    let again = steward(&["keys", "revoke", "ship1", "--data-dir", s(&c_dir)], &[]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    drop(ship1);
+    drop(central);
+}

@@ -719,6 +719,61 @@ steward_result steward_node_builder_allow(struct steward_node_builder *builder,
                                           const char *method);
 
 /**
+ * Adds an access rule that also restricts the data (for `shellCommand`: the argv): node
+ * `from` may call `method` only with exactly the `argc` strings of `argv` (`prefix` false), or
+ * with data that starts with them (`prefix` true: `{"systemctl", "status"}` allows
+ * `systemctl status nginx`, not `systemctl stop nginx`). Elements are compared whole. Never
+ * allow a prefix after which an argument can change what runs (`{"bash", "-c"}`). `"*"` for
+ * `from`/`method` matches every node/method. Everything is copied; `argv` may be NULL only when
+ * `argc` is 0. Returns `STEWARD_RESULT_NULL_PARAMETER` for a NULL element.
+ */
+steward_result steward_node_builder_allow_argv(struct steward_node_builder *builder,
+                                               const char *from,
+                                               const char *method,
+                                               const char *const *argv,
+                                               size_t argc,
+                                               bool prefix);
+
+/**
+ * Starts the access list empty instead of the default one (which lets central call every
+ * method and every node send `errorLog` and `hello`): only the rules added with
+ * `steward_node_builder_allow` / `_allow_argv` apply (and a node may always call itself);
+ * everything else is refused.
+ */
+steward_result steward_node_builder_clear_access(struct steward_node_builder *builder);
+
+/**
+ * Requires every incoming message to be signed by a key this node trusts (its own, central's
+ * pinned key for central, keys added with `steward_node_builder_trust_key`, and keys central
+ * approved). Off by default. Every node signs what it sends either way.
+ */
+steward_result steward_node_builder_require_signatures(struct steward_node_builder *builder,
+                                                       bool on);
+
+/**
+ * Pins central's public key (base64, as `steward_node_public_key` of central gives it): trust
+ * updates must be signed with it, and messages from central are verified with it. `key` is
+ * copied. Returns `STEWARD_RESULT_INVALID_ARGUMENT` for a malformed key.
+ */
+steward_result steward_node_builder_set_central_key(struct steward_node_builder *builder,
+                                                    const char *key);
+
+/**
+ * Trusts `key` (base64) for messages from `node`, in addition to the keys central approved.
+ * Both are copied. Returns `STEWARD_RESULT_INVALID_NAME` or `STEWARD_RESULT_INVALID_ARGUMENT`.
+ */
+steward_result steward_node_builder_trust_key(struct steward_node_builder *builder,
+                                              const char *node,
+                                              const char *key);
+
+/**
+ * Sets this node's private key file (default: `node.key` in the data directory, created with
+ * mode 0600 on first start; the public key goes beside it). `path` is copied.
+ */
+steward_result steward_node_builder_set_key_file(struct steward_node_builder *builder,
+                                                 const char *path);
+
+/**
  * Serves `method` (a `steward_kind`: command or event) with a C callback from the moment the
  * node starts, so messages resumed at start find it. Serving the same name again replaces the
  * earlier callback (whose `drop` then runs right away).
@@ -1037,6 +1092,14 @@ void steward_node_free(struct steward_node *node);
  * The node's name. Owned by `node`, valid until `steward_node_free`; NULL for NULL.
  */
 const char *steward_node_name(const struct steward_node *node);
+
+/**
+ * The node's public key (base64, 44 characters; also in `node.pub` beside its private key):
+ * what other nodes pin (`steward_node_builder_set_central_key`) or trust
+ * (`steward_node_builder_trust_key`). Owned by `node`, valid until `steward_node_free`; NULL
+ * for NULL.
+ */
+const char *steward_node_public_key(const struct steward_node *node);
 
 /**
  * True while the node is running and connected to a broker. Thread-safe.

@@ -34,7 +34,9 @@ pub struct steward_node_builder {
     pub(crate) id: u64,
     pub(crate) cfg: NodeConfig,
     pub(crate) brokers_set: bool,
-    pub(crate) allow: Vec<(String, String)>,
+    pub(crate) allow: Vec<steward::Rule>,
+    /// Start from an empty access list instead of the default one.
+    pub(crate) access_cleared: bool,
     pub(crate) methods: Vec<(String, Kind, Arc<Served>)>,
     pub(crate) finished: Vec<Arc<Slot<StatusCall>>>,
     pub(crate) errors: Vec<Arc<Slot<ErrorCall>>>,
@@ -82,6 +84,7 @@ pub unsafe extern "C" fn steward_node_builder_new(
             cfg: NodeConfig::new(name),
             brokers_set: false,
             allow: Vec::new(),
+            access_cleared: false,
             methods: Vec::new(),
             finished: Vec::new(),
             errors: Vec::new(),
@@ -517,7 +520,149 @@ pub unsafe extern "C" fn steward_node_builder_allow(
         if method != "*" {
             name_arg(method, "method")?;
         }
-        b.allow.push((from.to_owned(), method.to_owned()));
+        b.allow.push(steward::Rule {
+            from: steward::Pattern::parse(from),
+            method: steward::Pattern::parse(method),
+            argv: steward::Argv::Any,
+        });
+        Ok(())
+    })
+}
+
+/// Adds an access rule that also restricts the data (for `shellCommand`: the argv): node
+/// `from` may call `method` only with exactly the `argc` strings of `argv` (`prefix` false), or
+/// with data that starts with them (`prefix` true: `{"systemctl", "status"}` allows
+/// `systemctl status nginx`, not `systemctl stop nginx`). Elements are compared whole. Never
+/// allow a prefix after which an argument can change what runs (`{"bash", "-c"}`). `"*"` for
+/// `from`/`method` matches every node/method. Everything is copied; `argv` may be NULL only when
+/// `argc` is 0. Returns `STEWARD_RESULT_NULL_PARAMETER` for a NULL element.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_allow_argv(
+    builder: *mut steward_node_builder,
+    from: *const c_char,
+    method: *const c_char,
+    argv: *const *const c_char,
+    argc: usize,
+    prefix: bool,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let from = unsafe { arg_str(from, "from") }?;
+        let method = unsafe { arg_str(method, "method") }?;
+        if from != "*" {
+            name_arg(from, "node")?;
+        }
+        if method != "*" {
+            name_arg(method, "method")?;
+        }
+        let mut list = Vec::with_capacity(argc);
+        if argc > 0 {
+            if argv.is_null() {
+                return Err(FfiError::null("argv"));
+            }
+            for i in 0..argc {
+                let p = unsafe { *argv.add(i) };
+                list.push(unsafe { arg_str(p, "argv element") }?.to_owned());
+            }
+        }
+        b.allow.push(steward::Rule {
+            from: steward::Pattern::parse(from),
+            method: steward::Pattern::parse(method),
+            argv: if prefix {
+                steward::Argv::Prefix(list)
+            } else {
+                steward::Argv::Exact(list)
+            },
+        });
+        Ok(())
+    })
+}
+
+/// Starts the access list empty instead of the default one (which lets central call every
+/// method and every node send `errorLog` and `hello`): only the rules added with
+/// `steward_node_builder_allow` / `_allow_argv` apply (and a node may always call itself);
+/// everything else is refused.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_clear_access(
+    builder: *mut steward_node_builder,
+) -> steward_result {
+    with_builder(builder, |b| {
+        b.access_cleared = true;
+        b.allow.clear();
+        Ok(())
+    })
+}
+
+/// Requires every incoming message to be signed by a key this node trusts (its own, central's
+/// pinned key for central, keys added with `steward_node_builder_trust_key`, and keys central
+/// approved). Off by default. Every node signs what it sends either way.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_require_signatures(
+    builder: *mut steward_node_builder,
+    on: bool,
+) -> steward_result {
+    with_builder(builder, |b| {
+        b.cfg.signatures = if on {
+            steward::SignaturePolicy::Required
+        } else {
+            steward::SignaturePolicy::Off
+        };
+        Ok(())
+    })
+}
+
+fn key_arg(key: *const c_char) -> Result<steward::PublicKey, FfiError> {
+    let key = unsafe { arg_str(key, "key") }?;
+    steward::PublicKey::parse(key)
+        .map_err(|e| FfiError::invalid(e.to_string().trim_start_matches("invalid configuration: ")))
+}
+
+/// Pins central's public key (base64, as `steward_node_public_key` of central gives it): trust
+/// updates must be signed with it, and messages from central are verified with it. `key` is
+/// copied. Returns `STEWARD_RESULT_INVALID_ARGUMENT` for a malformed key.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_central_key(
+    builder: *mut steward_node_builder,
+    key: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        b.cfg.central_key = Some(key_arg(key)?);
+        Ok(())
+    })
+}
+
+/// Trusts `key` (base64) for messages from `node`, in addition to the keys central approved.
+/// Both are copied. Returns `STEWARD_RESULT_INVALID_NAME` or `STEWARD_RESULT_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_trust_key(
+    builder: *mut steward_node_builder,
+    node: *const c_char,
+    key: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let node = unsafe { arg_str(node, "node") }?;
+        name_arg(node, "node")?;
+        let key = key_arg(key)?;
+        b.cfg.trusted_keys.push(steward::TrustedKey {
+            node: node.to_owned(),
+            key,
+        });
+        Ok(())
+    })
+}
+
+/// Sets this node's private key file (default: `node.key` in the data directory, created with
+/// mode 0600 on first start; the public key goes beside it). `path` is copied.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_builder_set_key_file(
+    builder: *mut steward_node_builder,
+    path: *const c_char,
+) -> steward_result {
+    with_builder(builder, |b| {
+        let path = unsafe { arg_str(path, "path") }?;
+        if path.is_empty() {
+            return Err(FfiError::invalid("the key file path is empty"));
+        }
+        b.cfg.key_file = Some(path.into());
         Ok(())
     })
 }

@@ -40,6 +40,7 @@ const WORKER_THREADS: usize = 2;
 /// several threads at once) except `steward_node_free`, which must be the last use.
 pub struct steward_node {
     name: Text,
+    public_key: Text,
     shared: Arc<Shared>,
 }
 
@@ -220,14 +221,19 @@ fn start(b: steward_node_builder) -> Result<steward_node, FfiError> {
         id,
         mut cfg,
         allow,
+        access_cleared,
         methods,
         finished,
         errors,
         ..
     } = b;
-    let mut access = AccessList::default_for(&cfg.central);
-    for (from, method) in &allow {
-        access = access.allow(from, method);
+    let mut access = if access_cleared {
+        AccessList::empty()
+    } else {
+        AccessList::default_for(&cfg.central)
+    };
+    for rule in allow {
+        access.push(rule);
     }
     cfg.access = access;
     let name = cfg.name.clone();
@@ -270,6 +276,7 @@ fn start(b: steward_node_builder) -> Result<steward_node, FfiError> {
     }
     Ok(steward_node {
         name: Text::new(&name),
+        public_key: Text::new(&node.public_key().to_string()),
         shared: Arc::new(Shared {
             id,
             running: Mutex::new(Some(Running { rt, node })),
@@ -353,6 +360,18 @@ fn tracing_free_failed() {
 pub unsafe extern "C" fn steward_node_name(node: *const steward_node) -> *const c_char {
     guard_value(std::ptr::null(), || match unsafe { node.as_ref() } {
         Some(n) => n.name.ptr(),
+        None => std::ptr::null(),
+    })
+}
+
+/// The node's public key (base64, 44 characters; also in `node.pub` beside its private key):
+/// what other nodes pin (`steward_node_builder_set_central_key`) or trust
+/// (`steward_node_builder_trust_key`). Owned by `node`, valid until `steward_node_free`; NULL
+/// for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn steward_node_public_key(node: *const steward_node) -> *const c_char {
+    guard_value(std::ptr::null(), || match unsafe { node.as_ref() } {
+        Some(n) => n.public_key.ptr(),
         None => std::ptr::null(),
     })
 }

@@ -484,8 +484,15 @@ impl PyNode {
     ///
     /// `brokers` is a list of NATS URLs (default `nats://127.0.0.1:4222`). Durations are in
     /// seconds. `allow` adds `(from_node, method)` access rules ("*" matches all) to the default
-    /// list (central may call everything). `embedded_broker=True` (or "127.0.0.1:PORT") starts
-    /// a local nats-server with the node and stops it with the node.
+    /// list (central may call everything), or `(from_node, method, {"argv": [...]})` /
+    /// `(from_node, method, {"argv_prefix": [...]})` rules that also restrict the data (for
+    /// `shellCommand` the argv: exactly, or as a prefix compared element by element);
+    /// `default_access=False` starts from an empty list (everything not allowed is refused).
+    /// `signatures="required"` refuses every message not signed by a key this node trusts:
+    /// its own, `central_key` (central's, pinned; base64), `trusted_keys` ({node: key}) and the
+    /// keys central approved. `key_file` is this node's private key (default
+    /// `<data_dir>/node.key`, created on first start). `embedded_broker=True` (or
+    /// "127.0.0.1:PORT") starts a local nats-server with the node and stops it with the node.
     ///
     /// Connecting securely: one way to authenticate (`broker_user` with `broker_password`,
     /// `broker_token`, `broker_nkey_seed`, `broker_nkey_seed_file`, or `broker_creds`, a NATS
@@ -496,7 +503,7 @@ impl PyNode {
     /// `metrics_address` ("IP:PORT", port 0 for any free port) serves Prometheus metrics at
     /// `/metrics`.
     #[new]
-    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None, broker_user = None, broker_password = None, broker_token = None, broker_nkey_seed = None, broker_nkey_seed_file = None, broker_creds = None, broker_tls_ca = None, broker_tls_cert = None, broker_tls_key = None, broker_require_tls = false, metrics_address = None))]
+    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, default_access = true, signatures = None, central_key = None, trusted_keys = None, key_file = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None, broker_user = None, broker_password = None, broker_token = None, broker_nkey_seed = None, broker_nkey_seed_file = None, broker_creds = None, broker_tls_ca = None, broker_tls_cert = None, broker_tls_key = None, broker_require_tls = false, metrics_address = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &Bound<'_, PyAny>,
@@ -514,6 +521,11 @@ impl PyNode {
         hello_interval: Option<&Bound<'_, PyAny>>,
         output_limit: Option<&Bound<'_, PyAny>>,
         allow: Option<&Bound<'_, PyAny>>,
+        default_access: bool,
+        signatures: Option<&Bound<'_, PyAny>>,
+        central_key: Option<&Bound<'_, PyAny>>,
+        trusted_keys: Option<&Bound<'_, PyAny>>,
+        key_file: Option<&Bound<'_, PyAny>>,
         watch_inmsg: bool,
         builtin_methods: bool,
         embedded_broker: Option<&Bound<'_, PyAny>>,
@@ -607,8 +619,58 @@ impl PyNode {
         if let Some(o) = output_limit.filter(|o| !o.is_none()) {
             cfg.output_limit = convert::whole(o, "output_limit", err, u32::MAX as u64)? as usize;
         }
+        if !default_access {
+            cfg.access = AccessList::empty();
+        }
         if let Some(rules) = allow.filter(|a| !a.is_none()) {
             cfg.access = parse_allow(rules, cfg.access)?;
+        }
+        if let Some(p) = signatures.filter(|p| !p.is_none()) {
+            let text = convert::string(p, "signatures", err)?;
+            cfg.signatures = text
+                .parse()
+                .map_err(|_| config_error("signatures", "expected \"required\" or \"off\""))?;
+        }
+        if let Some(k) = central_key.filter(|k| !k.is_none()) {
+            let text = convert::string(k, "central_key", err)?;
+            cfg.central_key =
+                Some(steward::PublicKey::parse(&text).map_err(|e| config_error("central_key", e))?);
+        }
+        if let Some(t) = trusted_keys.filter(|t| !t.is_none()) {
+            let map = t.cast::<pyo3::types::PyDict>().map_err(|_| {
+                config_error(
+                    "trusted_keys",
+                    format!(
+                        "expected a dict of node name to base64 key, found {}",
+                        convert::type_name(t)
+                    ),
+                )
+            })?;
+            for (node, key) in map.iter() {
+                let node = convert::string(&node, "trusted_keys", err)?;
+                steward::validate_name("node", &node)
+                    .map_err(|e| config_error("trusted_keys", e))?;
+                let key = convert::string(&key, &format!("trusted_keys[{node:?}]"), err)?;
+                let key = steward::PublicKey::parse(&key)
+                    .map_err(|e| config_error(&format!("trusted_keys[{node:?}]"), e))?;
+                cfg.trusted_keys.push(steward::TrustedKey { node, key });
+            }
+        }
+        if let Some(k) = key_file.filter(|k| !k.is_none()) {
+            let path = k
+                .py()
+                .import("os")?
+                .call_method1("fspath", (k,))
+                .map_err(|_| {
+                    config_error(
+                        "key_file",
+                        format!(
+                            "expected a path (str or os.PathLike), found {}",
+                            convert::type_name(k)
+                        ),
+                    )
+                })?;
+            cfg.key_file = Some(PathBuf::from(convert::string(&path, "key_file", err)?));
         }
         cfg.watch_inmsg = watch_inmsg;
         cfg.builtin_methods = builtin_methods;
@@ -707,6 +769,24 @@ impl PyNode {
     #[getter]
     fn running(&self) -> bool {
         matches!(*lock(&self.shared.state), State::Running(_))
+    }
+
+    /// This node's public key (base64), once started (its key pair is created on first start).
+    #[getter]
+    fn public_key(&self) -> Option<String> {
+        match &*lock(&self.shared.state) {
+            State::Running(r) => Some(r.node.public_key().to_string()),
+            _ => None,
+        }
+    }
+
+    /// The version of the newest trust bundle from central this node applied (0: none).
+    #[getter]
+    fn trust_version(&self) -> u64 {
+        match &*lock(&self.shared.state) {
+            State::Running(r) => r.node.trust_version(),
+            _ => 0,
+        }
     }
 
     /// True while connected to a broker.
@@ -994,6 +1074,7 @@ impl PyNode {
 }
 
 fn parse_allow(rules: &Bound<'_, PyAny>, mut access: AccessList) -> PyResult<AccessList> {
+    const SHAPE: &str = "expected a (from_node, method) pair such as (\"ship2\", \"echo\"), or (from_node, method, {\"argv\": [...]}) / (from_node, method, {\"argv_prefix\": [...]})";
     if rules.is_instance_of::<PyString>() {
         return Err(config_error(
             "allow",
@@ -1011,24 +1092,60 @@ fn parse_allow(rules: &Bound<'_, PyAny>, mut access: AccessList) -> PyResult<Acc
     })?;
     for (i, rule) in iter.enumerate() {
         let rule = rule?;
-        let pair: Vec<String> = if rule.is_instance_of::<PyString>() {
+        let at = format!("allow[{i}]");
+        let items: Vec<Bound<'_, PyAny>> = if rule.is_instance_of::<PyString>() {
             Vec::new()
         } else {
-            convert::strings(&rule, &format!("allow[{i}]"), convert::config_error)?
+            match rule.try_iter() {
+                Ok(it) => it.collect::<PyResult<_>>()?,
+                Err(_) => Vec::new(),
+            }
         };
-        let [from, method] = <[String; 2]>::try_from(pair).map_err(|_| {
-            config_error(
-                &format!("allow[{i}]"),
-                "expected a (from_node, method) pair such as (\"ship2\", \"echo\")",
-            )
-        })?;
+        if items.len() != 2 && items.len() != 3 {
+            return Err(config_error(&at, SHAPE));
+        }
+        let from = convert::string(&items[0], &at, convert::config_error)?;
+        let method = convert::string(&items[1], &at, convert::config_error)?;
         for (what, name) in [("node", &from), ("method", &method)] {
             if name != "*" {
-                steward::validate_name(what, name)
-                    .map_err(|e| config_error(&format!("allow[{i}]"), e))?;
+                steward::validate_name(what, name).map_err(|e| config_error(&at, e))?;
             }
         }
-        access = access.allow(&from, &method);
+        let argv = match items.get(2).filter(|a| !a.is_none()) {
+            None => steward::Argv::Any,
+            Some(spec) => {
+                let d = spec
+                    .cast::<pyo3::types::PyDict>()
+                    .map_err(|_| config_error(&at, SHAPE))?;
+                let exact = d.get_item("argv")?;
+                let prefix = d.get_item("argv_prefix")?;
+                if d.len() != usize::from(exact.is_some()) + usize::from(prefix.is_some()) {
+                    return Err(config_error(
+                        &at,
+                        "the argv restriction takes only the keys \"argv\" or \"argv_prefix\"",
+                    ));
+                }
+                match (exact, prefix) {
+                    (Some(a), None) => steward::Argv::Exact(convert::strings(
+                        &a,
+                        &format!("{at}.argv"),
+                        convert::config_error,
+                    )?),
+                    (None, Some(p)) => steward::Argv::Prefix(convert::strings(
+                        &p,
+                        &format!("{at}.argv_prefix"),
+                        convert::config_error,
+                    )?),
+                    _ => {
+                        return Err(config_error(
+                            &at,
+                            "give exactly one of \"argv\" and \"argv_prefix\"",
+                        ))
+                    }
+                }
+            }
+        };
+        access = access.allow_argv(&from, &method, argv);
     }
     Ok(access)
 }

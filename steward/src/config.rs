@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::AccessList;
+use crate::keys::PublicKey;
 use crate::security::{BrokerAuth, BrokerTls};
+use crate::trust::{SignaturePolicy, TrustedKey};
 
 /// Everything a node needs to run. Use [`crate::Node::builder`] to make one.
 #[derive(Debug, Clone)]
@@ -57,6 +59,15 @@ pub struct NodeConfig {
     /// Serve `GET /metrics` (Prometheus text format) on this address (`None`: off). Port 0
     /// picks a free port; [`crate::Node::metrics_address`] tells which.
     pub metrics_address: Option<SocketAddr>,
+    /// Whether incoming messages must be signed by a trusted key ([`SignaturePolicy::Off`]).
+    pub signatures: SignaturePolicy,
+    /// This node's private key file (`None`: `<data_dir>/node.key`, created on first start).
+    pub key_file: Option<PathBuf>,
+    /// Central's public key, pinned: trust updates must be signed with it, and messages from
+    /// central are verified with it. Needed to take part in central's key approval.
+    pub central_key: Option<PublicKey>,
+    /// Keys trusted locally for other nodes, in addition to those central approved.
+    pub trusted_keys: Vec<TrustedKey>,
 }
 
 impl NodeConfig {
@@ -85,6 +96,10 @@ impl NodeConfig {
             builtin_methods: true,
             control_socket: false,
             metrics_address: None,
+            signatures: SignaturePolicy::Off,
+            key_file: None,
+            central_key: None,
+            trusted_keys: Vec::new(),
         }
     }
 }

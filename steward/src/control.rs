@@ -14,6 +14,10 @@
 //! | `{"op":"message","id":…}` | `{"ok":true,"message":<MessageStatus or null>}` |
 //! | `{"op":"cancel","id":…}` | `{"ok":true,"cancelled":true\|false}` |
 //! | `{"op":"wait","id":…,"timeoutMs":…}` | `{"ok":true,"finished":<MessageStatus>}` |
+//! | `{"op":"keys"}` | `{"ok":true,"node":…,"publicKey":…,"trustVersion":…,"keys":[<KeyInfo>…]}` (`keys` only on central) |
+//! | `{"op":"approve","node":…,"key":…}` (`key` optional) | `{"ok":true,"trustVersion":…}` |
+//! | `{"op":"revoke","node":…,"key":…}` (`key` optional) | `{"ok":true,"trustVersion":…}` |
+//! | `{"op":"access","node":…,"rules":[<RuleSpec>…] or null}` | `{"ok":true,"trustVersion":…}` |
 //!
 //! A connection serves one request at a time; closing it while waiting abandons the wait (the
 //! message itself goes on).
@@ -226,6 +230,22 @@ enum Request {
         #[serde(default, rename = "timeoutMs")]
         timeout_ms: Option<u64>,
     },
+    Keys,
+    Approve {
+        node: String,
+        #[serde(default)]
+        key: Option<String>,
+    },
+    Revoke {
+        node: String,
+        #[serde(default)]
+        key: Option<String>,
+    },
+    Access {
+        node: String,
+        #[serde(default)]
+        rules: Option<crate::AccessList>,
+    },
 }
 
 fn error_line(e: &Error) -> Value {
@@ -265,7 +285,7 @@ async fn connection(node: Node, stream: UnixStream) {
         let req: Request = match serde_json::from_slice(&buf) {
             Ok(r) => r,
             Err(e) => {
-                let e = Error::invalid(None, None, format!("bad control request: {e}; one JSON object per line with \"op\" one of send, status, message, cancel, wait"));
+                let e = Error::invalid(None, None, format!("bad control request: {e}; one JSON object per line with \"op\" one of send, status, message, cancel, wait, keys, approve, revoke, access"));
                 if !write_line(&mut w, &error_line(&e)).await {
                     return;
                 }
@@ -362,6 +382,48 @@ async fn handle(
         Request::Cancel { id } => {
             let line = match node.cancel(&id).await {
                 Ok(c) => json!({"ok": true, "cancelled": c}),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::Keys => {
+            let line = match node.keys() {
+                Ok(keys) => json!({
+                    "ok": true,
+                    "node": node.name(),
+                    "publicKey": node.public_key(),
+                    "trustVersion": node.trust_version(),
+                    "keys": keys,
+                }),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::Approve { node: n, key } => {
+            let done = match key.as_deref().map(crate::PublicKey::parse).transpose() {
+                Ok(key) => node.approve_key(&n, key).await,
+                Err(e) => Err(e),
+            };
+            let line = match done {
+                Ok(v) => json!({"ok": true, "trustVersion": v}),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::Revoke { node: n, key } => {
+            let done = match key.as_deref().map(crate::PublicKey::parse).transpose() {
+                Ok(key) => node.revoke_key(&n, key).await,
+                Err(e) => Err(e),
+            };
+            let line = match done {
+                Ok(v) => json!({"ok": true, "trustVersion": v}),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::Access { node: n, rules } => {
+            let line = match node.set_node_access(&n, rules).await {
+                Ok(v) => json!({"ok": true, "trustVersion": v}),
                 Err(e) => error_line(&e),
             };
             write_line(w, &line).await

@@ -68,6 +68,9 @@ pub(crate) struct Envelope {
     /// For a result: how the message ended if it did not run (`expired`); absent means it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<ReplyStatus>,
+    /// The sender's signature over every field above (see `signing`); absent when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<crate::signing::Seal>,
 }
 
 impl Envelope {

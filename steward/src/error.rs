@@ -128,6 +128,9 @@ pub enum Error {
     /// Cancelled by the operator.
     #[error("message {0} was cancelled before delivery")]
     Cancelled(String),
+    /// A key or trust operation could not be done (not central, unknown node, ...).
+    #[error("{0}")]
+    Trust(String),
     /// Fire-and-forget message: there is no result to wait for.
     #[error("message {0} was sent without ACK (ackTimeout 0); no result will come")]
     NoResult(String),
@@ -148,7 +151,7 @@ impl Error {
         match self {
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::InvalidMessage { .. } => ErrorKind::InvalidMessage,
-            Error::Config(_) => ErrorKind::Config,
+            Error::Config(_) | Error::Trust(_) => ErrorKind::Config,
             Error::Storage(_) | Error::Damaged(_) => ErrorKind::Storage,
             Error::DataDirInUse(_) => ErrorKind::DataDirInUse,
             Error::BrokerUnavailable(_) => ErrorKind::BrokerUnavailable,

@@ -321,6 +321,7 @@ pub(crate) fn finish_then(
         result_of: Some(env.id.clone()),
         result: Some(result.clone()),
         outcome,
+        sig: None,
     };
     let subject = result_msg.subject();
     let new = NewMessage {

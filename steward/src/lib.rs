@@ -18,6 +18,7 @@ mod error;
 mod executor;
 mod handler;
 mod ingest;
+mod keys;
 mod message;
 mod methods;
 mod metrics;
@@ -26,13 +27,16 @@ mod node;
 mod notify;
 mod publisher;
 mod receiver;
+mod registry;
 mod result;
 mod retention;
 mod security;
+mod signing;
 mod store;
 mod supervisor;
+mod trust;
 
-pub use access::{AccessList, Pattern, Rule};
+pub use access::{AccessList, Argv, Pattern, Rule, RuleSpec};
 pub use audit::AUDIT_LOG;
 pub use broker::{EmbeddedBroker, INSTALL_HINT};
 pub use config::NodeConfig;
@@ -40,6 +44,7 @@ pub use control::{cancel_offline, inspect, Inspection, CONTROL_SOCKET};
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Handler, HandlerFuture, Method, Request};
 pub use ingest::{INMSG, MAX_INMSG_BYTES, REJECTED_DIR};
+pub use keys::{public_key_path, PublicKey, KEY_FILE, PUBLIC_KEY_FILE};
 pub use message::{
     parse_json, parse_value, Expiry, Kind, Message, ParsedBatch, MAX_ACK_TIMEOUT,
     MAX_METHOD_TIMEOUT, MAX_RETRY_WAIT, MAX_TTL,
@@ -49,9 +54,11 @@ pub use metrics::{METRICS_PATH, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYP
 pub use names::{validate as validate_name, MAX_NAME_LEN};
 pub use node::{Node, NodeBuilder, Receipt, SendReport};
 pub use notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};
+pub use registry::{KeyState, REGISTRY_FILE};
 pub use result::{DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus};
 pub use security::{BrokerAuth, BrokerTls, Secret};
 pub use store::StoreStats;
+pub use trust::{KeyInfo, SignaturePolicy, TrustedKey, TRUST_FILE};
 
 /// Entry points for the fuzz targets in `steward/fuzz` (not part of the API).
 #[doc(hidden)]

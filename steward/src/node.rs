@@ -221,6 +221,29 @@ impl NodeBuilder {
         self.cfg.metrics_address = addr;
         self
     }
+    /// Whether incoming messages must be signed by a trusted key (default: off).
+    pub fn signatures(mut self, policy: crate::SignaturePolicy) -> Self {
+        self.cfg.signatures = policy;
+        self
+    }
+    /// This node's private key file (default `<data_dir>/node.key`, created on first start).
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cfg.key_file = Some(path.into());
+        self
+    }
+    /// Pins central's public key: trust updates must be signed with it.
+    pub fn central_key(mut self, key: crate::PublicKey) -> Self {
+        self.cfg.central_key = Some(key);
+        self
+    }
+    /// Trusts `key` for messages from `node`, in addition to the keys central approved.
+    pub fn trust_key(mut self, node: impl Into<String>, key: crate::PublicKey) -> Self {
+        self.cfg.trusted_keys.push(crate::TrustedKey {
+            node: node.into(),
+            key,
+        });
+        self
+    }
     /// Serves a method from the start (so messages resumed after a restart find it).
     pub fn method(mut self, name: impl Into<String>, method: Method) -> Self {
         self.methods.push((name.into(), method));
@@ -278,6 +301,8 @@ pub(crate) struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Where `GET /metrics` is served, once bound.
     pub metrics_address: Option<SocketAddr>,
+    /// This node's keys, the keys it trusts and its signature policy.
+    pub security: crate::trust::Security,
 }
 
 /// Proof that a message was durably accepted; await its result through it.
@@ -362,6 +387,14 @@ impl Node {
             })?),
             None => None,
         };
+        // Keys and trust first: a refusal (a key others can read, a trust.json that does not
+        // verify) must not leave the store open behind it.
+        let security = {
+            let c = cfg.clone();
+            tokio::task::spawn_blocking(move || crate::trust::Security::open(&c))
+                .await
+                .map_err(|e| Error::Config(e.to_string()))??
+        };
         let store = {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -435,6 +468,7 @@ impl Node {
             audit_wake: tokio::sync::Notify::new(),
             metrics,
             metrics_address,
+            security,
         });
         conn_watch.spawn(&inner);
         // Resume unfinished received messages (in arrival order) before the receiver starts, so
@@ -442,6 +476,7 @@ impl Node {
         crate::executor::resume(&inner).await?;
         let ev = futures::stream::select(cmd_sub, ev_sub);
         supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
+        crate::trust::start(&inner);
         for (stream_id, subject) in inner.store.active_streams()? {
             inner.publisher(stream_id, &subject);
         }
@@ -866,6 +901,7 @@ impl Inner {
             result_of: None,
             result: None,
             outcome: None,
+            sig: None,
         };
         let size = serde_json::to_vec(&envelope).map(|v| v.len()).unwrap_or(0) + 256;
         let max = self.max_payload();

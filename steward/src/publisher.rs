@@ -209,13 +209,14 @@ impl Publisher {
         let now = Instant::now();
         for (seq, bytes) in rows {
             self.next_load = seq + 1;
-            let item = match decode_outbox(&bytes) {
+            let mut item = match decode_outbox(&bytes) {
                 Ok(item) => item,
                 Err(e) => {
                     self.quarantine(seq, e);
                     continue;
                 }
             };
+            crate::signing::seal(&self.inner, &mut item.envelope, seq);
             let payload = Bytes::from(serde_json::to_vec(&item.envelope).unwrap_or_default());
             self.window.insert(
                 seq,
@@ -294,6 +295,7 @@ impl Publisher {
         };
         let mut headers = HeaderMap::new();
         headers.insert(FLOOR_HEADER, floor.to_string().as_str());
+        crate::signing::floor_header(&self.inner, &self.subject, floor, &mut headers);
         let mut outstanding = self.window.values().any(|e| e.phase == Phase::AwaitAck);
         let mut finished = Vec::new();
         let mut sent_any = false;

@@ -105,12 +105,16 @@ async fn process(
                 continue;
             }
         };
+        let Some(env) = crate::trust::screen(inner, env, &reply_to).await else {
+            continue;
+        };
         let floor = msg
             .headers
             .as_ref()
             .and_then(|h| h.get(FLOOR_HEADER))
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(0);
+        let floor = crate::trust::checked_floor(inner, &env, floor, msg.headers.as_ref(), expected);
         let item = decide(inner, env, floor, reply_to, expected, &mut in_batch);
         items.push(item);
     }
@@ -180,11 +184,21 @@ async fn process(
             (it.stream.clone(), it.seq, rec, result, from)
         })
         .collect();
+    let marks: Vec<(String, u64)> = items
+        .iter()
+        .filter_map(|it| match &it.action {
+            Action::RunUnacked { env } => crate::trust::unacked_mark(inner, &it.stream, env),
+            _ => None,
+        })
+        .collect();
     let write = inner
         .store
         .write(move |txn| {
             let mut finished = Vec::new();
             let mut seen = std::collections::HashSet::new();
+            for (key, next) in marks {
+                store::set_expected(txn, &key, next)?;
+            }
             for (stream, seq, rec, result, from) in to_write {
                 if let Some((key, mut rec)) = rec {
                     store::put_inbox(txn, &key, &mut rec)?;
@@ -270,8 +284,7 @@ async fn process(
                     .split_once('/')
                     .map(|(_, id)| id.to_owned())
                     .unwrap_or_default();
-                let from = key.split('/').next().unwrap_or_default();
-                tracing::warn!(msg_id = %id, from = %from, "refused: {reason}");
+                crate::trust::refused_after_check(inner, &key, &reason);
                 let mut r = Reply::new(&id, status);
                 r.reason = Some(reason);
                 Some(r)
@@ -508,11 +521,18 @@ fn decide(
         return item(Action::Result { env });
     }
     if !env.ack {
+        if let Some(r) = crate::trust::unacked_replayed(inner, &stream, &env, expected) {
+            return item(Action::Reply(r));
+        }
         return match check(inner, &env) {
             Ok(()) => item(Action::RunUnacked { env }),
             Err((status, reason)) => {
                 inner.metrics.refused(inner, &env, status);
-                tracing::warn!(msg_id = %env.id, from = %env.from, method = %env.method, "refused a message sent without ACK: {reason}");
+                crate::trust::refused_after_check(
+                    inner,
+                    &format!("{}/{}", env.from, env.id),
+                    &reason,
+                );
                 item(Action::Reply(rejected(&env.id, reason)))
             }
         };
@@ -597,14 +617,8 @@ fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
     if let Err(e) = crate::names::method(&env.method) {
         return Err((ReplyStatus::Rejected, e.to_string()));
     }
-    if !inner.cfg.access.allows(me, &env.from, &env.method) {
-        return Err((
-            ReplyStatus::Rejected,
-            format!(
-                "{} may not call {} on {me} (not in its access list)",
-                env.from, env.method
-            ),
-        ));
+    if let Err(reason) = crate::trust::access(inner, env) {
+        return Err((ReplyStatus::Rejected, reason));
     }
     let methods = inner
         .methods

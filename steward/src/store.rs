@@ -1330,6 +1330,7 @@ mod tests_support {
                     result_of: None,
                     result: None,
                     outcome: None,
+                    sig: None,
                 },
                 ack_timeout_ms: 1000,
                 retries: None,

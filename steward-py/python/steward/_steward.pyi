@@ -3,7 +3,7 @@
 import os
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Generator, Literal, Optional, Sequence, Tuple, TypeVar, Union, overload
+from typing import Any, Awaitable, Callable, Generator, Literal, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
 
 __version__: str
 INSTALL_HINT: str
@@ -282,7 +282,14 @@ class Node:
         window: Optional[int] = None,
         hello_interval: Optional[Seconds] = None,
         output_limit: Optional[int] = None,
-        allow: Optional[Sequence[Tuple[str, str]]] = None,
+        allow: Optional[
+            Sequence[Union[Tuple[str, str], Tuple[str, str, Mapping[str, Sequence[str]]]]]
+        ] = None,
+        default_access: bool = True,
+        signatures: Optional[str] = None,
+        central_key: Optional[str] = None,
+        trusted_keys: Optional[Mapping[str, str]] = None,
+        key_file: Optional[Union[str, os.PathLike[str]]] = None,
         watch_inmsg: bool = False,
         builtin_methods: bool = True,
         embedded_broker: Optional[Union[bool, str]] = None,
@@ -313,6 +320,12 @@ class Node:
     @property
     def name(self) -> str:
         """This node's name."""
+    @property
+    def public_key(self) -> Optional[str]:
+        """This node's public key (base64), once started (its key pair is created on first start)."""
+    @property
+    def trust_version(self) -> int:
+        """The version of the newest trust bundle from central this node applied (0: none)."""
     @property
     def running(self) -> bool:
         """True between `start()` and `stop()`."""

@@ -28,7 +28,7 @@ pub(crate) async fn run(inner: Arc<Inner>, every: Duration) -> crate::Result<()>
         if !*inner.connected.borrow() {
             continue;
         }
-        let env = Envelope {
+        let mut env = Envelope {
             id: ulid::Ulid::new().to_string(),
             from: inner.cfg.name.clone(),
             to: inner.cfg.central.clone(),
@@ -43,7 +43,9 @@ pub(crate) async fn run(inner: Arc<Inner>, every: Duration) -> crate::Result<()>
             result_of: None,
             result: None,
             outcome: None,
+            sig: None,
         };
+        crate::signing::sign(&inner, &mut env);
         let payload = Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
         if let Err(e) = inner.client.publish(env.subject(), payload).await {
             tracing::debug!("hello not sent: {e}");

@@ -30,7 +30,7 @@ use super::proc;
 /// that the time a destination needs to come back is not dominated by the default backoff
 /// (1 s doubling to 30 s).
 pub fn builder(name: &str, url: &str, dir: &std::path::Path) -> NodeBuilder {
-    Node::builder(name)
+    signed(dir, Node::builder(name))
         .brokers([url.to_owned()])
         .data_dir(dir.join(name))
         .retry_wait(Duration::from_millis(100))
@@ -46,6 +46,41 @@ pub fn builder(name: &str, url: &str, dir: &std::path::Path) -> NodeBuilder {
             "noopr",
             Method::new(Kind::Event, |_| async { MethodResult::ok("") }).repeatable(),
         )
+}
+
+/// With `STEWARD_BENCH_SIGNATURES=required`, every bench node requires signed messages and
+/// signs with one shared key (a fixed test seed, never a real key) that it trusts for `central`
+/// and `ship1` — the names the throughput section uses — so the cost of verification shows.
+fn signed(dir: &std::path::Path, b: NodeBuilder) -> NodeBuilder {
+    use base64::Engine as _;
+    if std::env::var("STEWARD_BENCH_SIGNATURES").as_deref() != Ok("required") {
+        return b;
+    }
+    let seed = [7u8; 32];
+    let path = dir.join("bench.key");
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("bench key file");
+        let line = format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(seed)
+        );
+        f.write_all(line.as_bytes()).expect("bench key file");
+    }
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    let key = steward::PublicKey::parse(&base64::engine::general_purpose::STANDARD.encode(public))
+        .expect("bench public key");
+    b.signatures(steward::SignaturePolicy::Required)
+        .key_file(path)
+        .trust_key("central", key)
+        .trust_key("ship1", key)
 }
 
 /// Prints one line and flushes.

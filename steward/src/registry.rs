@@ -1,0 +1,493 @@
+//! Central's key registry: every node's key as registered (pending), approved or revoked by the
+//! operator, and the access lists the operator set per node. Kept in
+//! `<data_dir>/trust-registry.json` (mode 0600, replaced atomically). Every change that alters
+//! what nodes trust makes a new trust bundle — a higher version, signed with central's key —
+//! that is queued to every node central knows (durably, like any message).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::AccessList;
+use crate::envelope::{now_ms, Envelope, Reply, ReplyStatus};
+use crate::error::{Error, Result};
+use crate::keys::{KeyPair, PublicKey};
+use crate::message::Message;
+use crate::node::{Inner, Node};
+use crate::publisher::PubEvent;
+use crate::result::MethodResult;
+use crate::trust::{
+    sign_bundle, Bundle, KeyInfo, Registration, RegistrationAnswer, TrustState, TRUST_UPDATE,
+};
+
+/// File name of the registry in central's data directory.
+pub const REGISTRY_FILE: &str = "trust-registry.json";
+/// Keys waiting for approval at most; more registrations are refused until some are decided.
+const MAX_PENDING: usize = 1024;
+
+/// Where a key stands in central's registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Registered by its node; waits for the operator.
+    Pending,
+    /// Trusted for its node (at most one per node).
+    Approved,
+    /// No longer trusted (revoked, replaced, or refused while pending).
+    Revoked,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistryData {
+    version: u64,
+    #[serde(default)]
+    nodes: BTreeMap<String, NodeEntry>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeEntry {
+    #[serde(default)]
+    keys: Vec<KeyEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access: Option<AccessList>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyEntry {
+    key: PublicKey,
+    state: KeyState,
+    since_ms: u64,
+}
+
+/// The registry (central only).
+pub(crate) struct Registry {
+    path: PathBuf,
+    data: Mutex<RegistryData>,
+    /// Serializes changes (copy, change, write the file, swap).
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub(crate) fn open(dir: &Path) -> Result<Registry> {
+        let path = dir.join(REGISTRY_FILE);
+        let data = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                Error::Config(format!(
+                    "{} is damaged ({e}); restore it from a backup (without it, central forgets which keys it approved)",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryData::default(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        Ok(Registry {
+            path,
+            data: Mutex::new(data),
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn snapshot(&self) -> RegistryData {
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn bundle(data: &RegistryData, issuer: &str) -> Bundle {
+        let mut b = Bundle {
+            version: data.version,
+            issuer: issuer.to_owned(),
+            issued_ms: now_ms(),
+            ..Bundle::default()
+        };
+        for (node, e) in &data.nodes {
+            for k in &e.keys {
+                match k.state {
+                    KeyState::Approved => {
+                        b.keys.insert(node.clone(), k.key);
+                    }
+                    KeyState::Revoked => b.revoked.entry(node.clone()).or_default().push(k.key),
+                    KeyState::Pending => {}
+                }
+            }
+            if let Some(a) = &e.access {
+                b.access.insert(node.clone(), a.clone());
+            }
+        }
+        b
+    }
+
+    /// Central's own trust state: the current bundle, signed.
+    pub(crate) fn state(&self, me: &str, keys: &KeyPair) -> TrustState {
+        let b = Registry::bundle(&self.snapshot(), me);
+        let signed = sign_bundle(keys, &b);
+        TrustState::from_bundle(me, &b, Some(signed))
+    }
+
+    fn list(&self) -> Vec<KeyInfo> {
+        let data = self.snapshot();
+        let mut out = Vec::new();
+        for (node, e) in &data.nodes {
+            for k in &e.keys {
+                out.push(KeyInfo {
+                    node: node.clone(),
+                    key: k.key,
+                    state: k.state,
+                    since_ms: k.since_ms,
+                });
+            }
+        }
+        out
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.snapshot().nodes.keys().cloned().collect()
+    }
+
+    /// Applies `f` to a copy, writes it (with a new version when `bump`), then makes it current.
+    async fn change<R>(
+        &self,
+        bump: bool,
+        f: impl FnOnce(&mut RegistryData) -> Result<R>,
+    ) -> Result<(R, u64)> {
+        let _w = self.writing.lock().await;
+        let mut copy = self.snapshot();
+        let r = f(&mut copy)?;
+        if bump {
+            // A clock-based floor keeps versions increasing even if the registry file was lost.
+            copy.version = (copy.version + 1).max(now_ms());
+        }
+        let bytes = serde_json::to_vec_pretty(&copy).unwrap_or_default();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || crate::keys::write_atomic(&path, &bytes, 0o600))
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))??;
+        let version = copy.version;
+        *self.data.lock().unwrap_or_else(|p| p.into_inner()) = copy;
+        Ok((r, version))
+    }
+
+    /// Records a key a node registered; returns its state (new keys are pending).
+    async fn register(&self, node: &str, key: PublicKey) -> Result<KeyState> {
+        if let Some(k) = self
+            .snapshot()
+            .nodes
+            .get(node)
+            .and_then(|e| e.keys.iter().find(|k| k.key == key))
+        {
+            return Ok(k.state);
+        }
+        let node = node.to_owned();
+        self.change(false, move |d| {
+            let pending = d
+                .nodes
+                .values()
+                .flat_map(|e| &e.keys)
+                .filter(|k| k.state == KeyState::Pending)
+                .count();
+            if pending >= MAX_PENDING {
+                return Err(Error::Trust(format!(
+                    "central already has {MAX_PENDING} keys waiting for approval; the operator must approve or revoke some first"
+                )));
+            }
+            let e = d.nodes.entry(node).or_default();
+            if let Some(k) = e.keys.iter().find(|k| k.key == key) {
+                return Ok(k.state);
+            }
+            e.keys.push(KeyEntry {
+                key,
+                state: KeyState::Pending,
+                since_ms: now_ms(),
+            });
+            Ok(KeyState::Pending)
+        })
+        .await
+        .map(|(s, _)| s)
+    }
+}
+
+fn registry(inner: &Inner) -> Result<&Registry> {
+    inner.security.registry.as_ref().ok_or_else(|| {
+        Error::Trust(format!(
+            "{} is not central ({}); keys are listed, approved and revoked on the central node",
+            inner.cfg.name, inner.cfg.central
+        ))
+    })
+}
+
+/// After a change: central trusts the new bundle at once and queues it to every node it knows.
+async fn distribute(inner: &Arc<Inner>) -> Result<()> {
+    let reg = registry(inner)?;
+    inner
+        .security
+        .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
+    let mut targets: BTreeSet<String> = reg.nodes().into_iter().collect();
+    for d in inner.store.destinations()? {
+        targets.insert(d.node);
+    }
+    targets.remove(&inner.cfg.name);
+    send_bundle(inner, targets.into_iter().collect()).await
+}
+
+/// Queues the current signed bundle to `nodes` (durably; retried like any message).
+async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let Some(signed) = inner.security.state().signed.clone() else {
+        return Ok(());
+    };
+    let text = serde_json::to_string(&signed).unwrap_or_default();
+    let mut prepared = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let msg = Message::event(n, TRUST_UPDATE, [text.clone()]);
+        let mut p = inner.prepare(msg, None, true)?;
+        // Tracked like a user message: its state and audit line show who has which version.
+        p.internal = false;
+        prepared.push(p);
+    }
+    let done = inner
+        .store
+        .write(move |t| crate::store::enqueue(t, prepared))
+        .await?;
+    for d in done {
+        inner.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
+    }
+    Ok(())
+}
+
+/// Central's side of `_keyRegister`: the envelope must be signed by the key it registers
+/// (proof of possession); the key is recorded as pending unless known; a node with an
+/// approved key but an older trust version gets the current bundle.
+pub(crate) fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Option<String>) {
+    let i = inner.clone();
+    inner.rt.spawn(async move {
+        match register(&i, &env).await {
+            Ok(answer) => {
+                if let Some(to) = reply_to {
+                    let mut r = Reply::new(&env.id, ReplyStatus::Done);
+                    let mut res =
+                        MethodResult::ok(serde_json::to_string(&answer).unwrap_or_default());
+                    res.node = i.cfg.name.clone();
+                    r.result = Some(res);
+                    crate::receiver::send_reply(&i, &to, &r).await;
+                }
+            }
+            Err(reason) => {
+                let reason = format!("key registration refused: {reason}");
+                crate::trust::refuse(&i, &env, &reply_to, ReplyStatus::Rejected, reason).await;
+            }
+        }
+    });
+}
+
+async fn register(
+    inner: &Arc<Inner>,
+    env: &Envelope,
+) -> std::result::Result<RegistrationAnswer, String> {
+    let reg = registry(inner).map_err(|e| e.to_string())?;
+    if env.to != inner.cfg.name {
+        return Err(format!(
+            "addressed to {}, but this is {}",
+            env.to, inner.cfg.name
+        ));
+    }
+    crate::names::node(&env.from).map_err(|e| format!("bad sender: {e}"))?;
+    if env
+        .expires_ms
+        .is_some_and(|e| now_ms() > e.saturating_add(inner.cfg.clock_skew.as_millis() as u64))
+    {
+        return Err("expired".into());
+    }
+    if env.from == inner.cfg.central {
+        return Err(format!(
+            "{} is central's own name; central's key is pinned on nodes, not registered",
+            env.from
+        ));
+    }
+    let key = crate::signing::verify(env)
+        .map_err(|e| format!("it must be signed by the key it registers ({e:?})"))?;
+    let state = reg
+        .register(&env.from, key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let theirs = env
+        .data
+        .first()
+        .and_then(|d| serde_json::from_str::<Registration>(d).ok())
+        .map(|r| r.trust_version)
+        .unwrap_or(0);
+    let current = inner.security.state().version;
+    match state {
+        KeyState::Pending => tracing::warn!(
+            node = %env.from, %key,
+            "a key waits for approval: compare it with the node's node.pub, then run `steward keys approve {}`",
+            env.from
+        ),
+        KeyState::Approved if theirs < current => {
+            tracing::info!(node = %env.from, theirs, current, "sending the current trust bundle to a node that is behind");
+            if let Err(e) = send_bundle(inner, vec![env.from.clone()]).await {
+                tracing::error!("cannot queue the trust bundle for {}: {e}", env.from);
+            }
+        }
+        _ => {}
+    }
+    Ok(RegistrationAnswer {
+        state,
+        trust_version: current,
+    })
+}
+
+impl Node {
+    /// Central only: every key in the registry (pending, approved, revoked), by node.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>> {
+        Ok(registry(&self.inner)?.list())
+    }
+
+    /// Central only: approves a node's key — the one given, or its only pending key — and
+    /// sends every node a new trust bundle. A key approved for a node replaces (revokes) the
+    /// one approved before. A key not registered yet (read from the node's `node.pub`) may be
+    /// approved directly. Returns the new trust version.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo(central: steward::Node) -> steward::Result<()> {
+    /// for k in central.keys()? {
+    ///     println!("{} {:?} {}", k.node, k.state, k.key);
+    /// }
+    /// central.approve_key("ship1", None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn approve_key(&self, node: &str, key: Option<PublicKey>) -> Result<u64> {
+        crate::names::node(node)?;
+        if node == self.inner.cfg.central {
+            return Err(Error::Trust(format!(
+                "{node} is central: nodes trust it by its pinned key (central_key), never by approval"
+            )));
+        }
+        let owned = node.to_owned();
+        let reg = registry(&self.inner)?;
+        let (_, version) = reg
+            .change(true, move |d| {
+                let e = d.nodes.entry(owned.clone()).or_default();
+                let chosen = match key {
+                    Some(k) => k,
+                    None => {
+                        let pending: Vec<_> = e
+                            .keys
+                            .iter()
+                            .filter(|k| k.state == KeyState::Pending)
+                            .map(|k| k.key)
+                            .collect();
+                        match pending.as_slice() {
+                            [one] => *one,
+                            [] => {
+                                return Err(Error::Trust(format!(
+                                    "{owned} has no key waiting for approval; give the key (from its node.pub) to approve it directly"
+                                )))
+                            }
+                            many => {
+                                return Err(Error::Trust(format!(
+                                    "{owned} has {} keys waiting for approval ({}); say which one",
+                                    many.len(),
+                                    many.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+                                )))
+                            }
+                        }
+                    }
+                };
+                if let Some((other, _)) = d.nodes.iter().find(|(n, e)| {
+                    **n != owned
+                        && e.keys
+                            .iter()
+                            .any(|k| k.key == chosen && k.state == KeyState::Approved)
+                }) {
+                    return Err(Error::Trust(format!(
+                        "key {chosen} is approved for {other} already; a key belongs to one node"
+                    )));
+                }
+                let e = d.nodes.entry(owned.clone()).or_default();
+                let now = now_ms();
+                for k in e.keys.iter_mut() {
+                    if k.key != chosen && k.state == KeyState::Approved {
+                        k.state = KeyState::Revoked;
+                        k.since_ms = now;
+                    }
+                }
+                match e.keys.iter_mut().find(|k| k.key == chosen) {
+                    Some(k) => {
+                        k.state = KeyState::Approved;
+                        k.since_ms = now;
+                    }
+                    None => e.keys.push(KeyEntry {
+                        key: chosen,
+                        state: KeyState::Approved,
+                        since_ms: now,
+                    }),
+                }
+                Ok(())
+            })
+            .await?;
+        tracing::info!(node, version, "approved a key");
+        distribute(&self.inner).await?;
+        Ok(version)
+    }
+
+    /// Central only: revokes a node's key — the one given, or all its keys (approved and
+    /// pending) — and sends every node a new trust bundle; from then on messages signed with it
+    /// are refused. Returns the new trust version.
+    pub async fn revoke_key(&self, node: &str, key: Option<PublicKey>) -> Result<u64> {
+        crate::names::node(node)?;
+        let owned = node.to_owned();
+        let reg = registry(&self.inner)?;
+        let (_, version) = reg
+            .change(true, move |d| {
+                let Some(e) = d.nodes.get_mut(&owned) else {
+                    return Err(Error::Trust(format!("central has no key of {owned}")));
+                };
+                let now = now_ms();
+                let mut changed = 0;
+                for k in e.keys.iter_mut() {
+                    if key.is_none_or(|want| want == k.key) && k.state != KeyState::Revoked {
+                        k.state = KeyState::Revoked;
+                        k.since_ms = now;
+                        changed += 1;
+                    }
+                }
+                if changed == 0 {
+                    return Err(Error::Trust(match key {
+                        Some(k) => format!("{owned} has no key {k} that is not revoked already"),
+                        None => format!("every key of {owned} is revoked already"),
+                    }));
+                }
+                Ok(())
+            })
+            .await?;
+        tracing::info!(node, version, "revoked a key");
+        distribute(&self.inner).await?;
+        Ok(version)
+    }
+
+    /// Central only: sets (or with `None` clears) the access list of `node`, sent in the next
+    /// trust bundle; that node then uses it instead of its configured list. Returns the new
+    /// trust version.
+    pub async fn set_node_access(&self, node: &str, access: Option<AccessList>) -> Result<u64> {
+        crate::names::node(node)?;
+        let owned = node.to_owned();
+        let reg = registry(&self.inner)?;
+        let (_, version) = reg
+            .change(true, move |d| {
+                if access.is_none() && !d.nodes.contains_key(&owned) {
+                    return Ok(());
+                }
+                d.nodes.entry(owned).or_default().access = access;
+                Ok(())
+            })
+            .await?;
+        distribute(&self.inner).await?;
+        Ok(version)
+    }
+}

@@ -1,0 +1,931 @@
+//! Signed messages against a real nats-server, attacked from the wire: a raw NATS client
+//! captures real signed envelopes and republishes them changed, replayed, retargeted or
+//! unsigned. Every refusal must carry a clear reason, and nothing refused may run — checked on
+//! a file that each accepted shell command appends one line to.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use steward::{
+    AccessList, Argv, ErrorKind, KeyState, Message, MessageState, Node, NodeBuilder, PublicKey,
+    SignaturePolicy,
+};
+use steward_tests::nodes::test_node;
+use steward_tests::{wait_until_async, NatsServer};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn central_builder(urls: &[String], dir: &Path) -> NodeBuilder {
+    test_node("central", urls, dir).signatures(SignaturePolicy::Required)
+}
+
+/// A ship that requires signatures, pins central's key, lets central call everything and ship2
+/// call `echo`, and checks expiry without clock-skew allowance.
+fn ship_builder(name: &str, urls: &[String], dir: &Path, central_key: PublicKey) -> NodeBuilder {
+    test_node(name, urls, dir)
+        .signatures(SignaturePolicy::Required)
+        .central_key(central_key)
+        .access(AccessList::default_for("central").allow("ship2", "echo"))
+        .clock_skew(Duration::ZERO)
+}
+
+/// Waits until `node`'s key is pending on central, approves it, and waits until every node in
+/// `apply` has the new trust version.
+async fn approve(central: &Node, node: &str, apply: &[&Node]) -> u64 {
+    let pending = wait_until_async(WAIT, || {
+        central
+            .keys()
+            .unwrap()
+            .iter()
+            .any(|k| k.node == node && k.state == KeyState::Pending)
+    })
+    .await;
+    assert!(
+        pending,
+        "{node} never registered its key: {:?}",
+        central.keys()
+    );
+    let v = central.approve_key(node, None).await.unwrap();
+    for n in apply {
+        let ok = wait_until_async(WAIT, || n.trust_version() >= v).await;
+        assert!(ok, "{} never applied trust version {v}", n.name());
+    }
+    v
+}
+
+/// A central and ship1 with approved keys, a raw client, and a file shell commands append to.
+struct Fleet {
+    server: NatsServer,
+    dir: tempfile::TempDir,
+    central: Node,
+    ship1: Node,
+    client: async_nats::Client,
+    ran: PathBuf,
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        let server = NatsServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let urls = vec![server.url()];
+        let central = central_builder(&urls, dir.path()).start().await.unwrap();
+        let ship1 = ship_builder("ship1", &urls, dir.path(), central.public_key())
+            .start()
+            .await
+            .unwrap();
+        approve(&central, "ship1", &[&ship1]).await;
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let ran = dir.path().join("ran.txt");
+        Fleet {
+            server,
+            dir,
+            central,
+            ship1,
+            client,
+            ran,
+        }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        vec![self.server.url()]
+    }
+
+    /// A shell command appending `tag` to the witness file.
+    fn witness(&self, tag: &str) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo {tag} >> {}", self.ran.display()),
+        ]
+    }
+
+    fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.ran)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn errors_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("central").join(steward::ERRORS_LOG))
+            .unwrap_or_default()
+    }
+
+    async fn restart_ship1(&mut self, central_key: PublicKey) {
+        self.ship1.stop().await;
+        self.ship1 = ship_builder("ship1", &self.urls(), self.dir.path(), central_key)
+            .start()
+            .await
+            .unwrap();
+    }
+
+    async fn stop(self) {
+        self.ship1.stop().await;
+        self.central.stop().await;
+        drop(self.server);
+    }
+}
+
+/// Waits for the first envelope on the subscription whose JSON satisfies `pred`.
+async fn capture(sub: &mut async_nats::Subscriber, pred: impl Fn(&Value) -> bool) -> Value {
+    capture_with_headers(sub, pred).await.0
+}
+
+/// Like [`capture`], with the headers it was published with (the sender's signed floor).
+async fn capture_with_headers(
+    sub: &mut async_nats::Subscriber,
+    pred: impl Fn(&Value) -> bool,
+) -> (Value, Option<async_nats::HeaderMap>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("the envelope was never published")
+            .unwrap();
+        if let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) {
+            if pred(&v) {
+                return (v, msg.headers);
+            }
+        }
+    }
+}
+
+/// Publishes `env` on `subject` with a reply inbox (and optional headers); returns the reply.
+async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    env: &Value,
+    headers: Option<async_nats::HeaderMap>,
+) -> Value {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    let payload = bytes::Bytes::from(serde_json::to_vec(env).unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match &headers {
+            Some(h) => client
+                .publish_with_reply_and_headers(
+                    subject.to_owned(),
+                    inbox.clone(),
+                    h.clone(),
+                    payload.clone(),
+                )
+                .await
+                .unwrap(),
+            None => client
+                .publish_with_reply(subject.to_owned(), inbox.clone(), payload.clone())
+                .await
+                .unwrap(),
+        }
+        // A node that just started may not be subscribed yet (and the test's own capturing
+        // subscription hides "no responders"): publish again after a moment without a reply.
+        let attempt = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
+        let msg = match tokio::time::timeout_at(attempt, sub.next()).await {
+            Ok(m) => m.unwrap(),
+            Err(_) if attempt < deadline => continue,
+            Err(_) => panic!("no reply on {subject} within {WAIT:?}"),
+        };
+        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        return serde_json::from_slice(&msg.payload).unwrap();
+    }
+}
+
+fn reason(reply: &Value) -> &str {
+    reply["reason"].as_str().unwrap_or_default()
+}
+
+#[track_caller]
+fn assert_refused(what: &str, reply: &Value, needle: &str) {
+    assert_eq!(reply["status"], "rejected", "{what}: {reply}");
+    assert!(reason(reply).contains(needle), "{what}: {reply}");
+}
+
+/// The fleet works signed end to end (registration, approval, commands, results, error
+/// reports); then every changed copy of a captured command is refused with its reason and
+/// nothing but the original ever runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_messages_are_refused_and_never_run() {
+    let f = Fleet::start().await;
+    let urls = f.urls();
+    // ship2 also says hello (fire-and-forget, signed, no stream position but an expiry).
+    let ship2 = ship_builder("ship2", &urls, f.dir.path(), f.central.public_key())
+        .hello_interval(Some(Duration::from_millis(100)))
+        .start()
+        .await
+        .unwrap();
+    approve(&f.central, "ship2", &[&f.ship1, &ship2]).await;
+
+    let mut sub = f
+        .client
+        .subscribe("ship1.command.shellCommand")
+        .await
+        .unwrap();
+    let r = f
+        .central
+        .send(
+            Message::command("ship1", "shellCommand", f.witness("original"))
+                .with_ttl(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(WAIT, r.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.exit_code, Some(0), "{res:?}");
+    let orig = capture(&mut sub, |v| v["id"] == r.id.as_str()).await;
+    assert!(
+        orig["sig"]["key"].is_string() && orig["sig"]["sig"].is_string(),
+        "{orig}"
+    );
+    assert_eq!(f.runs(), ["original"]);
+
+    let subject = "ship1.command.shellCommand";
+    let changed = |field: &str, v: Value| {
+        let mut e = orig.clone();
+        e[field] = v;
+        // A fresh id, so no dedup record could answer it: only the signature stops it.
+        if field != "id" {
+            e["id"] = json!(format!("forged-{field}"));
+        }
+        e
+    };
+    let bad_sig = "bad signature";
+    let cases: Vec<(&str, Value)> = vec![
+        ("id", changed("id", json!("forged-id"))),
+        ("destination", changed("to", json!("ship2"))),
+        ("method", changed("method", json!("echo"))),
+        ("kind", changed("kind", json!("event"))),
+        ("data", changed("data", json!(f.witness("pwned-data")))),
+        (
+            "re-split data",
+            changed(
+                "data",
+                json!(["sh -c", format!("echo original >> {}", f.ran.display())]),
+            ),
+        ),
+        (
+            "joined data",
+            changed(
+                "data",
+                json!([format!("sh -c echo original >> {}", f.ran.display())]),
+            ),
+        ),
+        (
+            "expiry moved",
+            changed("expires_ms", json!(9_999_999_999_999u64)),
+        ),
+        ("expiry removed", {
+            let mut e = changed("expires_ms", json!(0));
+            e.as_object_mut().unwrap().remove("expires_ms");
+            e
+        }),
+        (
+            "seq",
+            changed("seq", json!(orig["seq"].as_u64().unwrap() + 1)),
+        ),
+        (
+            "epoch",
+            changed("epoch", json!(orig["epoch"].as_u64().unwrap() ^ 1)),
+        ),
+        ("method timeout", changed("method_timeout_ms", json!(1))),
+    ];
+    for (what, env) in &cases {
+        let subj = if env["method"] == "echo" {
+            "ship1.command.echo"
+        } else if env["kind"] == "event" {
+            "ship1.event.shellCommand"
+        } else {
+            subject
+        };
+        let reply = request(&f.client, subj, env, None).await;
+        // A changed destination is refused for the signature before the addressee is checked.
+        assert_refused(what, &reply, bad_sig);
+    }
+    // Unsigned, and the signature of another message.
+    let mut unsigned = changed("id", json!("forged-unsigned"));
+    unsigned.as_object_mut().unwrap().remove("sig");
+    assert_refused(
+        "unsigned",
+        &request(&f.client, subject, &unsigned, None).await,
+        "unsigned message",
+    );
+    let mut garbled = changed("id", json!("forged-garbled"));
+    garbled["sig"]["sig"] = json!("!!");
+    assert_refused(
+        "garbled signature",
+        &request(&f.client, subject, &garbled, None).await,
+        "malformed signature",
+    );
+    // Retargeting the untouched envelope: ship2 verifies it, and it is not addressed to ship2.
+    let reply = request(&f.client, "ship2.command.shellCommand", &orig, None).await;
+    assert_refused(
+        "retargeted",
+        &reply,
+        "addressed to ship1, but this is ship2",
+    );
+
+    assert_eq!(f.runs(), ["original"], "a refused message ran");
+    // Refusals are reported to central with the reason.
+    let reported = wait_until_async(WAIT, || {
+        let log = f.errors_log();
+        log.contains("bad signature")
+            && log.contains("unsigned message")
+            && log.contains("ship2 refused message")
+            && log.contains("addressed to ship1, but this is ship2")
+    })
+    .await;
+    assert!(reported, "errors.log: {}", f.errors_log());
+    // And the fleet goes on.
+    let r = f
+        .central
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("after"),
+        ))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, r.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.runs(), ["original", "after"]);
+    // Hellos sent before ship2's key was approved are refused (unknown key); once approved,
+    // its signed hellos are accepted: central hears two more, and no new refusal appears.
+    let hello_refusals = || f.errors_log().matches("central.event.hello").count();
+    let before = hello_refusals();
+    let last_seen = || {
+        f.central
+            .destinations()
+            .unwrap()
+            .iter()
+            .find(|d| d.node == "ship2")
+            .and_then(|d| d.last_seen_ms)
+            .unwrap_or(0)
+    };
+    for _ in 0..2 {
+        let s0 = last_seen();
+        assert!(
+            wait_until_async(WAIT, || last_seen() > s0).await,
+            "central no longer hears ship2's signed hellos"
+        );
+    }
+    assert_eq!(
+        hello_refusals(),
+        before,
+        "signed hellos were refused after approval: {}",
+        f.errors_log()
+    );
+    ship2.stop().await;
+    f.stop().await;
+}
+
+/// A captured command (with ACK) and a captured fire-and-forget command replayed as they are,
+/// with a forged floor header, after the receiver restarted, and after its dedup records were
+/// pruned: answered from the record or as stale, never run again. An expired signed message
+/// never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_never_run_before_or_after_a_restart() {
+    let mut f = Fleet::start().await;
+    let ck = f.central.public_key();
+    let mut sub = f
+        .client
+        .subscribe("ship1.command.shellCommand")
+        .await
+        .unwrap();
+    let acked = f
+        .central
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("acked"),
+        ))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, acked.result())
+        .await
+        .unwrap()
+        .unwrap();
+    let acked_env = capture(&mut sub, |v| v["id"] == acked.id.as_str()).await;
+    let unacked = f
+        .central
+        .send(
+            Message::command("ship1", "shellCommand", f.witness("unacked"))
+                .with_ack_timeout(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let unacked_env = capture(&mut sub, |v| v["id"] == unacked.id.as_str()).await;
+    assert!(
+        unacked_env["seq"].as_u64().unwrap() > 0,
+        "fire-and-forget messages carry their stream position: {unacked_env}"
+    );
+    assert!(wait_until_async(WAIT, || f.runs().len() == 2).await);
+    assert_eq!(f.runs(), ["acked", "unacked"]);
+
+    let subject = "ship1.command.shellCommand";
+    let mut floor = async_nats::HeaderMap::new();
+    floor.insert("Steward-Floor", acked_env["seq"].to_string().as_str());
+    let client = f.client.clone();
+    let replay_all = |round: &'static str| {
+        let (client, a, u, floor) = (
+            client.clone(),
+            acked_env.clone(),
+            unacked_env.clone(),
+            floor.clone(),
+        );
+        async move {
+            let r = request(&client, subject, &a, None).await;
+            assert!(
+                r["status"] == "done" || r["status"] == "stale",
+                "{round}: {r}"
+            );
+            let r = request(&client, subject, &a, Some(floor)).await;
+            assert!(
+                r["status"] == "done" || r["status"] == "stale",
+                "{round}: {r}"
+            );
+            let r = request(&client, subject, &u, None).await;
+            assert_eq!(r["status"], "stale", "{round}: {r}");
+            assert!(reason(&r).contains("replay never runs"), "{round}: {r}");
+        }
+    };
+    replay_all("before restart").await;
+    assert_eq!(f.runs(), ["acked", "unacked"]);
+
+    f.restart_ship1(ck).await;
+    replay_all("after restart").await;
+    assert_eq!(f.runs(), ["acked", "unacked"]);
+
+    // Dedup records pruned (retention 0): sequence numbers still recognise both.
+    f.ship1.stop().await;
+    f.ship1 = ship_builder("ship1", &f.urls(), f.dir.path(), ck)
+        .retention(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let (inbox, _) = f.ship1.prune().await.unwrap();
+    assert!(inbox >= 1, "nothing was pruned");
+    replay_all("after pruning").await;
+    assert_eq!(f.runs(), ["acked", "unacked"]);
+
+    // An expired message: sent while ship1 is down, captured, replayed after its expiry.
+    f.ship1.stop().await;
+    let short = f
+        .central
+        .send(
+            Message::command("ship1", "shellCommand", f.witness("expired"))
+                .with_ttl(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+    let (short_env, short_headers) =
+        capture_with_headers(&mut sub, |v| v["id"] == short.id.as_str()).await;
+    let st = tokio::time::timeout(WAIT, short.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.state, MessageState::Expired);
+    f.ship1 = ship_builder("ship1", &f.urls(), f.dir.path(), ck)
+        .start()
+        .await
+        .unwrap();
+    // Replayed with the sender's own (signed) floor header, as captured.
+    let r = request(&f.client, subject, &short_env, short_headers).await;
+    assert_eq!(r["status"], "expired", "{r}");
+    assert_eq!(f.runs(), ["acked", "unacked"]);
+    f.stop().await;
+}
+
+/// Keys: a node whose key is pending (unknown to ship1) is refused; approved, it runs; revoked,
+/// its messages — new ones and captured ones — are refused as revoked; a message claiming
+/// another sender than its key's node is refused as a mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_revoked_and_mismatched_keys_are_refused() {
+    let f = Fleet::start().await;
+    let urls = f.urls();
+    let ship2 = ship_builder("ship2", &urls, f.dir.path(), f.central.public_key())
+        .start()
+        .await
+        .unwrap();
+    // Pending: neither ship1 nor central trusts ship2 yet.
+    assert!(
+        wait_until_async(WAIT, || f
+            .central
+            .keys()
+            .unwrap()
+            .iter()
+            .any(|k| k.node == "ship2" && k.state == KeyState::Pending))
+        .await
+    );
+    let e = ship2
+        .send(Message::command("ship1", "echo", ["pending"]))
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
+    assert!(e.to_string().contains("does not trust for ship2"), "{e}");
+    assert!(e.to_string().contains("steward keys approve ship2"), "{e}");
+
+    approve(&f.central, "ship2", &[&f.ship1, &ship2]).await;
+    let mut sub = f.client.subscribe("ship1.command.echo").await.unwrap();
+    let ok = ship2
+        .send(Message::command("ship1", "echo", ["approved"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, ok.result())
+            .await
+            .unwrap()
+            .unwrap()
+            .stdout,
+        "approved"
+    );
+    let captured = capture(&mut sub, |v| v["id"] == ok.id.as_str()).await;
+
+    // The same key claiming to be central.
+    let mut claim = captured.clone();
+    claim["from"] = json!("central");
+    claim["id"] = json!("claims-central");
+    let r = request(&f.client, "ship1.command.echo", &claim, None).await;
+    assert_refused(
+        "mismatch",
+        &r,
+        "signed with ship2's key, but it claims to be from central",
+    );
+    // Someone else's key named as the signer of ship2's message.
+    let mut other = captured.clone();
+    other["id"] = json!("other-key");
+    other["sig"]["key"] = json!(f.ship1.public_key().to_string());
+    let r = request(&f.client, "ship1.command.echo", &other, None).await;
+    assert_refused(
+        "other key",
+        &r,
+        "signed with ship1's key, but it claims to be from ship2",
+    );
+
+    let v = f.central.revoke_key("ship2", None).await.unwrap();
+    assert!(wait_until_async(WAIT, || f.ship1.trust_version() >= v).await);
+    let e = ship2
+        .send(Message::command("ship1", "echo", ["revoked"]))
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("revoked"), "{e}");
+    let r = request(&f.client, "ship1.command.echo", &captured, None).await;
+    // Already processed: answered from its record, never run again (and the key is revoked).
+    assert!(r["status"] == "done" || r["status"] == "rejected", "{r}");
+    let mut fresh = captured.clone();
+    fresh["id"] = json!("revoked-fresh");
+    let r = request(&f.client, "ship1.command.echo", &fresh, None).await;
+    assert_refused("revoked key", &r, "revoked");
+    let listed = f.central.keys().unwrap();
+    assert!(listed
+        .iter()
+        .any(|k| k.node == "ship2" && k.state == KeyState::Revoked));
+    ship2.stop().await;
+    f.stop().await;
+}
+
+/// Trust updates: an older (captured) bundle is refused as stale, also after a restart; a
+/// bundle that is unsigned or signed by a key other than the pinned central key is refused,
+/// also by a node that does not require signed messages; a tampered trust.json stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_updates_must_be_signed_by_central_and_newer() {
+    let mut f = Fleet::start().await;
+    let ck = f.central.public_key();
+    let urls = f.urls();
+    // ship3 does not require signed messages, but still only takes bundles signed by central.
+    let ship3 = test_node("ship3", &urls, f.dir.path())
+        .central_key(ck)
+        .start()
+        .await
+        .unwrap();
+    let mut sub = f.client.subscribe("*.event._trustUpdate").await.unwrap();
+    let v1 = approve(&f.central, "ship3", &[&f.ship1, &ship3]).await;
+    let old = capture(&mut sub, |v| v["to"] == "ship1").await;
+    let v2 = f
+        .central
+        .set_node_access("ship3", Some(AccessList::default_for("central")))
+        .await
+        .unwrap();
+    assert!(v2 > v1);
+    assert!(wait_until_async(WAIT, || f.ship1.trust_version() == v2).await);
+
+    // The older bundle, replayed as central sent it (validly signed envelope and bundle).
+    let r = request(&f.client, "ship1.event._trustUpdate", &old, None).await;
+    assert_refused("stale bundle", &r, "stale");
+    assert_eq!(f.ship1.trust_version(), v2);
+    // The current one again: nothing changes.
+    f.restart_ship1(ck).await;
+    assert_eq!(
+        f.ship1.trust_version(),
+        v2,
+        "the version survives a restart"
+    );
+    let r = request(&f.client, "ship1.event._trustUpdate", &old, None).await;
+    assert_refused("stale bundle after restart", &r, "stale");
+
+    // Forged bundles to ship3 (signatures off: only the bundle's own signature protects it).
+    let bundle: Value = serde_json::from_str(old["data"][0].as_str().unwrap()).unwrap();
+    let mut payload: Value = serde_json::from_str(bundle["payload"].as_str().unwrap()).unwrap();
+    payload["version"] = json!(v2 + 1000);
+    payload["keys"]["mallory"] = json!(f.ship1.public_key().to_string());
+    let forge = |data: Value, id: &str| {
+        let mut e = old.clone();
+        e["to"] = json!("ship3");
+        e["id"] = json!(id);
+        e["data"] = json!([data.to_string()]);
+        e
+    };
+    let t3 = ship3.trust_version();
+    for (what, data, needle) in [
+        (
+            "unsigned bundle",
+            payload.clone(),
+            "not a signed trust bundle",
+        ),
+        (
+            "altered payload",
+            json!({"payload": payload.to_string(), "sig": bundle["sig"]}),
+            "not signed by central's key",
+        ),
+        (
+            "empty signature",
+            json!({"payload": payload.to_string(), "sig": ""}),
+            "malformed signature",
+        ),
+    ] {
+        let r = request(
+            &f.client,
+            "ship3.event._trustUpdate",
+            &forge(data, what),
+            None,
+        )
+        .await;
+        assert_refused(what, &r, needle);
+    }
+    // A bundle properly signed by another central (a rogue node named central elsewhere).
+    let rogue_server = NatsServer::start();
+    let rogue_dir = tempfile::tempdir().unwrap();
+    let rogue = test_node("central", &[rogue_server.url()], rogue_dir.path())
+        .start()
+        .await
+        .unwrap();
+    let rogue_client = async_nats::connect(rogue_server.url()).await.unwrap();
+    let mut rogue_sub = rogue_client
+        .subscribe("ship3.event._trustUpdate")
+        .await
+        .unwrap();
+    rogue
+        .approve_key("mallory", Some(f.ship1.public_key()))
+        .await
+        .unwrap();
+    rogue
+        .set_node_access("ship3", Some(AccessList::empty()))
+        .await
+        .unwrap();
+    let rogue_env = capture(&mut rogue_sub, |_| true).await;
+    let r = request(&f.client, "ship3.event._trustUpdate", &rogue_env, None).await;
+    assert_refused("rogue central", &r, "not signed by central's key");
+    assert_eq!(ship3.trust_version(), t3, "a refused bundle changed ship3");
+    // ship1 (signatures required) refuses the rogue's envelope already: unknown key for central.
+    let mut to1 = rogue_env.clone();
+    to1["to"] = json!("ship1");
+    let r = request(&f.client, "ship1.event._trustUpdate", &to1, None).await;
+    assert_refused("rogue to ship1", &r, "does not trust for central");
+    rogue.stop().await;
+
+    // trust.json altered on disk: the node refuses to start rather than trust less than it did.
+    f.ship1.stop().await;
+    let path = f.dir.path().join("ship1").join(steward::TRUST_FILE);
+    let mut stored: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    stored["payload"] = json!(stored["payload"]
+        .as_str()
+        .unwrap()
+        .replace("ship3", "shipX"));
+    std::fs::write(&path, stored.to_string()).unwrap();
+    let e = ship_builder("ship1", &urls, f.dir.path(), ck)
+        .start()
+        .await
+        .err()
+        .expect("a tampered trust.json must stop the start");
+    assert!(e.to_string().contains("not a valid trust bundle"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+    f.ship1 = ship_builder("ship1", &urls, f.dir.path(), ck)
+        .start()
+        .await
+        .unwrap();
+    // On its next registration, central sends it the current bundle again.
+    assert!(wait_until_async(WAIT, || f.ship1.trust_version() == v2).await);
+    ship3.stop().await;
+    f.stop().await;
+}
+
+/// Least privilege: central sets ship1's access list (argv prefix and exact argv); allowed
+/// commands run, anything else — other argv, other methods — is refused and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argv_rules_from_central_allow_prefix_and_exact_and_deny_the_rest() {
+    let f = Fleet::start().await;
+    let w = f.ran.display().to_string();
+    let list = AccessList::empty()
+        .allow_argv(
+            "central",
+            "shellCommand",
+            Argv::Prefix(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo prefix >> {w}"),
+            ]),
+        )
+        .allow_argv(
+            "central",
+            "shellCommand",
+            Argv::Exact(vec!["sh".into(), "-c".into(), format!("echo exact >> {w}")]),
+        );
+    let v = f
+        .central
+        .set_node_access("ship1", Some(list.clone()))
+        .await
+        .unwrap();
+    assert!(wait_until_async(WAIT, || f.ship1.trust_version() >= v).await);
+    assert_eq!(f.ship1.access_list(), list);
+
+    let send = |data: Vec<String>, method: &'static str| {
+        let c = f.central.clone();
+        async move {
+            let r = c
+                .send(Message::command("ship1", method, data))
+                .await
+                .unwrap();
+            tokio::time::timeout(WAIT, r.result()).await.unwrap()
+        }
+    };
+    let sv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    send(
+        sv(&["sh", "-c", &format!("echo prefix >> {w}"), "extra-arg"]),
+        "shellCommand",
+    )
+    .await
+    .unwrap();
+    send(
+        sv(&["sh", "-c", &format!("echo exact >> {w}")]),
+        "shellCommand",
+    )
+    .await
+    .unwrap();
+    for (data, method, needle) in [
+        (
+            sv(&["sh", "-c", &format!("echo exact >> {w}"), "more"]),
+            "shellCommand",
+            "only with other arguments",
+        ),
+        (
+            sv(&["sh", "-c", &format!("echo denied >> {w}")]),
+            "shellCommand",
+            "only with other arguments",
+        ),
+        (
+            sv(&["sh -c", &format!("echo prefix >> {w}")]),
+            "shellCommand",
+            "only with other arguments",
+        ),
+        (sv(&["hello"]), "echo", "may not call echo"),
+    ] {
+        let e = send(data, method).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
+        assert!(e.to_string().contains("not in its access list"), "{e}");
+    }
+    assert_eq!(f.runs(), ["prefix", "exact"]);
+    // Cleared: ship1 is back to its configured list.
+    let v = f.central.set_node_access("ship1", None).await.unwrap();
+    assert!(wait_until_async(WAIT, || f.ship1.trust_version() >= v).await);
+    send(sv(&["hi"]), "echo").await.unwrap();
+    f.stop().await;
+}
+
+/// The operator's view and mistakes: keys only on central, approving with nothing pending,
+/// revoking an unknown node; a private key file others can read stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_management_errors_are_clear() {
+    let f = Fleet::start().await;
+    let e = f.ship1.keys().unwrap_err();
+    assert!(e.to_string().contains("not central"), "{e}");
+    let e = f.central.approve_key("nosuch", None).await.unwrap_err();
+    assert!(e.to_string().contains("no key waiting for approval"), "{e}");
+    let e = f
+        .central
+        .approve_key("ship7", Some(f.ship1.public_key()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("approved for ship1 already"), "{e}");
+    let e = f
+        .central
+        .approve_key("central", Some(f.ship1.public_key()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("pinned key"), "{e}");
+    let e = f.central.revoke_key("nosuch", None).await.unwrap_err();
+    assert!(e.to_string().contains("no key of nosuch"), "{e}");
+    let pubfile = f.dir.path().join("ship1").join(steward::PUBLIC_KEY_FILE);
+    assert_eq!(
+        PublicKey::from_file(&pubfile).unwrap(),
+        f.ship1.public_key()
+    );
+    f.ship1.stop().await;
+    let key = f.dir.path().join("ship1").join(steward::KEY_FILE);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let e = ship_builder("ship1", &f.urls(), f.dir.path(), f.central.public_key())
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    f.central.stop().await;
+}
+
+/// The floor header lets a receiver skip messages its sender gave up on, so it is signed: a
+/// captured later message replayed with a forged floor (before the earlier ones arrived) is
+/// told "gap" and does not run out of order; the earlier messages still run first, then it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_floor_cannot_make_a_receiver_skip_messages() {
+    let mut f = Fleet::start().await;
+    let ck = f.central.public_key();
+    f.ship1.stop().await;
+    let mut sub = f
+        .client
+        .subscribe("ship1.command.shellCommand")
+        .await
+        .unwrap();
+    let a = f
+        .central
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("first"),
+        ))
+        .await
+        .unwrap();
+    let b = f
+        .central
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("second"),
+        ))
+        .await
+        .unwrap();
+    let (b_env, b_headers) = capture_with_headers(&mut sub, |v| v["id"] == b.id.as_str()).await;
+    let b_headers = b_headers.expect("the sender's floor headers");
+    assert_eq!(b_env["seq"], 2, "{b_env}");
+    assert_eq!(b_headers.get("Steward-Floor").unwrap().as_str(), "1");
+    // The sender is away now; ship1 comes back and sees only the attacker's copies.
+    f.central.stop().await;
+    f.ship1 = ship_builder("ship1", &f.urls(), f.dir.path(), ck)
+        .start()
+        .await
+        .unwrap();
+    let subject = "ship1.command.shellCommand";
+    let mut unsigned = async_nats::HeaderMap::new();
+    unsigned.insert("Steward-Floor", "2");
+    let mut resigned = b_headers.clone();
+    resigned.insert("Steward-Floor", "2");
+    for (what, h) in [
+        ("no floor", None),
+        ("unsigned floor", Some(unsigned)),
+        ("floor with another floor's signature", Some(resigned)),
+        ("the sender's own floor", Some(b_headers)),
+    ] {
+        let r = request(&f.client, subject, &b_env, h).await;
+        assert_eq!(r["status"], "gap", "{what}: {r}");
+        assert_eq!(r["expected"], 1, "{what}: {r}");
+    }
+    assert!(f.runs().is_empty(), "ran out of order: {:?}", f.runs());
+    // The real sender returns: both run, in order.
+    f.central = central_builder(&f.urls(), f.dir.path())
+        .start()
+        .await
+        .unwrap();
+    for r in [&a, &b] {
+        let st = tokio::time::timeout(WAIT, f.central.wait(&r.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(st.state, MessageState::Completed, "{st:?}");
+    }
+    assert_eq!(f.runs(), ["first", "second"]);
+    f.stop().await;
+}
