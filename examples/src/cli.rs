@@ -236,8 +236,8 @@ pub struct Tuning {
         env = "STEWARD_ALLOW"
     )]
     pub allow: Vec<(String, String)>,
-    /// Whether incoming messages must be signed by a key this node trusts: off or required
-    /// [default: off]
+    /// Signatures: off (sign what is sent, check nothing), required (refuse anything not signed
+    /// by a key this node trusts) or unsigned (neither sign nor check) [default: off]
     #[arg(long, value_name = "POLICY", value_parser = parse_policy, env = "STEWARD_SIGNATURES")]
     pub signatures: Option<steward::SignaturePolicy>,
     /// This node's private key (created with mode 0600 on first start if missing)
@@ -262,7 +262,7 @@ pub struct Tuning {
     pub trust_key: Vec<steward::TrustedKey>,
 }
 
-/// `off` or `required`.
+/// `off`, `unsigned` or `required`.
 pub fn parse_policy(text: &str) -> Result<steward::SignaturePolicy, String> {
     text.parse().map_err(|e: steward::Error| e.to_string())
 }

@@ -627,9 +627,12 @@ impl PyNode {
         }
         if let Some(p) = signatures.filter(|p| !p.is_none()) {
             let text = convert::string(p, "signatures", err)?;
-            cfg.signatures = text
-                .parse()
-                .map_err(|_| config_error("signatures", "expected \"required\" or \"off\""))?;
+            cfg.signatures = text.parse().map_err(|_| {
+                config_error(
+                    "signatures",
+                    "expected \"required\", \"off\" (sign, don't check) or \"unsigned\"",
+                )
+            })?;
         }
         if let Some(k) = central_key.filter(|k| !k.is_none()) {
             let text = convert::string(k, "central_key", err)?;

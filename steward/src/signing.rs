@@ -22,6 +22,7 @@ use crate::envelope::{Envelope, ReplyStatus, WireKind};
 use crate::keys::{KeyPair, PublicKey};
 use crate::node::Inner;
 use crate::result::ResultStatus;
+use crate::trust::SignaturePolicy;
 
 /// Domain tag and version of the envelope encoding (changing the encoding means a new version).
 const ENVELOPE_DOMAIN: &str = "steward/envelope/v1";
@@ -251,12 +252,16 @@ pub(crate) fn seal(inner: &Inner, env: &mut Envelope, seq: u64) {
     if !env.ack && env.seq == 0 && env.kind != WireKind::Result {
         env.seq = seq;
     }
-    sign_with(&inner.security.keys, env);
+    if inner.security.policy != SignaturePolicy::Unsigned {
+        sign_with(&inner.security.keys, env);
+    }
 }
 
 /// Signs an envelope that does not go through the outbox (`hello`).
 pub(crate) fn sign(inner: &Inner, env: &mut Envelope) {
-    sign_with(&inner.security.keys, env);
+    if inner.security.policy != SignaturePolicy::Unsigned {
+        sign_with(&inner.security.keys, env);
+    }
 }
 
 /// Publisher hook: signs the floor header of a stream (sender, epoch, subject, floor), so a
@@ -268,6 +273,9 @@ pub(crate) fn floor_header(
     floor: u64,
     headers: &mut async_nats::HeaderMap,
 ) {
+    if inner.security.policy == SignaturePolicy::Unsigned {
+        return;
+    }
     let sig = {
         let mut cache = inner
             .security

@@ -37,10 +37,15 @@ pub const TRUST_FILE: &str = "trust.json";
 /// Whether a node requires signed messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SignaturePolicy {
-    /// Signatures are not checked (the default, compatible with unsigned senders). Every node
-    /// still signs what it sends, and still accepts only signed trust updates.
+    /// Signatures are not checked (the default, compatible with unsigned senders). The node
+    /// still signs what it sends (so receivers can require signatures), and still accepts only
+    /// signed trust updates.
     #[default]
     Off,
+    /// Like `Off`, and messages are sent unsigned too: for fleets that do not use signatures
+    /// and want the CPU (about 20 µs per message on a small machine). A receiver that requires
+    /// signatures refuses them.
+    Unsigned,
     /// Every message must be signed by a key this node trusts for its sender; anything else is
     /// refused and never runs.
     Required,
@@ -51,9 +56,10 @@ impl std::str::FromStr for SignaturePolicy {
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "off" | "no" | "false" => Ok(SignaturePolicy::Off),
+            "unsigned" | "none" => Ok(SignaturePolicy::Unsigned),
             "required" | "require" | "on" | "yes" | "true" => Ok(SignaturePolicy::Required),
             other => Err(Error::Config(format!(
-                "signatures {other:?}: give `required` or `off`"
+                "signatures {other:?}: give `required`, `off` (sign, don't check) or `unsigned` (neither)"
             ))),
         }
     }
@@ -63,6 +69,7 @@ impl std::fmt::Display for SignaturePolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             SignaturePolicy::Off => "off",
+            SignaturePolicy::Unsigned => "unsigned",
             SignaturePolicy::Required => "required",
         })
     }
@@ -416,7 +423,7 @@ pub(crate) async fn screen(
         on_update(inner, env, reply_to).await;
         return None;
     }
-    if inner.security.policy == SignaturePolicy::Off {
+    if inner.security.policy != SignaturePolicy::Required {
         return Some(env);
     }
     match inner.security.admit(&inner.cfg, &env) {
@@ -482,7 +489,7 @@ fn note_refusal(inner: &Arc<Inner>, env: &Envelope, reason: &str) {
 /// signatures the sender reports its rejection itself, as before.
 pub(crate) fn refused_after_check(inner: &Arc<Inner>, key: &str, reason: &str) {
     let (from, id) = key.split_once('/').unwrap_or(("", key));
-    if inner.security.policy == SignaturePolicy::Off {
+    if inner.security.policy != SignaturePolicy::Required {
         tracing::warn!(msg_id = id, from, "refused: {reason}");
         return;
     }
@@ -525,7 +532,10 @@ pub(crate) fn checked_floor(
     headers: Option<&async_nats::HeaderMap>,
     expected: &HashMap<String, u64>,
 ) -> u64 {
-    if inner.security.policy == SignaturePolicy::Off || floor == 0 || env.kind == WireKind::Result {
+    if inner.security.policy != SignaturePolicy::Required
+        || floor == 0
+        || env.kind == WireKind::Result
+    {
         return floor;
     }
     let stream = format!("{}/{:x}/{}", env.from, env.epoch, env.subject());
@@ -573,7 +583,7 @@ pub(crate) fn unacked_replayed(
     env: &Envelope,
     expected: &mut HashMap<String, u64>,
 ) -> Option<Reply> {
-    if inner.security.policy == SignaturePolicy::Off || env.seq == 0 {
+    if inner.security.policy != SignaturePolicy::Required || env.seq == 0 {
         return None;
     }
     let key = unacked_key(stream);
@@ -785,7 +795,8 @@ async fn register(inner: Arc<Inner>) {
             outcome: None,
             sig: None,
         };
-        signing::sign(&inner, &mut env);
+        // Always signed: central accepts a registration only with the key it carries.
+        signing::sign_with(&inner.security.keys, &mut env);
         let payload = bytes::Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
         let req = inner.client.request(env.subject(), payload);
         let answer = tokio::select! {

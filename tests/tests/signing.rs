@@ -929,3 +929,53 @@ async fn a_forged_floor_cannot_make_a_receiver_skip_messages() {
     assert_eq!(f.runs(), ["first", "second"]);
     f.stop().await;
 }
+
+/// `signatures = unsigned`: the node signs nothing (no `sig` on the wire). A receiver that does
+/// not check accepts its messages; one that requires signatures refuses them as unsigned and
+/// runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_senders_work_with_lenient_receivers_and_are_refused_by_strict_ones() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let central = test_node("central", &urls, dir.path())
+        .signatures(SignaturePolicy::Unsigned)
+        .start()
+        .await
+        .unwrap();
+    let lenient = test_node("ship1", &urls, dir.path()).start().await.unwrap();
+    let strict = test_node("ship2", &urls, dir.path())
+        .signatures(SignaturePolicy::Required)
+        .start()
+        .await
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut wire = client.subscribe("ship1.command.echo").await.unwrap();
+    client.flush().await.unwrap();
+
+    let r = central
+        .send(Message::command("ship1", "echo", ["hi"]))
+        .await
+        .unwrap();
+    assert_eq!(r.result().await.unwrap().stdout, "hi");
+    let seen = tokio::time::timeout(WAIT, wire.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let env: Value = serde_json::from_slice(&seen.payload).unwrap();
+    assert!(env.get("sig").is_none_or(Value::is_null), "{env}");
+
+    let r = central
+        .send(Message::command("ship2", "echo", ["hi"]))
+        .await
+        .unwrap();
+    let st = tokio::time::timeout(WAIT, r.wait()).await.unwrap().unwrap();
+    assert_eq!(st.state, MessageState::Rejected, "{st:?}");
+    assert!(
+        st.reason.as_deref().unwrap_or("").contains("unsigned"),
+        "{st:?}"
+    );
+    central.stop().await;
+    lenient.stop().await;
+    strict.stop().await;
+}

@@ -51,10 +51,14 @@ pub fn builder(name: &str, url: &str, dir: &std::path::Path) -> NodeBuilder {
 /// With `STEWARD_BENCH_SIGNATURES=required`, every bench node requires signed messages and
 /// signs with one shared key (a fixed test seed, never a real key) that it trusts for `central`
 /// and `ship1` — the names the throughput section uses — so the cost of verification shows.
+/// With `STEWARD_BENCH_SIGNATURES=unsigned`, nothing is signed (the cost of signing shows);
+/// otherwise the default: every message signed, nothing checked.
 fn signed(dir: &std::path::Path, b: NodeBuilder) -> NodeBuilder {
     use base64::Engine as _;
-    if std::env::var("STEWARD_BENCH_SIGNATURES").as_deref() != Ok("required") {
-        return b;
+    match std::env::var("STEWARD_BENCH_SIGNATURES").as_deref() {
+        Ok("required") => {}
+        Ok("unsigned") => return b.signatures(steward::SignaturePolicy::Unsigned),
+        _ => return b,
     }
     let seed = [7u8; 32];
     let path = dir.join("bench.key");
