@@ -146,6 +146,15 @@ impl Publisher {
             }
             self.fill()?;
             self.send_due().await;
+            // Messages that finish when published (fire-and-forget) free the window with no
+            // event to follow: load the rest now instead of waiting for one that never comes.
+            if self.more_on_disk
+                && self.window.len() < self.inner.cfg.window
+                && *self.inner.connected.borrow()
+            {
+                tokio::task::yield_now().await;
+                continue;
+            }
             let wake = self.next_wakeup();
             tokio::select! {
                 ev = rx.recv() => {

@@ -292,3 +292,47 @@ async fn repeatable_methods_run_at_the_receiver_in_order() {
     central.stop().await;
     ship.stop().await;
 }
+
+/// Fire-and-forget messages finish as soon as they are published, so nothing answers them. What
+/// must hold: when more are queued than the send window holds, the publisher goes on loading
+/// the rest by itself (no ACK, result or new message is needed to wake it) and all of them run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_and_forget_backlog_larger_than_the_window_is_all_delivered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let ship = test_node("ship1", &urls, dir.path())
+        .allow("*", "count")
+        .method(
+            "count",
+            steward::Method::new(Kind::Event, move |_| {
+                h.fetch_add(1, Ordering::SeqCst);
+                async { steward::MethodResult::ok("") }
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let central = test_node("central", &urls, dir.path())
+        .window(4)
+        .start()
+        .await
+        .unwrap();
+    let msgs: Vec<Message> = (0..50)
+        .map(|i| Message::event("ship1", "count", [i.to_string()]).with_ack_timeout(Duration::ZERO))
+        .collect();
+    central.send_batch(msgs).await.unwrap();
+    assert!(
+        steward_tests::wait_until_async(Duration::from_secs(20), || hits.load(Ordering::SeqCst)
+            >= 50)
+        .await,
+        "only {} of 50 fire-and-forget messages ran",
+        hits.load(Ordering::SeqCst)
+    );
+    central.stop().await;
+    ship.stop().await;
+}

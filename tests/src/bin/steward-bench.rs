@@ -77,6 +77,13 @@ fn settings(args: &[String]) -> Settings {
 }
 
 fn main() {
+    // Diagnosis: STEWARD_BENCH_LOG=steward=debug prints the nodes' logs to stderr.
+    if let Ok(filter) = std::env::var("STEWARD_BENCH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let args: Vec<String> = std::env::args().collect();
     if bench::children::run(&args) {
         return;
