@@ -452,6 +452,18 @@ pub(crate) async fn refuse(
 }
 
 fn note_refusal(inner: &Arc<Inner>, env: &Envelope, reason: &str) {
+    let text = format!(
+        "{} refused a message from {} ({}): {reason}",
+        inner.cfg.name,
+        env.from,
+        env.subject()
+    );
+    report_refusal(inner, &env.id, &env.from, text, reason);
+}
+
+/// Reports a refusal to the listeners and central, at most 20 a minute (then one line with the
+/// count left out); the rest are only logged.
+fn report_refusal(inner: &Arc<Inner>, id: &str, from: &str, text: String, reason: &str) {
     let (report, left_out) = inner
         .security
         .reports
@@ -468,18 +480,9 @@ fn note_refusal(inner: &Arc<Inner>, env: &Envelope, reason: &str) {
         );
     }
     if report {
-        inner.report(
-            Some(env.id.clone()),
-            ErrorReportKind::Rejected,
-            format!(
-                "{} refused a message from {} ({}): {reason}",
-                inner.cfg.name,
-                env.from,
-                env.subject()
-            ),
-        );
+        inner.report(Some(id.to_owned()), ErrorReportKind::Rejected, text);
     } else {
-        tracing::debug!(id = %env.id, from = %env.from, "refused: {reason}");
+        tracing::debug!(msg_id = id, from, "refused: {reason}");
     }
 }
 
@@ -493,33 +496,11 @@ pub(crate) fn refused_after_check(inner: &Arc<Inner>, key: &str, reason: &str) {
         tracing::warn!(msg_id = id, from, "refused: {reason}");
         return;
     }
-    let (report, left_out) = inner
-        .security
-        .reports
-        .lock()
-        .map(|mut l| l.admit())
-        .unwrap_or((true, 0));
-    if left_out > 0 {
-        inner.report(
-            None,
-            ErrorReportKind::Rejected,
-            format!(
-                "{left_out} more refused messages were not reported one by one in the last minute"
-            ),
-        );
-    }
-    if report {
-        inner.report(
-            Some(id.to_owned()),
-            ErrorReportKind::Rejected,
-            format!(
-                "{} refused message {id} from {from}: {reason}",
-                inner.cfg.name
-            ),
-        );
-    } else {
-        tracing::debug!(from, id, "refused: {reason}");
-    }
+    let text = format!(
+        "{} refused message {id} from {from}: {reason}",
+        inner.cfg.name
+    );
+    report_refusal(inner, id, from, text, reason);
 }
 
 /// Receiver hook: the sender's floor header counts only if its signature holds (so nobody can
