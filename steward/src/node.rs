@@ -646,15 +646,21 @@ impl Node {
             list.retain(|w| !w.is_closed());
             list.push(tx);
         }
-        match self.inner.store.message(id)? {
+        // Only the state here: the body is read only for a message already final.
+        match self.inner.store.message_state(id)? {
             None => {
                 drop(rx);
                 self.inner.prune_waiters(id);
                 return Err(Error::NotFound(id.to_owned()));
             }
-            Some(rec) if rec.status.state.is_final() => {
+            Some(state) if state.is_final() => {
                 drop(rx);
                 self.inner.prune_waiters(id);
+                let rec = self
+                    .inner
+                    .store
+                    .message(id)?
+                    .ok_or_else(|| Error::NotFound(id.to_owned()))?;
                 return Ok(rec.into_status());
             }
             Some(_) => {}

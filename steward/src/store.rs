@@ -104,11 +104,16 @@ pub(crate) struct MessageRecord {
 }
 
 impl MessageRecord {
-    /// The public status, with the message parsed from its stored JSON.
-    pub(crate) fn into_status(mut self) -> MessageStatus {
+    /// Fills `status.message` from the stored JSON, if loaded.
+    fn parse_body(&mut self) {
         if self.status.message.is_null() && !self.body.is_empty() {
             self.status.message = serde_json::from_slice(&self.body).unwrap_or_default();
         }
+    }
+
+    /// The public status, with the message parsed from its stored JSON.
+    pub(crate) fn into_status(mut self) -> MessageStatus {
+        self.parse_body();
         self.status
     }
 }
@@ -552,8 +557,19 @@ impl Store {
 
     // ----- reads -----
 
+    /// A sent message's record with its body (the message itself).
     pub(crate) fn message(&self, id: &str) -> Result<Option<MessageRecord>> {
         self.read(|t| get_message_r(t, id))
+    }
+
+    /// A sent message's state alone (`None`: unknown), without reading its body.
+    pub(crate) fn message_state(&self, id: &str) -> Result<Option<MessageState>> {
+        self.read(|t| {
+            let table = t.open_table(MESSAGES)?;
+            let v = table.get(id)?;
+            v.map(|v| dec_message(v.value()).map(|r| r.status.state))
+                .transpose()
+        })
     }
 
     /// Every sent message, newest id first, at most `limit`.
@@ -920,13 +936,9 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
             ));
         }
         let mut existing = get_message(t, &m.item.envelope.id)?;
-        if let Some(e) = existing.take() {
-            let mut e = e;
-            load_body(&t.bodies, &mut e)?;
-            existing = Some(MessageRecord {
-                status: e.clone().into_status(),
-                ..e
-            });
+        if let Some(e) = existing.as_mut() {
+            load_body(&t.bodies, e)?;
+            e.parse_body();
         }
         if let Some(existing) = &existing {
             let same = existing.status.message == m.json
@@ -1349,6 +1361,7 @@ mod tests_support {
 mod tests {
     use super::tests_support::new_msg;
     use super::*;
+    use redb::ReadableTableMetadata;
 
     #[tokio::test]
     async fn finalize_twice_counts_once() {
@@ -1369,6 +1382,47 @@ mod tests {
         assert_eq!((a.unwrap(), b.unwrap()), (true, false));
         let d = store.destinations().unwrap();
         assert_eq!((d[0].pending, d[0].completed), (0, 1));
+    }
+
+    /// The message body is written once at acceptance, survives state changes untouched, is
+    /// copied verbatim into the audit line, and is forgotten with its record.
+    #[tokio::test]
+    async fn body_round_trips_into_status_and_audit_and_is_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut m = new_msg("m1");
+        m.json = serde_json::json!({"toNode": "b", "data": ["x", "y z"], "method": "echo"});
+        let want = m.json.clone();
+        store.write(|t| enqueue(t, vec![m])).await.unwrap();
+        store
+            .write(|t| mark_progress(t, "m1", MessageState::Received, 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.message_state("m1").unwrap(),
+            Some(MessageState::Received)
+        );
+        assert_eq!(
+            store.message("m1").unwrap().unwrap().into_status().message,
+            want
+        );
+        let done = store
+            .write(|t| finalize(t, "m1", MessageState::Completed, None, None, 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.into_status().message, want);
+        let lines = store.audit_pending(10).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&lines[0].1).unwrap();
+        assert_eq!(line["message"], want);
+        assert_eq!(line["outcome"], "completed");
+        let (_, removed) = store.write(|t| prune(t, u64::MAX)).await.unwrap();
+        assert_eq!(removed, 1);
+        assert!(store.message("m1").unwrap().is_none());
+        let left = store
+            .read(|t| Ok(ReadableTableMetadata::len(&t.open_table(BODIES)?)?))
+            .unwrap();
+        assert_eq!(left, 0, "the body outlived its record");
     }
 }
 
