@@ -20,8 +20,16 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test --workspace (NATS_SERVER_BIN=$NATS_SERVER_BIN)"
-cargo test --workspace
+# A hung test must fail the run with its name (cargo prints "has been running for over 60
+# seconds"), not eat CI's whole time budget.
+TEST_TIMEOUT="${STEWARD_TEST_TIMEOUT:-2700}"
+step "cargo test --workspace (NATS_SERVER_BIN=$NATS_SERVER_BIN, at most ${TEST_TIMEOUT}s)"
+rc=0
+timeout -k 30 "$TEST_TIMEOUT" cargo test --workspace || rc=$?
+if [[ $rc -eq 124 ]]; then
+    echo "cargo test did not finish within ${TEST_TIMEOUT}s: a test hangs (see the last 'has been running' line above)" >&2
+fi
+[[ $rc -eq 0 ]] || exit "$rc"
 
 step "C ABI (scripts/test-c.sh)"
 bash scripts/test-c.sh </dev/null

@@ -241,6 +241,7 @@ fn finish_inline(
     let e = env.clone();
     let stored = result.clone();
     let id = env.id.clone();
+    let (i, key, env) = (inner.clone(), key.to_owned(), env.clone());
     let submitted = inner.store.submit(
         move |txn| {
             let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
@@ -251,6 +252,10 @@ fn finish_inline(
         },
         move |written| match written {
             Ok(()) => {
+                // A resend was told "received" meanwhile: its sender waits for a message.
+                if crate::receiver::promised(&i, &key) {
+                    finish_then(&i, &key, &env, result.clone(), outcome, || {});
+                }
                 let _ = reply.send((result, outcome));
             }
             // Dropping `reply` makes the receiver answer "received"; the sender's resend is
@@ -338,6 +343,7 @@ pub(crate) fn finish_then(
         fresh_id: false,
     };
     let k = key.to_owned();
+    let pk = key.to_owned();
     let e = env.clone();
     let id = env.id.clone();
     let i = inner.clone();
@@ -353,6 +359,8 @@ pub(crate) fn finish_then(
         move |written| {
             match written {
                 Ok(done) => {
+                    // The result goes as a message: any promise of one is kept.
+                    crate::receiver::promised(&i, &pk);
                     for d in done {
                         i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
                     }

@@ -288,6 +288,9 @@ pub(crate) struct Inner {
     pub executors: Mutex<HashMap<String, crate::executor::ExecutorHandle>>,
     /// Repeatable methods that once ran too long to be run by the receiver itself.
     pub slow_methods: Mutex<std::collections::HashSet<String>>,
+    /// Inbox keys of messages whose resend was answered "received": their senders now wait
+    /// for a result message, so a result that went out inline must also go as a message.
+    pub promised: Mutex<std::collections::HashSet<String>>,
     pub methods: RwLock<HashMap<String, Method>>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<MessageStatus>>>>,
     pub dispatcher: Dispatcher,
@@ -458,6 +461,7 @@ impl Node {
             publishers: Mutex::default(),
             executors: Mutex::default(),
             slow_methods: Mutex::default(),
+            promised: Mutex::default(),
             methods: RwLock::new(methods),
             waiters: Mutex::default(),
             dispatcher,

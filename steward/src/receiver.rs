@@ -310,7 +310,10 @@ async fn process(
                 }
                 Some(r)
             }
-            Action::Ran { env, result, .. } => {
+            Action::Ran { key, env, result } => {
+                if promised(inner, &key) {
+                    crate::executor::finish_then(inner, &key, &env, result.clone(), None, || {});
+                }
                 let mut r = Reply::new(&env.id, ReplyStatus::Done);
                 r.result = Some(result);
                 Some(r)
@@ -550,9 +553,22 @@ fn decide(
     let is_next = seq > 0 && seq == effective;
     if !is_next {
         if let Some(status) = in_batch.get(&key) {
+            if *status == ReplyStatus::Received {
+                promise(inner, &key);
+            }
             return item(Action::Reply(Reply::new(&env.id, *status)));
         }
         if let Ok(Some(rec)) = inner.store.inbox(&key) {
+            if rec.state == InboxState::Done {
+                return item(Action::Reply(answer_from_record(&env.id, rec)));
+            }
+            // Still running: promise a result message first, then look again, so a result
+            // committed in between is either seen here or sent as that message.
+            promise(inner, &key);
+            let rec = match inner.store.inbox(&key) {
+                Ok(Some(now)) => now,
+                _ => rec,
+            };
             return item(Action::Reply(answer_from_record(&env.id, rec)));
         }
         if seq > 0 && seq < effective {
@@ -585,6 +601,25 @@ fn decide(
         }
     }
     it
+}
+
+/// Notes that the sender of `key` was told "received" for a message still running: it now
+/// waits for a result message, even if the result is also answered inline to an earlier copy
+/// (whose sender may be gone: restarted, or its link cut).
+fn promise(inner: &Inner, key: &str) {
+    if let Ok(mut p) = inner.promised.lock() {
+        p.insert(key.to_owned());
+    }
+}
+
+/// Whether a result that was answered inline must also go as a result message; forgets the
+/// promise. Called after the result is committed.
+pub(crate) fn promised(inner: &Inner, key: &str) -> bool {
+    inner
+        .promised
+        .lock()
+        .map(|mut p| p.remove(key))
+        .unwrap_or(true)
 }
 
 fn rejected(id: &str, reason: String) -> Reply {

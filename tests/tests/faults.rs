@@ -423,18 +423,62 @@ fn test_node_bin() -> &'static str {
     env!("CARGO_BIN_EXE_steward-test-node")
 }
 
-fn spawn_node(args: &[&str]) -> Child {
-    Command::new(test_node_bin())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn steward-test-node")
+/// A `steward-test-node` process with its stdout lines on a channel. It is SIGKILLed when
+/// dropped, so a failing test never leaves one behind (nor a reader blocking the runtime).
+struct NodeProc {
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
-fn sigkill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+impl NodeProc {
+    fn spawn(args: &[&str]) -> NodeProc {
+        let mut child = Command::new(test_node_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn steward-test-node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        NodeProc { child, lines }
+    }
+
+    /// The next line matching `pred`, or `None` once the process has closed its stdout.
+    /// Panics after `within`, naming `what` was awaited.
+    async fn line(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(l)) if pred(&l) => return Some(l),
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(_) => panic!("steward-test-node: no {what} within {within:?}"),
+            }
+        }
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
 }
 
 /// Must hold: a sender SIGKILLed at 20 points mid-stream and restarted each time gets every
@@ -455,42 +499,38 @@ async fn sender_sigkill_cycles_exactly_once_in_order() {
     let count = COUNT.to_string();
     let mut max_accepted: i64 = -1;
     for cycle in 0..20 {
-        let mut child = spawn_node(&["send", "central", &url, &d, "ship1", &count]);
-        let stdout = child.stdout.take().unwrap();
+        let mut sender = NodeProc::spawn(&["send", "central", &url, &d, "ship1", &count]);
         // Kill after a varying number of fresh acceptances (some cycles die right at start).
         let want_new = (cycle * 7) % 23;
         let target = max_accepted + want_new as i64;
-        let seen = tokio::task::spawn_blocking(move || {
-            let mut last = -1i64;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("accepted ") {
-                    last = n.parse().unwrap();
-                    if last >= target {
-                        break;
-                    }
-                }
+        let mut last = -1i64;
+        while let Some(line) = sender
+            .line(Duration::from_secs(60), "acceptance", |l| {
+                l.starts_with("accepted ")
+            })
+            .await
+        {
+            last = line["accepted ".len()..].parse().unwrap();
+            if last >= target {
+                break;
             }
-            last
-        })
-        .await
-        .unwrap();
-        sigkill(&mut child);
-        max_accepted = max_accepted.max(seen);
+        }
+        sender.sigkill();
+        max_accepted = max_accepted.max(last);
     }
     assert!(max_accepted > 0);
-    let mut child = spawn_node(&["send", "central", &url, &d, "ship1", &count]);
-    let stdout = child.stdout.take().unwrap();
-    let done = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l == "done")
-    });
-    assert!(tokio::time::timeout(Duration::from_secs(60), done)
-        .await
-        .unwrap()
-        .unwrap());
-    let _ = child.wait();
+    let mut sender = NodeProc::spawn(&["send", "central", &url, &d, "ship1", &count]);
+    assert!(
+        sender
+            .line(
+                Duration::from_secs(60),
+                "\"done\" (every result back)",
+                |l| l == "done"
+            )
+            .await
+            .is_some(),
+        "the restarted sender ended before all results came back"
+    );
     rec.assert_exactly_once_in_order(&ids(0..COUNT));
     ship.stop().await;
 }
@@ -503,7 +543,7 @@ async fn receiver_killed_mid_command_reports_unknown() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_owned();
     let url = server.url();
-    let mut ship = spawn_node(&["serve", "ship1", &url, &d]);
+    let mut ship = NodeProc::spawn(&["serve", "ship1", &url, &d]);
     let central = test_node("central", std::slice::from_ref(&url), dir.path())
         .start()
         .await
@@ -522,8 +562,8 @@ async fn receiver_killed_mid_command_reports_unknown() {
         wait_until_async(Duration::from_secs(20), || marker.exists()).await,
         "command never started"
     );
-    sigkill(&mut ship);
-    let mut ship = spawn_node(&["serve", "ship1", &url, &d]);
+    ship.sigkill();
+    let mut ship = NodeProc::spawn(&["serve", "ship1", &url, &d]);
     let res = tokio::time::timeout(Duration::from_secs(20), r.result())
         .await
         .unwrap()
@@ -542,6 +582,107 @@ async fn receiver_killed_mid_command_reports_unknown() {
     // Let the orphaned first run finish: it must still be the only run.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "run\n");
-    sigkill(&mut ship);
+    ship.sigkill();
     central.stop().await;
+}
+
+/// Must hold: a resend answered "received" while the first copy is still running gets its
+/// result as a message, even when the result is also answered inline to the first copy's
+/// reply inbox, whose sender is gone (restarted, or its link cut): its result is never lost.
+/// Played on the wire by a raw client as `central`, so both copies are under the test's
+/// control; repeated until at least one first copy is answered inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_answered_received_still_gets_its_result() {
+    use futures::{FutureExt, StreamExt};
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let ship = test_node("ship1", &[server.url()], dir.path())
+        .method(
+            "gate",
+            steward::Method::new(Kind::Command, move |_r: steward::Request| {
+                let (tx, g) = (started_tx.clone(), g.clone());
+                async move {
+                    let _ = tx.send(());
+                    g.acquire().await.unwrap().forget();
+                    steward::MethodResult::ok("through")
+                }
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut results = client.subscribe("central.event._result").await.unwrap();
+    let mut inline_runs = 0;
+    for seq in 1..=20u64 {
+        let id = format!("p-{seq}");
+        let env = serde_json::json!({"id": id, "from": "central", "to": "ship1",
+            "kind": "command", "method": "gate", "data": [], "epoch": 7, "seq": seq,
+            "ack": true, "method_timeout_ms": 10000});
+        let payload: bytes::Bytes = serde_json::to_vec(&env).unwrap().into();
+        let (first, second) = (client.new_inbox(), client.new_inbox());
+        let mut first_sub = client.subscribe(first.clone()).await.unwrap();
+        let mut second_sub = client.subscribe(second.clone()).await.unwrap();
+        // The first copy; once it runs, the resend (from a "restarted" sender).
+        loop {
+            client
+                .publish_with_reply("ship1.command.gate", first.clone(), payload.clone())
+                .await
+                .unwrap();
+            if tokio::time::timeout(Duration::from_millis(500), started.recv())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            // Not subscribed yet (no responders): send the first copy again.
+            while first_sub.next().now_or_never().flatten().is_some() {}
+        }
+        client
+            .publish_with_reply("ship1.command.gate", second.clone(), payload.clone())
+            .await
+            .unwrap();
+        let r = next_reply(&mut second_sub).await;
+        assert_eq!(r["status"], "received", "the resend of {id}: {r}");
+        gate.add_permits(1);
+        let r = next_reply(&mut first_sub).await;
+        if r["status"] == "done" {
+            assert_eq!(r["result"]["stdout"], "through", "{r}");
+            inline_runs += 1;
+        } else {
+            assert_eq!(r["status"], "received", "the first copy of {id}: {r}");
+        }
+        // Whichever way the first copy was answered, the result also comes as a message.
+        let msg = tokio::time::timeout(Duration::from_secs(10), results.next())
+            .await
+            .unwrap_or_else(|_| panic!("no result message for {id}: it would be lost"))
+            .unwrap();
+        let res: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(res["result_of"], id.as_str(), "{res}");
+        assert_eq!(res["result"]["stdout"], "through", "{res}");
+        let ack = serde_json::json!({"id": res["id"], "status": "done"});
+        client
+            .publish(msg.reply.unwrap(), serde_json::to_vec(&ack).unwrap().into())
+            .await
+            .unwrap();
+        if inline_runs >= 3 {
+            break;
+        }
+    }
+    assert!(
+        inline_runs > 0,
+        "no first copy was answered inline in 20 tries"
+    );
+    ship.stop().await;
+}
+
+async fn next_reply(sub: &mut async_nats::Subscriber) -> serde_json::Value {
+    let m = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(sub))
+        .await
+        .expect("a reply in time")
+        .unwrap();
+    serde_json::from_slice(&m.payload).unwrap()
 }

@@ -17,7 +17,7 @@
 //!   Prints `accepted <i>` per success, `error <ErrorKind> <message>` for the failure and for
 //!   one more attempt, then stops the node and prints `stopped`.
 //!
-//! Env: `STEWARD_TEST_ACK_MS` (ACK timeout, default 500), `STEWARD_TEST_WINDOW` (messages in
+//! Env: `RUST_LOG` (tracing to stderr), `STEWARD_TEST_ACK_MS` (ACK timeout, default 500), `STEWARD_TEST_WINDOW` (messages in
 //! flight per subject, default the core's).
 
 use std::io::Write;
@@ -83,6 +83,12 @@ async fn wait_all(receipts: Vec<steward::Receipt>) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: steward-test-node serve|watch NAME URL DIR | send|backlog NAME URL DIR TO COUNT | fill NAME URL DIR TO LIMIT";
     let (mode, name, url, dir) = match &args[..] {
