@@ -109,6 +109,9 @@ pub(crate) struct Reply {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<MethodResult>,
+    /// The answering node's signature, when the sender asked for one (see `signing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<crate::signing::Seal>,
 }
 
 impl Reply {
@@ -119,6 +122,7 @@ impl Reply {
             expected: None,
             reason: None,
             result: None,
+            sig: None,
         }
     }
 }

@@ -422,7 +422,17 @@ impl Node {
         if client.connection_state() == async_nats::connection::State::Connected {
             let _ = conn_tx.send(true);
         }
-        let reply_prefix = format!("{}.{}", client.new_inbox(), cfg.name);
+        // A sender that checks signatures asks for signed answers by its reply subjects.
+        let reply_prefix = if security.policy == crate::trust::SignaturePolicy::Required {
+            format!(
+                "{}.{}.{}",
+                client.new_inbox(),
+                cfg.name,
+                crate::signing::SIGNED_REPLIES
+            )
+        } else {
+            format!("{}.{}", client.new_inbox(), cfg.name)
+        };
         let ack_sub = client
             .subscribe(format!("{reply_prefix}.>"))
             .await

@@ -16,13 +16,14 @@ use crate::node::Inner;
 use crate::notify::ErrorReportKind;
 use crate::result::{MessageState, MethodResult};
 use crate::store::{self, decode_outbox};
+use crate::trust::SignaturePolicy;
 
 /// What a publisher is told.
 pub(crate) enum PubEvent {
     /// A message was committed to the outbox at this sequence number.
     Enqueued(u64),
     /// The receiver answered.
-    Reply(u64, Reply),
+    Reply(u64, Box<Reply>),
     /// Nobody listens on the subject.
     NoResponders(u64),
     /// The message reached a final state elsewhere (result arrived, cancelled).
@@ -60,6 +61,8 @@ struct Entry {
     accepted_ms: u64,
     /// Holds it in the in-flight gauge from its first publish until it leaves the window.
     in_flight: Option<crate::metrics::InFlight>,
+    /// Why the last answer was not taken (its signature did not hold), for the failure reason.
+    ignored: Option<String>,
 }
 
 /// Starts a publisher for a stream under supervision; returns its event channel.
@@ -245,6 +248,7 @@ impl Publisher {
                     last_sent: None,
                     accepted_ms: item.accepted_ms,
                     in_flight: None,
+                    ignored: None,
                 },
             );
         }
@@ -420,7 +424,7 @@ impl Publisher {
                     self.failed_attempt(seq, reason);
                 }
             }
-            PubEvent::Reply(seq, reply) => self.on_reply(seq, reply),
+            PubEvent::Reply(seq, reply) => self.on_reply(seq, *reply),
         }
     }
 
@@ -430,6 +434,19 @@ impl Publisher {
         };
         if e.id != reply.id {
             return;
+        }
+        if self.inner.security.policy == SignaturePolicy::Required {
+            let reply_to = format!("{}.{seq}", self.reply_prefix);
+            if let Err(why) =
+                self.inner
+                    .security
+                    .check_reply(&self.inner.cfg, &self.to_node, &reply_to, &reply)
+            {
+                // Not an answer: it changes nothing, and the ACK timeout runs on.
+                tracing::warn!(msg_id = %e.id, subject = %self.subject, "ignored an answer: {why}");
+                e.ignored = Some(why);
+                return;
+            }
         }
         if e.phase != Phase::Received
             && matches!(reply.status, ReplyStatus::Received | ReplyStatus::Done)
@@ -553,8 +570,11 @@ impl Publisher {
             .map(|(k, _)| *k)
             .collect();
         if let Some(&first) = timed_out.first() {
-            let e = &self.window[&first];
-            let reason = format!("no ACK within {:?}", e.ack_timeout);
+            let e = self.window.get_mut(&first).expect("timed out entry");
+            let reason = match e.ignored.take() {
+                Some(why) => format!("no valid ACK within {:?}; {why}", e.ack_timeout),
+                None => format!("no ACK within {:?}", e.ack_timeout),
+            };
             self.failed_attempt(first, reason);
         }
     }

@@ -690,7 +690,19 @@ fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
     Ok(())
 }
 
+/// Sends an answer, signed when its sender asked for that (see `signing`).
 pub(crate) async fn send_reply(inner: &Inner, to: &str, r: &Reply) {
+    let signed;
+    let r = if inner.security.policy != crate::trust::SignaturePolicy::Unsigned
+        && crate::signing::wants_signed_reply(to)
+    {
+        let mut s = r.clone();
+        crate::signing::sign_reply(&inner.security.keys, &inner.cfg.name, to, &mut s);
+        signed = s;
+        &signed
+    } else {
+        r
+    };
     let payload = Bytes::from(serde_json::to_vec(r).unwrap_or_default());
     if let Err(e) = inner.client.publish(to.to_owned(), payload).await {
         tracing::debug!("could not send a reply: {e}");

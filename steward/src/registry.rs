@@ -321,13 +321,17 @@ async fn register(
         .map(|r| r.trust_version)
         .unwrap_or(0);
     let current = inner.security.state().version;
-    match state {
-        KeyState::Pending => tracing::warn!(
+    if state == KeyState::Pending {
+        tracing::warn!(
             node = %env.from, %key,
             "a key waits for approval: compare it with the node's node.pub, then run `steward keys approve {}`",
             env.from
-        ),
-        KeyState::Approved if theirs < current => {
+        );
+    }
+    match state {
+        // Pending nodes get the bundle too (it holds only public keys and access lists): they
+        // need the fleet's keys to check the signed answers to what they send.
+        KeyState::Approved | KeyState::Pending if theirs < current => {
             tracing::info!(node = %env.from, theirs, current, "sending the current trust bundle to a node that is behind");
             if let Err(e) = send_bundle(inner, vec![env.from.clone()]).await {
                 tracing::error!("cannot queue the trust bundle for {}: {e}", env.from);

@@ -9,6 +9,15 @@
 //! formatting, field order and unknown fields play no part (the receiver verifies the values it
 //! parsed, which are the values it runs).
 //!
+//! Answers (ACKs, inline results, refusals) are signed too when the sender asks for it: a
+//! sender whose policy is `required` uses reply subjects whose third-last token is
+//! [`SIGNED_REPLIES`]; the answering node then signs the answer over its own name, that reply
+//! subject (so an answer cannot be replayed to another sender or message) and every field of
+//! the answer, and the sender accepts only answers signed by the key it trusts for the
+//! destination. Stripping the marker changes the reply subject, so the answer never arrives:
+//! the request can be delayed, never misled. Senders that do not check do not ask, and
+//! receivers do not pay for a signature nobody reads.
+//!
 //! Ed25519 (RFC 8032, via `ed25519-dalek`): deterministic, so an envelope signed again after a
 //! restart carries the same signature; verification is strict (no malleable signatures, no weak
 //! keys).
@@ -18,10 +27,10 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Envelope, ReplyStatus, WireKind};
+use crate::envelope::{Envelope, Reply, ReplyStatus, WireKind};
 use crate::keys::{KeyPair, PublicKey};
 use crate::node::Inner;
-use crate::result::ResultStatus;
+use crate::result::{MethodResult, ResultStatus};
 use crate::trust::SignaturePolicy;
 
 /// Domain tag and version of the envelope encoding (changing the encoding means a new version).
@@ -30,6 +39,11 @@ const ENVELOPE_DOMAIN: &str = "steward/envelope/v1";
 const FLOOR_DOMAIN: &str = "steward/floor/v1";
 /// Domain tag of a trust bundle signed by central.
 pub(crate) const BUNDLE_DOMAIN: &str = "steward/trust-bundle/v1";
+
+/// Domain tag of an answer to a message.
+const REPLY_DOMAIN: &str = "steward/reply/v1";
+/// Reply-subject token by which a sender asks for signed answers (see the module docs).
+pub(crate) const SIGNED_REPLIES: &str = "_signed";
 
 /// Header carrying the signature of the floor header (sender, epoch, subject, floor).
 pub(crate) const FLOOR_SIG_HEADER: &str = "Steward-Floor-Sig";
@@ -136,22 +150,70 @@ pub(crate) fn canonical(env: &Envelope) -> Vec<u8> {
     c.opt_u64(env.expires_ms);
     c.u64(env.method_timeout_ms);
     c.opt_str(env.result_of.as_deref());
-    c.flag(env.result.is_some());
-    if let Some(r) = &env.result {
-        c.str(result_token(r.status));
-        c.flag(r.exit_code.is_some());
-        if let Some(code) = r.exit_code {
-            c.u64(code as i64 as u64);
-        }
-        c.str(&r.stdout);
-        c.str(&r.stderr);
-        c.flag(r.truncated);
-        c.u64(r.duration_ms);
-        c.str(&r.node);
-        c.opt_str(r.error.as_deref());
-    }
+    c.result(env.result.as_ref());
     c.opt_str(env.outcome.map(status_token));
     c.0
+}
+
+impl Canon {
+    fn result(&mut self, r: Option<&MethodResult>) {
+        self.flag(r.is_some());
+        if let Some(r) = r {
+            self.str(result_token(r.status));
+            self.flag(r.exit_code.is_some());
+            if let Some(code) = r.exit_code {
+                self.u64(code as i64 as u64);
+            }
+            self.str(&r.stdout);
+            self.str(&r.stderr);
+            self.flag(r.truncated);
+            self.u64(r.duration_ms);
+            self.str(&r.node);
+            self.opt_str(r.error.as_deref());
+        }
+    }
+}
+
+/// The bytes an answer's signature covers: the answering node, the reply subject it was sent
+/// to, and every field of the answer but the signature.
+pub(crate) fn reply_canonical(responder: &str, reply_to: &str, r: &Reply) -> Vec<u8> {
+    let mut c = Canon::new(REPLY_DOMAIN);
+    c.str(responder);
+    c.str(reply_to);
+    c.str(&r.id);
+    c.str(status_token(r.status));
+    c.opt_u64(r.expected);
+    c.opt_str(r.reason.as_deref());
+    c.result(r.result.as_ref());
+    c.0
+}
+
+/// Whether the sender of a request asked for a signed answer (by its reply subject).
+pub(crate) fn wants_signed_reply(reply_to: &str) -> bool {
+    reply_to.rsplit('.').nth(2) == Some(SIGNED_REPLIES)
+}
+
+/// Signs an answer as `responder` for the reply subject `reply_to`.
+pub(crate) fn sign_reply(keys: &KeyPair, responder: &str, reply_to: &str, r: &mut Reply) {
+    r.sig = None;
+    let sig = keys.sign(&reply_canonical(responder, reply_to, r));
+    r.sig = Some(Seal {
+        key: keys.public_b64.clone(),
+        sig: B64.encode(sig.to_bytes()),
+    });
+}
+
+/// The key an answer names as its signer, after checking its signature over
+/// [`reply_canonical`]; whether that key is trusted for `responder` is the caller's question.
+pub(crate) fn verify_reply(
+    responder: &str,
+    reply_to: &str,
+    r: &Reply,
+) -> Result<PublicKey, SigError> {
+    let seal = r.sig.as_ref().ok_or(SigError::Unsigned)?;
+    let (key, vk) = parse_key(&seal.key)?;
+    verify_with(&vk, &reply_canonical(responder, reply_to, r), &seal.sig)?;
+    Ok(key)
 }
 
 /// Signs an envelope with `keys` (replacing any earlier signature).
@@ -177,9 +239,13 @@ pub(crate) fn verify(env: &Envelope) -> Result<PublicKey, SigError> {
 
 /// The key an envelope names as its signer, parsed once (and checked on the curve, not weak).
 pub(crate) fn signer(env: &Envelope) -> Result<(PublicKey, VerifyingKey), SigError> {
-    let seal = env.sig.as_ref().ok_or(SigError::Unsigned)?;
+    parse_key(&env.sig.as_ref().ok_or(SigError::Unsigned)?.key)
+}
+
+/// Parses a base64 public key (checked on the curve, not weak).
+fn parse_key(b64: &str) -> Result<(PublicKey, VerifyingKey), SigError> {
     let bad = || SigError::Malformed("the signer key is not an ed25519 public key".into());
-    let raw = B64.decode(seal.key.as_bytes()).map_err(|_| bad())?;
+    let raw = B64.decode(b64.as_bytes()).map_err(|_| bad())?;
     let arr: [u8; 32] = raw.try_into().map_err(|_| bad())?;
     let vk = VerifyingKey::from_bytes(&arr).map_err(|_| bad())?;
     if vk.is_weak() {
@@ -357,6 +423,44 @@ mod tests {
                 "{what} must break the signature"
             );
         }
+    }
+
+    #[test]
+    fn replies_are_bound_to_responder_reply_subject_and_every_field() {
+        let keys = KeyPair::random();
+        let to = "_INBOX.abc.central._signed.3.17";
+        assert!(wants_signed_reply(to));
+        assert!(!wants_signed_reply("_INBOX.abc.central.3.17"));
+        let mut signed = Reply::new("m-1", ReplyStatus::Done);
+        signed.result = Some(MethodResult::ok("out"));
+        sign_reply(&keys, "ship1", to, &mut signed);
+        assert_eq!(verify_reply("ship1", to, &signed), Ok(keys.public()));
+        assert_eq!(verify_reply("ship2", to, &signed), Err(SigError::Bad));
+        let other_message = "_INBOX.abc.central._signed.3.18";
+        assert_eq!(
+            verify_reply("ship1", other_message, &signed),
+            Err(SigError::Bad)
+        );
+        type Change = fn(&mut Reply);
+        let changes: Vec<(&str, Change)> = vec![
+            ("id", |r| r.id.push('x')),
+            ("status", |r| r.status = ReplyStatus::Received),
+            ("expected", |r| r.expected = Some(1)),
+            ("reason", |r| r.reason = Some("x".into())),
+            ("stdout", |r| r.result.as_mut().unwrap().stdout.push('!')),
+            ("no result", |r| r.result = None),
+        ];
+        for (what, change) in changes {
+            let mut r = signed.clone();
+            change(&mut r);
+            assert_eq!(verify_reply("ship1", to, &r), Err(SigError::Bad), "{what}");
+        }
+        let mut r = signed.clone();
+        r.sig = None;
+        assert_eq!(verify_reply("ship1", to, &r), Err(SigError::Unsigned));
+        // Survives JSON, as it travels.
+        let back: Reply = serde_json::from_slice(&serde_json::to_vec(&signed).unwrap()).unwrap();
+        assert_eq!(verify_reply("ship1", to, &back), Ok(keys.public()));
     }
 
     #[test]

@@ -131,7 +131,7 @@ where
             PubEvent::NoResponders(seq)
         } else {
             match serde_json::from_slice::<Reply>(&msg.payload) {
-                Ok(r) => PubEvent::Reply(seq, r),
+                Ok(r) => PubEvent::Reply(seq, Box::new(r)),
                 Err(e) => {
                     tracing::warn!("ignored a malformed reply on {}: {e}", msg.subject);
                     continue;

@@ -265,6 +265,31 @@ impl Security {
     }
 
     /// Whether `key` may sign for `from`; the error is the reason for refusing.
+    /// Checks that an answer received on `reply_to` is signed by the key trusted for
+    /// `responder`, the node the message went to.
+    pub(crate) fn check_reply(
+        &self,
+        cfg: &NodeConfig,
+        responder: &str,
+        reply_to: &str,
+        r: &crate::envelope::Reply,
+    ) -> Result<(), String> {
+        let key = match signing::verify_reply(responder, reply_to, r) {
+            Ok(key) => key,
+            Err(SigError::Unsigned) => return Err(format!(
+                "the answer from {responder} is not signed; with signatures = required only signed answers count (does {responder} run with signatures = unsigned?)"
+            )),
+            Err(SigError::Malformed(why)) => {
+                return Err(format!("the answer from {responder} has a malformed signature: {why}"))
+            }
+            Err(SigError::Bad) => return Err(format!(
+                "the answer does not carry a valid signature by {responder} (forged, altered, or meant for another message)"
+            )),
+        };
+        self.key_trusted(cfg, responder, &key)
+            .map_err(|why| format!("the answer from {responder}: {why}"))
+    }
+
     fn key_trusted(&self, cfg: &NodeConfig, from: &str, key: &PublicKey) -> Result<(), String> {
         let me = &cfg.name;
         let st = self.state();

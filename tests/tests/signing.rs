@@ -979,3 +979,113 @@ async fn unsigned_senders_work_with_lenient_receivers_and_are_refused_by_strict_
     lenient.stop().await;
     strict.stop().await;
 }
+
+/// Answers are signed too: with signatures required, a sender takes an answer only when it is
+/// signed by the destination's trusted key, for that very message and reply subject. Must
+/// hold: while ship1 is down, a forger answering on its subject — unsigned "done" with a made-up
+/// result, unsigned "received", a real signed answer replayed for another message, the same
+/// answer re-addressed — changes nothing (the message is neither completed nor parked as
+/// received); once ship1 is back, the real result arrives and the command ran exactly once.
+/// And a receiver that does not sign (signatures = unsigned) gets a clear failure reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_answers_are_ignored() {
+    let mut f = Fleet::start().await;
+    // A real signed answer, seen on the wire.
+    let mut answers = f.client.subscribe("_INBOX.>").await.unwrap();
+    let real = f
+        .central
+        .send(Message::command("ship1", "echo", ["real"]))
+        .await
+        .unwrap();
+    assert_eq!(real.result().await.unwrap().stdout, "real");
+    let captured = capture(&mut answers, |v| {
+        v["id"] == real.id.as_str() && v["status"] == "done"
+    })
+    .await;
+    assert!(
+        captured["sig"].is_object(),
+        "answers are signed: {captured}"
+    );
+
+    f.ship1.stop().await;
+    let mut forger_sub = f.client.subscribe("ship1.command.>").await.unwrap();
+    let forger_client = f.client.clone();
+    let forged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = forged.clone();
+    let forger = tokio::spawn(async move {
+        while let Some(m) = forger_sub.next().await {
+            let Some(reply) = m.reply.clone() else {
+                continue;
+            };
+            let env: Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+            let id = env["id"].clone();
+            let mut replayed = captured.clone();
+            replayed["id"] = id.clone();
+            let answers = [
+                json!({"id": id, "status": "done", "result": {"status": "ok", "stdout": "forged",
+                    "stderr": "", "truncated": false, "duration_ms": 1, "node": "ship1"}}),
+                json!({"id": id, "status": "received"}),
+                replayed,
+                captured.clone(),
+            ];
+            for a in answers {
+                forger_client
+                    .publish(reply.clone(), serde_json::to_vec(&a).unwrap().into())
+                    .await
+                    .unwrap();
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let cmd = f
+        .central
+        .send(Message::command("ship1", "shellCommand", f.witness("once")))
+        .await
+        .unwrap();
+    assert!(
+        wait_until_async(WAIT, || forged.load(std::sync::atomic::Ordering::SeqCst)
+            >= 3)
+        .await,
+        "the forger saw fewer than 3 attempts (was a forged answer taken?)"
+    );
+    let st = cmd.status().await.unwrap();
+    assert!(
+        matches!(st.state, MessageState::Queued | MessageState::Sent),
+        "forged answers must change nothing: {st:?}"
+    );
+    forger.abort();
+    f.restart_ship1(f.central.public_key()).await;
+    let res = tokio::time::timeout(WAIT, cmd.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status, steward::ResultStatus::Ok, "{res:?}");
+    assert_eq!(
+        res.stdout, "",
+        "the real (empty) output, not the forged one"
+    );
+    assert_eq!(f.runs(), vec!["once".to_owned()]);
+
+    // A receiver that does not sign its answers: the strict sender says why it gives up.
+    let lax = test_node("ship3", &f.urls(), f.dir.path())
+        .signatures(SignaturePolicy::Unsigned)
+        .start()
+        .await
+        .unwrap();
+    let e = f
+        .central
+        .send(
+            Message::command("ship3", "echo", ["x"])
+                .with_retries(1)
+                .with_ack_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeliveryFailed, "{e}");
+    assert!(e.to_string().contains("is not signed"), "{e}");
+    lax.stop().await;
+    f.stop().await;
+}
