@@ -38,7 +38,7 @@ enum Phase {
     Pending,
     /// Sent; waiting for the receiver's ACK until `deadline`.
     AwaitAck,
-    /// The receiver has it; waiting for the result message.
+    /// The receiver has it; waiting for the result message (asking again at `deadline`).
     Received,
 }
 
@@ -63,6 +63,20 @@ struct Entry {
     in_flight: Option<crate::metrics::InFlight>,
     /// Why the last answer was not taken (its signature did not hold), for the failure reason.
     ignored: Option<String>,
+    /// How often the receiver was asked again for a result that is taking long.
+    polls: u32,
+}
+
+/// When to ask the receiver again about a message it has ("received") whose result has not come:
+/// after 10 ACK timeouts (at least a second), then twice as long each time, up to 10 minutes.
+/// A result lost on the way home (a crash between two commits, a bug) is then fetched from the
+/// receiver's record instead of being waited for forever; a long command costs one small
+/// resend per interval, answered "received" until it is done.
+fn poll_after(ack_timeout: Duration, polls: u32) -> Duration {
+    let first = (ack_timeout * 10).max(Duration::from_secs(1));
+    first
+        .saturating_mul(1u32 << polls.min(16))
+        .min(Duration::from_secs(600))
 }
 
 /// Starts a publisher for a stream under supervision; returns its event channel.
@@ -249,6 +263,7 @@ impl Publisher {
                     accepted_ms: item.accepted_ms,
                     in_flight: None,
                     ignored: None,
+                    polls: 0,
                 },
             );
         }
@@ -283,7 +298,7 @@ impl Publisher {
         let mut first_pending = true;
         for e in self.window.values() {
             let t = match e.phase {
-                Phase::AwaitAck => Some(e.deadline),
+                Phase::AwaitAck | Phase::Received => Some(e.deadline),
                 Phase::Pending if first_pending => {
                     first_pending = false;
                     Some(e.not_before)
@@ -309,6 +324,26 @@ impl Publisher {
         let mut headers = HeaderMap::new();
         headers.insert(FLOOR_HEADER, floor.to_string().as_str());
         crate::signing::floor_header(&self.inner, &self.subject, floor, &mut headers);
+        // Received long ago and still no result: ask again (answered from the receiver's record).
+        for (&seq, e) in self.window.iter_mut() {
+            if e.phase != Phase::Received || e.deadline > now {
+                continue;
+            }
+            tracing::debug!(msg_id = %e.id, subject = %self.subject, seq, polls = e.polls, "no result yet; asking the receiver again");
+            let reply = format!("{}.{seq}", self.reply_prefix);
+            let _ = self
+                .inner
+                .client
+                .publish_with_reply_and_headers(
+                    self.subject.clone(),
+                    reply,
+                    headers.clone(),
+                    e.payload.clone(),
+                )
+                .await;
+            e.polls += 1;
+            e.deadline = now + poll_after(e.ack_timeout, e.polls);
+        }
         let mut outstanding = self.window.values().any(|e| e.phase == Phase::AwaitAck);
         let mut finished = Vec::new();
         let mut sent_any = false;
@@ -458,6 +493,7 @@ impl Publisher {
                 self.probing = false;
                 if e.phase != Phase::Received {
                     e.phase = Phase::Received;
+                    e.deadline = Instant::now() + poll_after(e.ack_timeout, e.polls);
                     self.unrecorded.push_back((seq, Instant::now()));
                 }
             }
@@ -676,6 +712,26 @@ async fn sleep_until(t: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_start_after_ten_ack_timeouts_and_cap_at_ten_minutes() {
+        assert_eq!(
+            poll_after(Duration::from_secs(10), 0),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            poll_after(Duration::from_secs(10), 1),
+            Duration::from_secs(200)
+        );
+        assert_eq!(
+            poll_after(Duration::from_millis(10), 0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            poll_after(Duration::from_secs(10), 40),
+            Duration::from_secs(600)
+        );
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

@@ -686,3 +686,64 @@ async fn next_reply(sub: &mut async_nats::Subscriber) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&m.payload).unwrap()
 }
+
+/// Must hold: a message the receiver confirmed ("received") whose result never comes home is
+/// not waited for forever: the sender asks the receiver again (after 10 ACK timeouts, at least
+/// a second) and takes the result from its answer. Played on the wire: a raw `ship9` that
+/// answers the first copy "received" and never sends a result message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_never_comes_home_is_asked_for_again() {
+    use futures::StreamExt;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut sub = client.subscribe("ship9.command.work").await.unwrap();
+    client.flush().await.unwrap();
+    let central = test_node("central", &[server.url()], dir.path())
+        .start()
+        .await
+        .unwrap();
+    let r = central
+        .send(Message::command("ship9", "work", ["x"]).with_ack_timeout(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let ack = serde_json::to_vec(&serde_json::json!({"id": r.id, "status": "received"})).unwrap();
+    let mut first: Option<bytes::Bytes> = None;
+    let mut answered_at = tokio::time::Instant::now();
+    let again = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the sender never asked again")
+            .unwrap();
+        if let Some(p) = &first {
+            assert_eq!(&m.payload, p, "the same message, sent again");
+        }
+        // Copies within 900 ms of an answer are resends of an ACK that came late (slow
+        // machine); answered "received" like the first. A copy after that is the poll.
+        if first.is_some() && answered_at.elapsed() >= Duration::from_millis(900) {
+            break m;
+        }
+        first.get_or_insert(m.payload.clone());
+        client
+            .publish(m.reply.unwrap(), ack.clone().into())
+            .await
+            .unwrap();
+        answered_at = tokio::time::Instant::now();
+    };
+    let done = serde_json::json!({"id": r.id, "status": "done", "result": {"status": "ok",
+        "stdout": "from the record", "stderr": "", "truncated": false, "duration_ms": 1,
+        "node": "ship9"}});
+    client
+        .publish(
+            again.reply.unwrap(),
+            serde_json::to_vec(&done).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), r.result())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.stdout, "from the record");
+    central.stop().await;
+}
