@@ -1065,6 +1065,46 @@ impl PyNode {
         py_result(running.block_on(py, async move { node.cancel(&id).await })?)
     }
 
+    /// Central only: every key in the registry, oldest first per node, as dicts with `node`,
+    /// `key` (base64), `state` ("pending", "approved" or "revoked") and `since_ms`.
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
+        let running = self.shared.running()?;
+        let list = py_result(running.node.keys())?;
+        list.into_iter()
+            .map(|k| {
+                let d = pyo3::types::PyDict::new(py);
+                d.set_item("node", k.node)?;
+                d.set_item("key", k.key.to_string())?;
+                d.set_item("state", format!("{:?}", k.state).to_lowercase())?;
+                d.set_item("since_ms", k.since_ms)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Central only: approves `node`'s key — `key` (base64), or its only pending key — and
+    /// sends every node a new trust bundle. Returns the new trust version.
+    #[pyo3(signature = (node, key = None))]
+    fn approve_key(&self, py: Python<'_>, node: &str, key: Option<&str>) -> PyResult<u64> {
+        let key = parse_key_arg(key)?;
+        let running = self.shared.running()?;
+        let n = running.node.clone();
+        let node = node.to_owned();
+        py_result(running.block_on(py, async move { n.approve_key(&node, key).await })?)
+    }
+
+    /// Central only: revokes `node`'s key — `key` (base64), or its approved key — and sends
+    /// every node a new trust bundle: messages signed with it are refused from then on.
+    /// Returns the new trust version.
+    #[pyo3(signature = (node, key = None))]
+    fn revoke_key(&self, py: Python<'_>, node: &str, key: Option<&str>) -> PyResult<u64> {
+        let key = parse_key_arg(key)?;
+        let running = self.shared.running()?;
+        let n = running.node.clone();
+        let node = node.to_owned();
+        py_result(running.block_on(py, async move { n.revoke_key(&node, key).await })?)
+    }
+
     fn __repr__(&self) -> String {
         let state = match &*lock(&self.shared.state) {
             State::Configured(_) => "configured",
@@ -1074,6 +1114,11 @@ impl PyNode {
         };
         format!("Node({:?}, {state})", self.shared.name)
     }
+}
+
+fn parse_key_arg(key: Option<&str>) -> PyResult<Option<steward::PublicKey>> {
+    key.map(|k| steward::PublicKey::parse(k).map_err(errors::to_py))
+        .transpose()
 }
 
 fn parse_allow(rules: &Bound<'_, PyAny>, mut access: AccessList) -> PyResult<AccessList> {

@@ -71,3 +71,44 @@ def test_bad_security_options_are_refused(tmp_path: pathlib.Path, options: dict[
     with pytest.raises(steward.ConfigError) as e:
         steward.Node("n", data_dir=tmp_path, **options)  # type: ignore[arg-type]
     assert needle in str(e.value)
+
+
+def test_central_manages_keys_from_python(make_node: Callable[..., steward.Node]) -> None:
+    """Central lists, approves and revokes keys from Python: a pending node is refused by a
+    strict ship, approved it runs, revoked it is refused again; misuse raises with the reason."""
+    from conftest import wait_until
+
+    central = make_node("central").start()
+    ship = make_node("ship1", signatures="required", central_key=central.public_key, allow=[("ship2", "echo")]).start()
+    ship2 = make_node("ship2", central_key=central.public_key).start()
+
+    def state_of(node: str) -> str | None:
+        return next((k["state"] for k in central.keys() if k["node"] == node), None)
+
+    wait_until(lambda: state_of("ship2") == "pending", what="ship2's key pending on central")
+    listed = next(k for k in central.keys() if k["node"] == "ship2")
+    assert listed["key"] == ship2.public_key and listed["since_ms"] > 0
+    with pytest.raises(steward.Rejected) as e:
+        ship2.send("ship1", "echo", ["pending"]).result(timeout=30)
+    assert "does not trust for ship2" in str(e.value)
+
+    version = central.approve_key("ship2", ship2.public_key)
+    assert state_of("ship2") == "approved"
+    wait_until(lambda: ship.trust_version >= version, what="ship1 applying the approval")
+    assert ship2.send("ship1", "echo", ["approved"]).result(timeout=30).stdout == "approved"
+
+    version = central.revoke_key("ship2")
+    assert state_of("ship2") == "revoked"
+    wait_until(lambda: ship.trust_version >= version, what="ship1 applying the revocation")
+    with pytest.raises(steward.Rejected) as e:
+        ship2.send("ship1", "echo", ["revoked"]).result(timeout=30)
+    assert "revoked" in str(e.value)
+
+    with pytest.raises(steward.ConfigError) as e:
+        ship.keys()
+    assert "central" in str(e.value)
+    with pytest.raises(steward.ConfigError) as e:
+        central.approve_key("ship2", "not a key")
+    with pytest.raises(steward.StewardError) as e:
+        central.approve_key("nobody")
+    assert "nobody" in str(e.value)

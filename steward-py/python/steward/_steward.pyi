@@ -403,6 +403,12 @@ class Node:
         """The most recently sent messages, newest first."""
     def cancel(self, id: str) -> bool:
         """Cancels a message not yet received; False if too late."""
+    def keys(self) -> list[dict[str, Any]]:
+        """Central only: every registered key (`node`, `key`, `state`, `since_ms`)."""
+    def approve_key(self, node: str, key: Optional[str] = None) -> int:
+        """Central only: approves a node's key (or its only pending one); the new trust version."""
+    def revoke_key(self, node: str, key: Optional[str] = None) -> int:
+        """Central only: revokes a node's key (or its approved one); the new trust version."""
 
 def _stop_all() -> None:
     """Stops every running node (registered with atexit)."""
