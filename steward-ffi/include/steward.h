@@ -164,6 +164,24 @@ typedef uint32_t steward_result;
 #endif // __cplusplus
 
 /**
+ * Where a key stands in central's registry.
+ */
+typedef enum steward_key_state {
+  /**
+   * Registered by its node, waiting for an operator's approval.
+   */
+  STEWARD_KEY_PENDING = 0,
+  /**
+   * Trusted: sent to every node in the trust bundle.
+   */
+  STEWARD_KEY_APPROVED = 1,
+  /**
+   * No longer trusted: messages signed with it are refused.
+   */
+  STEWARD_KEY_REVOKED = 2,
+} steward_key_state;
+
+/**
  * Whether a message asks for something to be run (command) or delivers something (event).
  * Numbers are stable.
  */
@@ -344,6 +362,14 @@ typedef struct steward_destination_list steward_destination_list;
  * One error report (opaque), lent to a `steward_error_callback` for the duration of the call.
  */
 typedef struct steward_error_report steward_error_report;
+
+/**
+ * The keys in central's registry (opaque list).
+ *
+ * Returned by `steward_node_keys`; owned by the caller, free with `steward_key_list_free`.
+ * Immutable, so safe to read from several threads.
+ */
+typedef struct steward_key_list steward_key_list;
 
 /**
  * One message being assembled (opaque). Create with `steward_message_new`, set at least the
@@ -859,6 +885,65 @@ steward_result steward_result_message(uint32_t code, char *buf, size_t len, size
  * code. The string is static: never free it. Never fails; thread-safe.
  */
 const char *steward_result_name(uint32_t code);
+
+/**
+ * Central only: every key in the registry. On `STEWARD_RESULT_OK` writes a list to `*out`
+ * (owned by the caller, free with `steward_key_list_free`). On another node returns
+ * `STEWARD_RESULT_CONFIG` saying keys are managed on central. Thread-safe.
+ */
+steward_result steward_node_keys(const struct steward_node *node, struct steward_key_list **out);
+
+/**
+ * Central only: approves `node_name`'s key — `key` (base64), or with `key` NULL its only
+ * pending key — and sends every node a new trust bundle. On `STEWARD_RESULT_OK` writes the
+ * new trust version to `*out_version` when it is not NULL. Errors name what to do (no pending
+ * key, several pending keys, a malformed key). Thread-safe; blocks until stored.
+ */
+steward_result steward_node_approve_key(const struct steward_node *node,
+                                        const char *node_name,
+                                        const char *key,
+                                        uint64_t *out_version);
+
+/**
+ * Central only: revokes `node_name`'s key — `key` (base64), or with `key` NULL its approved
+ * key — and sends every node a new trust bundle; messages signed with it are refused from
+ * then on. On `STEWARD_RESULT_OK` writes the new trust version to `*out_version` when it is
+ * not NULL. Thread-safe; blocks until stored.
+ */
+steward_result steward_node_revoke_key(const struct steward_node *node,
+                                       const char *node_name,
+                                       const char *key,
+                                       uint64_t *out_version);
+
+/**
+ * The number of keys (0 for NULL).
+ */
+size_t steward_key_list_len(const struct steward_key_list *list);
+
+/**
+ * The node key `i` belongs to; NULL if `i` is out of range. Owned by `list`.
+ */
+const char *steward_key_list_node(const struct steward_key_list *list, size_t i);
+
+/**
+ * Key `i` (base64); NULL if `i` is out of range. Owned by `list`.
+ */
+const char *steward_key_list_key(const struct steward_key_list *list, size_t i);
+
+/**
+ * Where key `i` stands (`STEWARD_KEY_PENDING` if `i` is out of range).
+ */
+enum steward_key_state steward_key_list_state(const struct steward_key_list *list, size_t i);
+
+/**
+ * When key `i` entered its state (ms since the Unix epoch; 0 if out of range).
+ */
+uint64_t steward_key_list_since_ms(const struct steward_key_list *list, size_t i);
+
+/**
+ * Frees a key list. NULL is ignored.
+ */
+void steward_key_list_free(struct steward_key_list *list);
 
 /**
  * Creates an empty command message. On success writes it to `*out`; the caller owns it and

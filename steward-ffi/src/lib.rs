@@ -21,6 +21,7 @@ mod boundary;
 mod callback;
 mod config;
 mod error;
+mod keys;
 mod message;
 mod method;
 mod metrics;

@@ -44,7 +44,7 @@ pub struct steward_node {
     shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     id: u64,
     running: Mutex<Option<Running>>,
     /// Held for the whole stop, so a second stop returns only when the first is done.
@@ -137,7 +137,7 @@ fn shutdown(running: Running) {
 
 /// Runs `fut` on the node's runtime and waits for it from this (non-runtime) thread. Works
 /// from any thread, including the runtime's blocking pool, where C callbacks run.
-fn block<T: Send + 'static>(
+pub(crate) fn block<T: Send + 'static>(
     rt: &Handle,
     fut: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, FfiError> {
@@ -394,7 +394,7 @@ pub(crate) unsafe fn live_node(node: *const steward_node) -> Result<Node, FfiErr
     n.shared.live().map(|(_, live)| live)
 }
 
-fn with_node(
+pub(crate) fn with_node(
     node: *const steward_node,
     f: impl FnOnce(&Shared, Handle, Node) -> Result<(), FfiError>,
 ) -> steward_result {

@@ -1,6 +1,7 @@
 /* Signatures and least privilege through the C API: a ship that requires signed messages and
  * pins central's key, with an access list that allows central one argv prefix only. */
 #include <stdlib.h>
+#include <time.h>
 
 #include "harness.h"
 
@@ -98,6 +99,72 @@ TEST(signed_messages_and_argv_rules) {
     steward_message_status_free(st);
 
     steward_node_free(rogue);
+    steward_node_free(ship);
+    steward_node_free(central);
+}
+
+/* The state of `node`'s first key in central's registry, or -1 if it has none. */
+static int key_state_of(steward_node *central, const char *node, char *key_out, size_t key_cap) {
+    steward_key_list *list = NULL;
+    if (steward_node_keys(central, &list) != STEWARD_RESULT_OK) return -1;
+    int state = -1;
+    for (size_t i = 0; i < steward_key_list_len(list); i++) {
+        if (strcmp(steward_key_list_node(list, i), node) == 0) {
+            state = (int)steward_key_list_state(list, i);
+            if (key_out) snprintf(key_out, key_cap, "%s", steward_key_list_key(list, i));
+            if (steward_key_list_since_ms(list, i) == 0) state = -2;
+            break;
+        }
+    }
+    steward_key_list_free(list);
+    return state;
+}
+
+TEST(central_manages_keys) {
+    steward_node *central = NULL, *ship = NULL;
+    steward_node_builder *b = test_builder("keys-central");
+    CHECK(b != NULL);
+    CHECK_OK(steward_node_builder_set_central(b, "keys-central"));
+    CHECK_OK(steward_node_start(b, &central));
+    b = test_builder("keys-ship");
+    CHECK(b != NULL);
+    CHECK_OK(steward_node_builder_set_central(b, "keys-central"));
+    CHECK_OK(steward_node_builder_set_central_key(b, steward_node_public_key(central)));
+    CHECK_OK(steward_node_start(b, &ship));
+
+    /* The ship registers its key on start: it waits for approval. */
+    char key[64] = "";
+    int64_t deadline = now_ms() + 10000;
+    while (key_state_of(central, "keys-ship", key, sizeof key) != STEWARD_KEY_PENDING &&
+           now_ms() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(key_state_of(central, "keys-ship", key, sizeof key) == STEWARD_KEY_PENDING);
+    CHECK(strcmp(key, steward_node_public_key(ship)) == 0);
+
+    uint64_t approved = 0, revoked = 0;
+    CHECK_OK(steward_node_approve_key(central, "keys-ship", NULL, &approved));
+    CHECK(approved >= 1);
+    CHECK(key_state_of(central, "keys-ship", NULL, 0) == STEWARD_KEY_APPROVED);
+    CHECK_OK(steward_node_revoke_key(central, "keys-ship", key, &revoked));
+    CHECK(revoked > approved);
+    CHECK(key_state_of(central, "keys-ship", NULL, 0) == STEWARD_KEY_REVOKED);
+
+    /* Misuse: keys live on central; a malformed key; a node without keys; NULL arguments. */
+    steward_key_list *list = NULL;
+    CHECK_RC(steward_node_keys(ship, &list), STEWARD_RESULT_CONFIG);
+    CHECK_STR_CONTAINS(last_error(), "central");
+    CHECK(list == NULL);
+    CHECK_RC(steward_node_approve_key(central, "keys-ship", "not a key", NULL), STEWARD_RESULT_CONFIG);
+    CHECK(steward_node_approve_key(central, "nobody", NULL, NULL) != STEWARD_RESULT_OK);
+    CHECK_STR_CONTAINS(last_error(), "nobody");
+    CHECK_RC(steward_node_approve_key(NULL, "keys-ship", NULL, NULL), STEWARD_RESULT_NULL_PARAMETER);
+    CHECK_RC(steward_node_revoke_key(central, NULL, NULL, NULL), STEWARD_RESULT_NULL_PARAMETER);
+    CHECK(steward_key_list_len(NULL) == 0);
+    CHECK(steward_key_list_node(NULL, 0) == NULL);
+    steward_key_list_free(NULL);
+
     steward_node_free(ship);
     steward_node_free(central);
 }
