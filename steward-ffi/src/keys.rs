@@ -95,15 +95,7 @@ pub unsafe extern "C" fn steward_node_approve_key(
     key: *const c_char,
     out_version: *mut u64,
 ) -> steward_result {
-    with_node(node, |_, handle, live| {
-        let name = unsafe { arg_str(node_name, "node_name") }?.to_owned();
-        let key = opt_key(key)?;
-        let v = block(&handle, async move { live.approve_key(&name, key).await })??;
-        if let Some(out) = unsafe { out_version.as_mut() } {
-            *out = v;
-        }
-        Ok(())
-    })
+    change_key(node, node_name, key, out_version, Change::Approve)
 }
 
 /// Central only: revokes `node_name`'s key — `key` (base64), or with `key` NULL its approved
@@ -117,10 +109,31 @@ pub unsafe extern "C" fn steward_node_revoke_key(
     key: *const c_char,
     out_version: *mut u64,
 ) -> steward_result {
+    change_key(node, node_name, key, out_version, Change::Revoke)
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Approve,
+    Revoke,
+}
+
+fn change_key(
+    node: *const steward_node,
+    node_name: *const c_char,
+    key: *const c_char,
+    out_version: *mut u64,
+    change: Change,
+) -> steward_result {
     with_node(node, |_, handle, live| {
         let name = unsafe { arg_str(node_name, "node_name") }?.to_owned();
         let key = opt_key(key)?;
-        let v = block(&handle, async move { live.revoke_key(&name, key).await })??;
+        let v = block(&handle, async move {
+            match change {
+                Change::Approve => live.approve_key(&name, key).await,
+                Change::Revoke => live.revoke_key(&name, key).await,
+            }
+        })??;
         if let Some(out) = unsafe { out_version.as_mut() } {
             *out = v;
         }

@@ -1086,11 +1086,7 @@ impl PyNode {
     /// sends every node a new trust bundle. Returns the new trust version.
     #[pyo3(signature = (node, key = None))]
     fn approve_key(&self, py: Python<'_>, node: &str, key: Option<&str>) -> PyResult<u64> {
-        let key = parse_key_arg(key)?;
-        let running = self.shared.running()?;
-        let n = running.node.clone();
-        let node = node.to_owned();
-        py_result(running.block_on(py, async move { n.approve_key(&node, key).await })?)
+        self.change_key(py, node, key, true)
     }
 
     /// Central only: revokes `node`'s key — `key` (base64), or its approved key — and sends
@@ -1098,11 +1094,7 @@ impl PyNode {
     /// Returns the new trust version.
     #[pyo3(signature = (node, key = None))]
     fn revoke_key(&self, py: Python<'_>, node: &str, key: Option<&str>) -> PyResult<u64> {
-        let key = parse_key_arg(key)?;
-        let running = self.shared.running()?;
-        let n = running.node.clone();
-        let node = node.to_owned();
-        py_result(running.block_on(py, async move { n.revoke_key(&node, key).await })?)
+        self.change_key(py, node, key, false)
     }
 
     fn __repr__(&self) -> String {
@@ -1113,6 +1105,29 @@ impl PyNode {
             State::Stopped => "stopped",
         };
         format!("Node({:?}, {state})", self.shared.name)
+    }
+}
+
+impl PyNode {
+    /// Approves (`approve`) or revokes a key on central; the new trust version.
+    fn change_key(
+        &self,
+        py: Python<'_>,
+        node: &str,
+        key: Option<&str>,
+        approve: bool,
+    ) -> PyResult<u64> {
+        let key = parse_key_arg(key)?;
+        let running = self.shared.running()?;
+        let n = running.node.clone();
+        let node = node.to_owned();
+        py_result(running.block_on(py, async move {
+            if approve {
+                n.approve_key(&node, key).await
+            } else {
+                n.revoke_key(&node, key).await
+            }
+        })?)
     }
 }
 
