@@ -70,6 +70,8 @@ pub(crate) struct Registry {
     data: Mutex<RegistryData>,
     /// Serializes changes (copy, change, write the file, swap).
     writing: tokio::sync::Mutex<()>,
+    /// The id of the last trust update queued for each node: a newer bundle supersedes it.
+    last_update: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Registry {
@@ -89,6 +91,7 @@ impl Registry {
             path,
             data: Mutex::new(data),
             writing: tokio::sync::Mutex::new(()),
+            last_update: Mutex::default(),
         })
     }
 
@@ -241,18 +244,61 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
         return Ok(());
     };
     let text = serde_json::to_string(&signed).unwrap_or_default();
+    let reg = registry(inner)?;
     let mut prepared = Vec::with_capacity(nodes.len());
+    let mut queued = Vec::with_capacity(nodes.len());
     for n in nodes {
-        let msg = Message::event(n, TRUST_UPDATE, [text.clone()]);
+        let msg = Message::event(n.clone(), TRUST_UPDATE, [text.clone()]);
         let mut p = inner.prepare(msg, None, true)?;
         // Tracked like a user message: its state and audit line show who has which version.
         p.internal = false;
+        queued.push((n, p.item.envelope.id.clone()));
         prepared.push(p);
     }
-    let done = inner
+    // Only the newest bundle matters: an older one still queued for the same node (offline,
+    // say) is cancelled in the same transaction, so each node has at most one waiting and a
+    // burst of changes does not pile up whole bundles per node.
+    let older: Vec<String> = {
+        let last = reg.last_update.lock().unwrap_or_else(|p| p.into_inner());
+        queued
+            .iter()
+            .filter_map(|(n, _)| last.get(n).cloned())
+            .collect()
+    };
+    let reason = format!(
+        "superseded by trust version {}",
+        inner.security.state().version
+    );
+    let (done, cancelled) = inner
         .store
-        .write(move |t| crate::store::enqueue(t, prepared))
+        .write(move |t| {
+            let mut cancelled = Vec::new();
+            for id in older {
+                let rec = crate::store::finalize(
+                    t,
+                    &id,
+                    crate::result::MessageState::Cancelled,
+                    None,
+                    Some(reason.clone()),
+                    0,
+                )?;
+                cancelled.extend(rec);
+            }
+            Ok((crate::store::enqueue(t, prepared)?, cancelled))
+        })
         .await?;
+    reg.last_update
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(queued);
+    for rec in cancelled {
+        inner.publisher_event(
+            rec.stream_id,
+            &rec.status.subject,
+            PubEvent::Finished(rec.seq),
+        );
+        inner.after_final(rec.into_status());
+    }
     for d in done {
         inner.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
     }

@@ -1089,3 +1089,55 @@ async fn forged_and_replayed_answers_are_ignored() {
     lax.stop().await;
     f.stop().await;
 }
+
+/// Must hold: trust updates for a node that is offline do not pile up at central. Each newer
+/// bundle cancels the older one still queued for that node ("superseded by trust version N"),
+/// so one waits per node; when the node comes back it gets the newest and applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_trust_updates_are_superseded_by_newer_ones() {
+    let f = Fleet::start().await;
+    let urls = f.urls();
+    let ship2 = ship_builder("ship2", &urls, f.dir.path(), f.central.public_key())
+        .start()
+        .await
+        .unwrap();
+    approve(&f.central, "ship2", &[&ship2]).await;
+    ship2.stop().await;
+    let mut newest = 0;
+    for i in 0..4 {
+        let access = steward::AccessList::default_for("central").allow("ship1", &format!("m{i}"));
+        newest = f
+            .central
+            .set_node_access("ship2", Some(access))
+            .await
+            .unwrap();
+    }
+    let updates: Vec<_> = f
+        .central
+        .recent_messages(1000)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.to_node == "ship2" && m.subject.ends_with("._trustUpdate"))
+        .collect();
+    let waiting = updates.iter().filter(|m| !m.state.is_final()).count();
+    assert_eq!(waiting, 1, "one bundle waits for ship2: {updates:#?}");
+    let superseded: Vec<_> = updates
+        .iter()
+        .filter(|m| m.state == MessageState::Cancelled)
+        .collect();
+    assert!(superseded.len() >= 3, "{updates:#?}");
+    for m in superseded {
+        let reason = m.reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("superseded by trust version"), "{reason}");
+    }
+    let ship2 = ship_builder("ship2", &urls, f.dir.path(), f.central.public_key())
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        wait_until_async(WAIT, || ship2.trust_version() >= newest).await,
+        "ship2 never got trust version {newest}"
+    );
+    ship2.stop().await;
+    f.stop().await;
+}
