@@ -380,6 +380,9 @@ impl Node {
         if cfg.window == 0 {
             return Err(Error::Config("window must be at least 1".into()));
         }
+        for (name, _) in &extra {
+            names::method(name)?;
+        }
         let metrics_listener = match cfg.metrics_address {
             Some(addr) => Some(crate::metrics::bind(addr).await?),
             None => None,
@@ -404,7 +407,20 @@ impl Node {
                 .await
                 .map_err(|e| Error::Storage(e.to_string()))??
         };
-        let control = crate::control::bind(&cfg)?;
+        // From here on a failed start closes the store first, so the data directory is free
+        // for a corrected start at once.
+        macro_rules! or_close {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => {
+                        store.close().await;
+                        return Err(e);
+                    }
+                }
+            };
+        }
+        let control = or_close!(crate::control::bind(&cfg));
         let (conn_tx, conn_rx) = watch::channel(false);
         let conn_tx = Arc::new(conn_tx);
         // A broker that refuses us fails the start here; an unreachable one does not.
@@ -414,7 +430,6 @@ impl Node {
         } = match crate::connect::connect(&cfg, conn_tx.clone()).await {
             Ok(c) => c,
             Err(e) => {
-                // Release the data directory now, so a corrected start can follow at once.
                 store.close().await;
                 return Err(e);
             }
@@ -433,20 +448,20 @@ impl Node {
         } else {
             format!("{}.{}", client.new_inbox(), cfg.name)
         };
-        let ack_sub = client
+        let ack_sub = or_close!(client
             .subscribe(format!("{reply_prefix}.>"))
             .await
-            .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
-        let cmd_sub = client
+            .map_err(|e| Error::BrokerUnavailable(e.to_string())));
+        let cmd_sub = or_close!(client
             .subscribe(format!("{}.command.*", cfg.name))
             .await
-            .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
-        let ev_sub = client
+            .map_err(|e| Error::BrokerUnavailable(e.to_string())));
+        let ev_sub = or_close!(client
             .subscribe(format!("{}.event.*", cfg.name))
             .await
-            .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
-        let dispatcher = Dispatcher::start()
-            .map_err(|e| Error::Config(format!("cannot start the callback thread: {e}")))?;
+            .map_err(|e| Error::BrokerUnavailable(e.to_string())));
+        let dispatcher = or_close!(Dispatcher::start()
+            .map_err(|e| Error::Config(format!("cannot start the callback thread: {e}"))));
         for l in listeners {
             dispatcher.add(l);
         }
@@ -458,7 +473,6 @@ impl Node {
             }
         }
         for (name, m) in extra {
-            names::method(&name)?;
             methods.insert(name, m);
         }
         let metrics = crate::metrics::Metrics::new(store.clone(), conn_rx.clone());
@@ -485,17 +499,30 @@ impl Node {
             security,
         });
         conn_watch.spawn(&inner);
-        // Resume unfinished received messages (in arrival order) before the receiver starts, so
-        // a new message of the same stream can never overtake them; then the outbox.
-        crate::executor::resume(&inner).await?;
-        let ev = futures::stream::select(cmd_sub, ev_sub);
-        supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
-        crate::trust::start(&inner);
-        for (stream_id, subject) in inner.store.active_streams()? {
-            inner.publisher(stream_id, &subject);
-        }
-        if let Some(bound) = control {
-            crate::control::serve(&inner, bound)?;
+        let started = async {
+            // Resume unfinished received messages (in arrival order) before the receiver
+            // starts, so a new message of the same stream can never overtake them; then the
+            // outbox.
+            crate::executor::resume(&inner).await?;
+            let ev = futures::stream::select(cmd_sub, ev_sub);
+            supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
+            crate::trust::start(&inner);
+            for (stream_id, subject) in inner.store.active_streams()? {
+                inner.publisher(stream_id, &subject);
+            }
+            if let Some(bound) = control {
+                crate::control::serve(&inner, bound)?;
+            }
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = started.await {
+            // Whatever started is stopped and the store closed, as by `stop`.
+            Node {
+                inner: inner.clone(),
+            }
+            .stop()
+            .await;
+            return Err(e);
         }
         if let Some(listener) = metrics_listener {
             crate::metrics::serve(&inner, listener);

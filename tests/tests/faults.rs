@@ -747,3 +747,41 @@ async fn a_result_that_never_comes_home_is_asked_for_again() {
     assert_eq!(res.stdout, "from the record");
     central.stop().await;
 }
+
+/// Must hold: a start that fails after the store is open (here: the control socket path is
+/// too long for a Unix socket) leaves the data directory free, so a corrected start on the
+/// same directory succeeds at once — never "data directory in use" — and keeps its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_frees_the_data_directory_at_once() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that `<dir>/control.sock.<pid>.tmp` exceeds the 107-byte socket path limit.
+    let deep = dir.path().join("d".repeat(100));
+    let urls = vec![server.url()];
+    let first = test_node("ship1", &urls, &deep).start().await.unwrap();
+    let queued = first
+        .send(Message::command("nowhere", "record", ["kept"]))
+        .await
+        .unwrap();
+    first.stop().await;
+    for attempt in 0..5 {
+        let e = test_node("ship1", &urls, &deep)
+            .control_socket(true)
+            .start()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("attempt {attempt}: the start should fail"));
+        assert!(e.to_string().contains("control socket path"), "{e}");
+        let node = test_node("ship1", &urls, &deep)
+            .control_socket(false)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: the corrected start failed: {e}"));
+        let st = node.message(&queued.id).await.unwrap().unwrap();
+        assert!(
+            !st.state.is_final(),
+            "still waiting for its destination: {st:?}"
+        );
+        node.stop().await;
+    }
+}
