@@ -92,6 +92,19 @@ impl Fleet {
         vec![self.server.url()]
     }
 
+    /// Starts another strict ship pinned to central's key (its key waits for approval).
+    async fn ship(&self, name: &str) -> Node {
+        ship_builder(
+            name,
+            &self.urls(),
+            self.dir.path(),
+            self.central.public_key(),
+        )
+        .start()
+        .await
+        .unwrap()
+    }
+
     /// A shell command appending `tag` to the witness file.
     fn witness(&self, tag: &str) -> Vec<String> {
         vec![
@@ -510,11 +523,7 @@ async fn replays_never_run_before_or_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_revoked_and_mismatched_keys_are_refused() {
     let f = Fleet::start().await;
-    let urls = f.urls();
-    let ship2 = ship_builder("ship2", &urls, f.dir.path(), f.central.public_key())
-        .start()
-        .await
-        .unwrap();
+    let ship2 = f.ship("ship2").await;
     // Pending: neither ship1 nor central trusts ship2 yet.
     assert!(
         wait_until_async(WAIT, || f
@@ -1096,11 +1105,7 @@ async fn forged_and_replayed_answers_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_trust_updates_are_superseded_by_newer_ones() {
     let f = Fleet::start().await;
-    let urls = f.urls();
-    let ship2 = ship_builder("ship2", &urls, f.dir.path(), f.central.public_key())
-        .start()
-        .await
-        .unwrap();
+    let ship2 = f.ship("ship2").await;
     approve(&f.central, "ship2", &[&ship2]).await;
     ship2.stop().await;
     let mut newest = 0;
@@ -1130,10 +1135,7 @@ async fn queued_trust_updates_are_superseded_by_newer_ones() {
         let reason = m.reason.as_deref().unwrap_or_default();
         assert!(reason.contains("superseded by trust version"), "{reason}");
     }
-    let ship2 = ship_builder("ship2", &urls, f.dir.path(), f.central.public_key())
-        .start()
-        .await
-        .unwrap();
+    let ship2 = f.ship("ship2").await;
     assert!(
         wait_until_async(WAIT, || ship2.trust_version() >= newest).await,
         "ship2 never got trust version {newest}"
