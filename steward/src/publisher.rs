@@ -67,6 +67,12 @@ struct Entry {
     polls: u32,
 }
 
+/// Where the answers to message `seq` of a stream come (`<node prefix>.<stream>.<seq>`); a
+/// signed answer is bound to exactly this subject.
+fn reply_subject(prefix: &str, seq: u64) -> String {
+    format!("{prefix}.{seq}")
+}
+
 /// When to ask the receiver again about a message it has ("received") whose result has not come:
 /// after 10 ACK timeouts (at least a second), then twice as long each time, up to 10 minutes.
 /// A result lost on the way home (a crash between two commits, a bug) is then fetched from the
@@ -330,7 +336,7 @@ impl Publisher {
                 continue;
             }
             tracing::debug!(msg_id = %e.id, subject = %self.subject, seq, polls = e.polls, "no result yet; asking the receiver again");
-            let reply = format!("{}.{seq}", self.reply_prefix);
+            let reply = reply_subject(&self.reply_prefix, seq);
             let _ = self
                 .inner
                 .client
@@ -366,7 +372,7 @@ impl Publisher {
                 }
             }
             let r = if e.ack {
-                let reply = format!("{}.{seq}", self.reply_prefix);
+                let reply = reply_subject(&self.reply_prefix, seq);
                 self.inner
                     .client
                     .publish_with_reply_and_headers(
@@ -471,7 +477,7 @@ impl Publisher {
             return;
         }
         if self.inner.security.policy == SignaturePolicy::Required {
-            let reply_to = format!("{}.{seq}", self.reply_prefix);
+            let reply_to = reply_subject(&self.reply_prefix, seq);
             if let Err(why) =
                 self.inner
                     .security
