@@ -5,6 +5,8 @@
  * Conventions
  * - Handles are opaque. Whatever a function hands you as owned (a builder, node, message,
  *   status, list or report) has a matching _free; NULL is accepted by every _free.
+ * - steward_node_start always takes the builder, also when it fails: never free or reuse a
+ *   builder after passing it to steward_node_start.
  * - Every fallible function returns a steward_result (0 = STEWARD_RESULT_OK). Its numbers are
  *   stable and never reused. Out-parameters are written only on STEWARD_RESULT_OK.
  *   steward_last_error_message() explains the last failure on the calling thread.
@@ -407,8 +409,9 @@ typedef struct steward_node steward_node;
 
 /**
  * A node configuration being assembled (opaque). Create with `steward_node_builder_new`, set
- * options, then either start it with `steward_node_start` (which consumes it) or free it with
- * `steward_node_builder_free`. Not thread-safe: use one builder from one thread at a time.
+ * options, then either pass it to `steward_node_start` (which always takes it, also when the
+ * start fails) or free it with `steward_node_builder_free`. Not thread-safe: use one builder
+ * from one thread at a time.
  */
 typedef struct steward_node_builder steward_node_builder;
 
@@ -555,8 +558,9 @@ const char *steward_version(void);
 steward_result steward_node_builder_new(const char *name, struct steward_node_builder **out);
 
 /**
- * Frees a builder that was not started, calling the `drop` of every callback it holds. NULL
- * is ignored. Never call it after `steward_node_start` took the builder.
+ * Frees a builder that was not passed to `steward_node_start`, calling the `drop` of every
+ * callback it holds. NULL is ignored. Never call it after `steward_node_start`, whatever that
+ * returned: the start already freed the builder.
  */
 void steward_node_builder_free(struct steward_node_builder *builder);
 
@@ -1127,11 +1131,12 @@ void steward_metrics_free(struct steward_metrics *metrics);
  * (retrying in the background if it is down), resumes unfinished work and starts serving.
  * The node runs on its own tokio runtime (2 worker threads) owned by the node handle.
  *
- * Ownership: if this returns `STEWARD_RESULT_NULL_PARAMETER`, nothing happened and the
- * builder (if any) is still the caller's. On every other return the builder has been consumed
- * and freed: never use or free it again (on failure, the `drop` of each callback it held has
- * run). On success writes the node to `*out`; the caller owns it and frees it with
- * `steward_node_free`.
+ * Ownership: this function always takes a non-NULL `builder`, whatever it returns. On
+ * success the node owns what the builder held; on every failure (also
+ * `STEWARD_RESULT_NULL_PARAMETER` for a NULL `out`) the builder is freed here and the `drop`
+ * of each callback it held has run. Either way, never use or free the builder after this
+ * call. (A NULL `builder` returns `STEWARD_RESULT_NULL_PARAMETER`.) On success writes the
+ * node to `*out`; the caller owns it and frees it with `steward_node_free`.
  *
  * Errors: `STEWARD_RESULT_DATA_DIR_IN_USE`, `STEWARD_RESULT_STORAGE`,
  * `STEWARD_RESULT_CONFIG` (also for unreadable credential or certificate files),

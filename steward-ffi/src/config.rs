@@ -28,8 +28,9 @@ pub(crate) fn next_node_id() -> u64 {
 }
 
 /// A node configuration being assembled (opaque). Create with `steward_node_builder_new`, set
-/// options, then either start it with `steward_node_start` (which consumes it) or free it with
-/// `steward_node_builder_free`. Not thread-safe: use one builder from one thread at a time.
+/// options, then either pass it to `steward_node_start` (which always takes it, also when the
+/// start fails) or free it with `steward_node_builder_free`. Not thread-safe: use one builder
+/// from one thread at a time.
 pub struct steward_node_builder {
     pub(crate) id: u64,
     pub(crate) cfg: NodeConfig,
@@ -94,8 +95,9 @@ pub unsafe extern "C" fn steward_node_builder_new(
     })
 }
 
-/// Frees a builder that was not started, calling the `drop` of every callback it holds. NULL
-/// is ignored. Never call it after `steward_node_start` took the builder.
+/// Frees a builder that was not passed to `steward_node_start`, calling the `drop` of every
+/// callback it holds. NULL is ignored. Never call it after `steward_node_start`, whatever that
+/// returned: the start already freed the builder.
 #[no_mangle]
 pub unsafe extern "C" fn steward_node_builder_free(builder: *mut steward_node_builder) {
     guard_value((), || {

@@ -185,11 +185,12 @@ fn build_runtime(name: &str) -> Result<Runtime, FfiError> {
 /// (retrying in the background if it is down), resumes unfinished work and starts serving.
 /// The node runs on its own tokio runtime (2 worker threads) owned by the node handle.
 ///
-/// Ownership: if this returns `STEWARD_RESULT_NULL_PARAMETER`, nothing happened and the
-/// builder (if any) is still the caller's. On every other return the builder has been consumed
-/// and freed: never use or free it again (on failure, the `drop` of each callback it held has
-/// run). On success writes the node to `*out`; the caller owns it and frees it with
-/// `steward_node_free`.
+/// Ownership: this function always takes a non-NULL `builder`, whatever it returns. On
+/// success the node owns what the builder held; on every failure (also
+/// `STEWARD_RESULT_NULL_PARAMETER` for a NULL `out`) the builder is freed here and the `drop`
+/// of each callback it held has run. Either way, never use or free the builder after this
+/// call. (A NULL `builder` returns `STEWARD_RESULT_NULL_PARAMETER`.) On success writes the
+/// node to `*out`; the caller owns it and frees it with `steward_node_free`.
 ///
 /// Errors: `STEWARD_RESULT_DATA_DIR_IN_USE`, `STEWARD_RESULT_STORAGE`,
 /// `STEWARD_RESULT_CONFIG` (also for unreadable credential or certificate files),
@@ -208,8 +209,10 @@ pub unsafe extern "C" fn steward_node_start(
         if builder.is_null() {
             return Err(FfiError::null("builder"));
         }
-        let out = out_arg(out, "out")?;
+        // Taken before any other check, so every return below frees it (and runs the drops of
+        // its callbacks): the caller never has to.
         let b = unsafe { Box::from_raw(builder) };
+        let out = out_arg(out, "out")?;
         let node = start(*b)?;
         unsafe { *out = Box::into_raw(Box::new(node)) };
         Ok(())

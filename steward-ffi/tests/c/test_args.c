@@ -91,28 +91,7 @@ TEST(builder_rejects_null_and_bad_arguments) {
     steward_node_builder_free(NULL);
 }
 
-TEST(start_checks_arguments_and_consumes_the_builder) {
-    steward_node *n = NULL;
-    CHECK_RC(steward_node_start(NULL, &n), STEWARD_RESULT_NULL_PARAMETER);
-    CHECK_STR_CONTAINS(last_error(), "`builder`");
-    steward_node_builder *b = test_builder("args-start");
-    CHECK(b != NULL);
-    /* NULL out: nothing happened, the builder is still ours. */
-    CHECK_RC(steward_node_start(b, NULL), STEWARD_RESULT_NULL_PARAMETER);
-    CHECK_STR_CONTAINS(last_error(), "`out`");
-    /* A node whose window/central are fine but whose data dir is a file fails to start; the
-     * builder is consumed and its callbacks dropped. */
-    counter_init(&drops);
-    steward_status_callback cb = {NULL, never_called_status, count_drop};
-    CHECK_OK(steward_node_builder_on_finished(b, cb));
-    CHECK_OK(steward_node_builder_set_data_dir(b, "/dev/null/not-a-dir"));
-    steward_result rc = steward_node_start(b, &n);
-    CHECK(rc != STEWARD_RESULT_OK);
-    CHECK(n == NULL);
-    CHECK(strlen(last_error()) > 0);
-    CHECK(counter_get(&drops) == 1);
-    counter_destroy(&drops);
-}
+/* steward_node_start's arguments and ownership: test_start_ownership.c. */
 
 TEST(message_builder_rejects_bad_names_and_numbers) {
     steward_message *m = NULL;
