@@ -4,18 +4,19 @@
 //! plain-Rust [`Job`] onto a queue and write one byte to a pipe. The callback thread is a
 //! Python `threading.Thread` running an asyncio event loop that watches the pipe's read end;
 //! when woken it drains the queue and, attached to the interpreter, calls listeners and
-//! methods. Synchronous callbacks run one at a time; async methods become tasks on that same
-//! loop, so many can be in flight. The Python objects themselves (callbacks, futures, tasks)
+//! methods. Synchronous callbacks run one at a time; async methods and async listeners become
+//! tasks on that same loop, so many can be in flight. The Python objects themselves (callbacks, futures, tasks)
 //! live in a registry that is only touched while attached, and jobs refer to them by key.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString};
 use tokio::sync::oneshot;
 
 use steward::{MethodResult, Notification, Request};
@@ -45,6 +46,9 @@ pub(crate) enum Job {
     Shutdown,
 }
 
+/// How long a stopping node lets its `async def` listeners finish before cancelling them.
+const LISTENER_GRACE: Duration = Duration::from_secs(2);
+
 /// Which notifications a listener wants.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ListenerKind {
@@ -63,6 +67,8 @@ struct Registry {
     methods: HashMap<u64, MethodEntry>,
     futures: HashMap<u64, (Py<PyAny>, Py<PyAny>)>,
     tasks: HashMap<u64, Py<PyAny>>,
+    /// Tasks of `async def` listeners (on_result, on_error), by key.
+    listener_tasks: HashMap<u64, Py<PyAny>>,
     replies: HashMap<u64, (String, oneshot::Sender<MethodResult>)>,
     event_loop: Option<Py<PyAny>>,
     thread: Option<Py<PyAny>>,
@@ -289,8 +295,22 @@ impl Dispatcher {
         if let Err(e) = &outcome {
             log_exception(py, "the steward callback loop failed", e);
         }
-        // Cancel what is still running (async methods), then close the loop.
+        // Let async listeners finish (a while), cancel what is still running (async methods,
+        // slow listeners), then close the loop.
         let cleanup = (|| -> PyResult<()> {
+            let listening: Vec<Py<PyAny>> = lock(&self.registry)
+                .listener_tasks
+                .values()
+                .map(|t| t.clone_ref(py))
+                .collect();
+            if !listening.is_empty() {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("timeout", LISTENER_GRACE.as_secs_f64())?;
+                let waiting = asyncio
+                    .getattr("wait")?
+                    .call((PyList::new(py, listening)?,), Some(&kwargs))?;
+                event_loop.call_method1("run_until_complete", (waiting,))?;
+            }
             let _ = event_loop.call_method1("remove_reader", (fd,));
             let tasks = asyncio.call_method1("all_tasks", (&event_loop,))?;
             let tasks: Vec<Bound<'_, PyAny>> = tasks.try_iter()?.collect::<PyResult<_>>()?;
@@ -325,6 +345,7 @@ impl Dispatcher {
         let mut reg = lock(&self.registry);
         let futures: Vec<_> = reg.futures.drain().map(|(_, f)| f).collect();
         let tasks: Vec<_> = reg.tasks.drain().map(|(_, t)| t).collect();
+        let listener_tasks: Vec<_> = reg.listener_tasks.drain().map(|(_, t)| t).collect();
         let replies: Vec<_> = reg.replies.drain().collect();
         let listeners = std::mem::take(&mut reg.listeners);
         let methods = std::mem::take(&mut reg.methods);
@@ -343,7 +364,7 @@ impl Dispatcher {
                 "the node stopped before the Python method {name} finished"
             )));
         }
-        drop((tasks, listeners, methods));
+        drop((tasks, listener_tasks, listeners, methods));
     }
 
     /// Runs every queued job (attached, on the callback thread or during cleanup).
@@ -396,7 +417,7 @@ impl Dispatcher {
         }
     }
 
-    fn notify(&self, py: Python<'_>, n: Notification) {
+    fn notify(self: &Arc<Self>, py: Python<'_>, n: Notification) {
         let (kind, arg) = match n {
             Notification::Finished(st) => (
                 ListenerKind::Result,
@@ -417,18 +438,107 @@ impl Dispatcher {
             .filter(|(k, _)| *k == kind)
             .map(|(_, f)| f.clone_ref(py))
             .collect();
+        let what = match kind {
+            ListenerKind::Result => "on_result",
+            ListenerKind::Error => "on_error",
+        };
         for f in listeners {
-            if let Err(e) = f.bind(py).call1((arg.clone_ref(py),)) {
-                let what = match kind {
-                    ListenerKind::Result => "on_result",
-                    ListenerKind::Error => "on_error",
-                };
+            let started = f
+                .bind(py)
+                .call1((arg.clone_ref(py),))
+                .and_then(|value| self.start_listener_task(py, &value, what));
+            if let Err(e) = started {
                 log_exception(
                     py,
                     &format!("a steward {what} callback raised; the node keeps running"),
                     &e,
                 );
             }
+        }
+    }
+
+    /// If a listener returned an awaitable (an `async def` listener), runs it as a task on the
+    /// callback loop; its exception, if any, is logged when it ends.
+    fn start_listener_task(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        what: &'static str,
+    ) -> PyResult<()> {
+        let inspect = py.import("inspect")?;
+        if !inspect.call_method1("isawaitable", (value,))?.is_truthy()? {
+            return Ok(());
+        }
+        let event_loop = lock(&self.registry)
+            .event_loop
+            .as_ref()
+            .map(|l| l.clone_ref(py));
+        let task = event_loop
+            .ok_or_else(|| PyRuntimeError::new_err("the callback loop is not running"))
+            .and_then(|l| {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("loop", l.bind(py))?;
+                py.import("asyncio")?
+                    .getattr("ensure_future")?
+                    .call((value,), Some(&kwargs))
+            });
+        let task = match task {
+            Ok(t) => t,
+            Err(_) => {
+                // The loop is closed (the node is stopping): close the coroutine so it is not
+                // reported as never awaited, and say why it did not run.
+                if value.hasattr("close")? {
+                    let _ = value.call_method0("close");
+                }
+                log_warning(
+                    py,
+                    &format!("the node stopped before an async {what} callback could run"),
+                );
+                return Ok(());
+            }
+        };
+        let key = self.next_key();
+        lock(&self.registry)
+            .listener_tasks
+            .insert(key, task.clone().unbind());
+        let done = Py::new(
+            py,
+            ListenerDone {
+                d: Arc::downgrade(self),
+                key,
+                what,
+            },
+        )?;
+        task.call_method1("add_done_callback", (done,))?;
+        Ok(())
+    }
+
+    fn listener_done(&self, py: Python<'_>, key: u64, what: &str, task: &Bound<'_, PyAny>) {
+        let removed = lock(&self.registry).listener_tasks.remove(&key);
+        drop(removed);
+        let failure = (|| -> PyResult<Option<PyErr>> {
+            if task.call_method0("cancelled")?.is_truthy()? {
+                log_warning(
+                    py,
+                    &format!(
+                        "an async {what} callback was cancelled: the node stopped before it finished"
+                    ),
+                );
+                return Ok(None);
+            }
+            let exc = task.call_method0("exception")?;
+            Ok((!exc.is_none()).then(|| PyErr::from_value(exc)))
+        })();
+        let failure = match failure {
+            Ok(f) => f,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failure {
+            log_exception(
+                py,
+                &format!("a steward {what} callback raised; the node keeps running"),
+                &e,
+            );
         }
     }
 
@@ -567,6 +677,23 @@ impl TaskDone {
     fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) {
         if let Some(d) = self.d.upgrade() {
             d.task_done(py, self.call, task);
+        }
+    }
+}
+
+/// Done-callback of an async listener's task: logs its exception, if any.
+#[pyclass(module = "steward._steward", frozen)]
+struct ListenerDone {
+    d: std::sync::Weak<Dispatcher>,
+    key: u64,
+    what: &'static str,
+}
+
+#[pymethods]
+impl ListenerDone {
+    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) {
+        if let Some(d) = self.d.upgrade() {
+            d.listener_done(py, self.key, self.what, task);
         }
     }
 }

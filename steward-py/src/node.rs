@@ -958,6 +958,10 @@ impl PyNode {
     /// Registers `callback(status: MessageStatus)`, called on the node's callback thread for
     /// every message this node sent when it reaches a final state (completed, failed, expired,
     /// rejected, cancelled). Returns `callback`, so it also works as a decorator.
+    ///
+    /// An `async def` callback runs as a task on the callback thread's asyncio loop (it may
+    /// `await receipt`); a stopping node gives such tasks 2 s to finish, then cancels them. An
+    /// exception in a callback is logged on the `steward` logger.
     fn on_result<'py>(&self, callback: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         require_callable(&callback, "on_result's callback")?;
         self.shared
@@ -968,7 +972,7 @@ impl PyNode {
 
     /// Registers `callback(report: ErrorReport)`, called on the node's callback thread for
     /// every failure (delivery failed, rejected, expired, method failed, bad input). Returns
-    /// `callback`.
+    /// `callback`. May be an `async def`, run like one given to `on_result`.
     fn on_error<'py>(&self, callback: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         require_callable(&callback, "on_error's callback")?;
         self.shared
@@ -982,8 +986,9 @@ impl PyNode {
         self.shared.dispatcher.remove_listener(py, callback)
     }
 
-    /// Serves the event method `method` with `callback(request: Request)`; its return value or
-    /// exception becomes the event's result. Returns `callback`.
+    /// Serves the event method `method` with `callback(request: Request)` (a function or an
+    /// `async def`); its return value or exception becomes the event's result. Returns
+    /// `callback`.
     fn on_event<'py>(
         &self,
         method: &str,

@@ -371,11 +371,13 @@ class Node:
         id: Optional[str] = None,
     ) -> list[Receipt]: ...
     def send_json(self, text: Union[str, bytes]) -> list[Receipt]:
-        """Sends messages in the original JSON format; returns their receipts."""
+        """Sends messages in the original JSON format; returns their receipts. Raises
+        InvalidMessage (with `receipts` of the sent ones and `errors`) if any element is bad."""
     def on_result(self, callback: Callable[[MessageStatus], Any]) -> Callable[[MessageStatus], Any]:
-        """Calls `callback` for every sent message that reaches a final state."""
+        """Calls `callback` (a function or an `async def`) for every sent message that reaches a
+        final state."""
     def on_error(self, callback: Callable[[ErrorReport], Any]) -> Callable[[ErrorReport], Any]:
-        """Calls `callback` for every error report."""
+        """Calls `callback` (a function or an `async def`) for every error report."""
     def remove_listener(self, callback: Callable[..., Any]) -> bool:
         """Removes a result or error listener."""
     def on_event(
