@@ -835,7 +835,8 @@ impl PyNode {
     ///
     /// `data` is the method's arguments (for `shellCommand` the argv, passed literally without
     /// a shell). Options left as `None` take the node's defaults; `ack_timeout=0` sends without
-    /// ACK (no result). Raises `InvalidMessage`/`InvalidName` naming the bad field.
+    /// ACK (no result). A bad `to`, `method` or `id` raises `InvalidName` (a subclass of
+    /// `InvalidMessage`); any other bad argument raises `InvalidMessage`. Both name the argument.
     #[pyo3(signature = (to, method, data = None, *, kind = "command", ack_timeout = None, retries = None, retry_wait = None, ttl = None, method_timeout = None, id = None))]
     #[allow(clippy::too_many_arguments)]
     fn send(
@@ -862,7 +863,18 @@ impl PyNode {
         if targets.is_empty() {
             return Err(invalid_message("to", "give at least one node name"));
         }
+        for (i, target) in targets.iter().enumerate() {
+            let field = if single {
+                "to".to_owned()
+            } else {
+                format!("to[{i}]")
+            };
+            steward::validate_name("node", target)
+                .map_err(|e| errors::argument_error(&field, e))?;
+        }
         let method = convert::string(method, "method", err)?;
+        steward::validate_name("method", &method)
+            .map_err(|e| errors::argument_error("method", e))?;
         let data = match data.filter(|d| !d.is_none()) {
             Some(d) => convert::strings(d, "data", err)?,
             None => Vec::new(),
@@ -882,7 +894,9 @@ impl PyNode {
                     "cannot be combined with several nodes in `to`; each destination gets its own id",
                 ));
             }
-            template.id = Some(convert::string(i, "id", err)?);
+            let id = convert::string(i, "id", err)?;
+            steward::validate_name("id", &id).map_err(|e| errors::argument_error("id", e))?;
+            template.id = Some(id);
         }
         let messages: Vec<Message> = targets
             .into_iter()

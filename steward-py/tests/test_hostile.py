@@ -92,12 +92,12 @@ def test_bad_elements_are_reported_and_valid_neighbours_sent(ready: steward.Node
 
 def test_bad_names_everywhere(ready: steward.Node, tmp_path: pathlib.Path, nats: NatsServer) -> None:
     for name, needle in BAD_NAMES.items():
-        with pytest.raises(steward.InvalidMessage, match="toNode") as exc:
+        with pytest.raises(steward.InvalidName, match="field `to`") as exc:
             ready.send(name, "echo")
         assert needle in str(exc.value), (name, str(exc.value))
-        with pytest.raises(steward.InvalidMessage, match="method"):
+        with pytest.raises(steward.InvalidName, match="field `method`"):
             ready.send("ship1", name)
-        with pytest.raises(steward.InvalidMessage, match="id"):
+        with pytest.raises(steward.InvalidName, match="field `id`"):
             ready.send("ship1", "echo", id=name)
         with pytest.raises(steward.InvalidName, match="node name"):
             steward.Node(name, [nats.url], data_dir=tmp_path)

@@ -3,7 +3,7 @@
 import os
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Generator, Literal, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
+from typing import Any, Awaitable, Callable, Generator, Iterable, Literal, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
 
 __version__: str
 INSTALL_HINT: str
@@ -18,15 +18,19 @@ class StewardError(Exception):
 
     kind: str
 
-class InvalidName(StewardError):
-    """A node, method or message id breaks the naming rules."""
-
-class InvalidMessage(StewardError):
-    """A message is malformed or has a bad field. From `send_json`, `receipts` holds the
-    receipts of the elements that were sent and `errors` one reason per rejected element."""
+class InvalidMessage(StewardError, ValueError):
+    """A message is malformed or has a bad field (also a `ValueError`). `receipts` holds the
+    receipts of the messages sent anyway (`send_json`: the valid elements of a batch) and
+    `errors` one reason per refused element; both are empty lists when nothing was sent."""
 
     receipts: list[Receipt]
     errors: list[str]
+    def __init__(self, *args: object, receipts: Iterable[Receipt] = (), errors: Iterable[str] = ()) -> None:
+        """The message text, and optionally the receipts that were sent and the reasons."""
+
+class InvalidName(InvalidMessage):
+    """A node, method or message id breaks the naming rules; `send()` raises it for a bad `to`,
+    `method` or `id`."""
 
 class ConfigError(StewardError):
     """The node configuration is unusable."""
@@ -50,8 +54,8 @@ class Stopped(StewardError):
 class NotFound(StewardError):
     """No message with that id is known to this node."""
 
-class TimedOut(StewardError):
-    """Waiting took longer than allowed."""
+class TimedOut(StewardError, TimeoutError):
+    """Waiting took longer than allowed (also a `TimeoutError`)."""
 
 class Expired(StewardError):
     """The message's time to live ran out."""
