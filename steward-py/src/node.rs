@@ -1076,7 +1076,22 @@ impl PyNode {
         Ok(list.into_iter().map(PyMessageStatus::new).collect())
     }
 
-    /// Cancels a message its destination has not received yet; False if it is too late.
+    /// A `Receipt` for a message this node sent, also one sent before a restart: wait for it
+    /// with `result()`, `wait()` or `await`. Raises `NotFound` if this node knows no message
+    /// with that id.
+    fn receipt(&self, py: Python<'_>, id: &str) -> PyResult<PyReceipt> {
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let owned = id.to_owned();
+        let st = py_result(running.block_on(py, async move { node.message(&owned).await })?)?;
+        match st {
+            Some(st) => Ok(PyReceipt::from_status(&st, running)),
+            None => Err(errors::to_py(steward::Error::NotFound(id.to_owned()))),
+        }
+    }
+
+    /// Cancels a message its destination has not received yet; False if it is too late
+    /// (received or already final). Raises `NotFound` if this node knows no message with that id.
     fn cancel(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
         let running = self.shared.running()?;
         let node = running.node.clone();

@@ -18,15 +18,36 @@ use crate::types::{PyMessageStatus, PyMethodResult};
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A message accepted by the node. Wait for its result with `result()` or `await receipt`.
+///
+/// It holds the message id and waits through the node (`Node::result(id)`), so a receipt made
+/// by `Node.receipt(id)` for a message stored before a restart works like the one `send()`
+/// returned.
 #[pyclass(module = "steward", name = "Receipt", frozen)]
 pub struct PyReceipt {
-    receipt: steward::Receipt,
+    id: String,
+    to_node: String,
+    subject: String,
     running: Arc<Running>,
 }
 
 impl PyReceipt {
     pub(crate) fn new(receipt: steward::Receipt, running: Arc<Running>) -> Self {
-        PyReceipt { receipt, running }
+        PyReceipt {
+            id: receipt.id,
+            to_node: receipt.to_node,
+            subject: receipt.subject,
+            running,
+        }
+    }
+
+    /// The receipt of a stored message, from its status.
+    pub(crate) fn from_status(status: &steward::MessageStatus, running: Arc<Running>) -> Self {
+        PyReceipt {
+            id: status.id.clone(),
+            to_node: status.to_node.clone(),
+            subject: status.subject.clone(),
+            running,
+        }
     }
 
     /// Runs `fut` on the node's runtime and waits for it, detached, waking every 50 ms to let
@@ -67,7 +88,7 @@ impl PyReceipt {
                 task.abort();
                 return Err(errors::to_py(steward::Error::TimedOut(format!(
                     "message {} after {} s; it is still pending: wait again, or check it with status()",
-                    self.receipt.id,
+                    self.id,
                     timeout.unwrap_or_default().as_secs_f64()
                 ))));
             }
@@ -86,19 +107,19 @@ impl PyReceipt {
     /// The message id.
     #[getter]
     fn id(&self) -> &str {
-        &self.receipt.id
+        &self.id
     }
 
     /// The destination node.
     #[getter]
     fn to_node(&self) -> &str {
-        &self.receipt.to_node
+        &self.to_node
     }
 
     /// The subject (`<to_node>.<command|event>.<method>`).
     #[getter]
     fn subject(&self) -> &str {
-        &self.receipt.subject
+        &self.subject
     }
 
     /// Blocks until the result is in and returns it (a `Result`; check `.ok` or `.status`).
@@ -113,8 +134,8 @@ impl PyReceipt {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyMethodResult> {
         let timeout = wait_timeout(timeout)?;
-        let receipt = self.receipt.clone();
-        let inner = self.wait_for(py, async move { receipt.result().await }, timeout)?;
+        let (node, id) = (self.running.node.clone(), self.id.clone());
+        let inner = self.wait_for(py, async move { node.result(&id).await }, timeout)?;
         Ok(PyMethodResult { inner })
     }
 
@@ -127,25 +148,24 @@ impl PyReceipt {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyMessageStatus> {
         let timeout = wait_timeout(timeout)?;
-        let receipt = self.receipt.clone();
-        let st = self.wait_for(py, async move { receipt.wait().await }, timeout)?;
+        let (node, id) = (self.running.node.clone(), self.id.clone());
+        let st = self.wait_for(py, async move { node.wait(&id).await }, timeout)?;
         Ok(PyMessageStatus::new(st))
     }
 
     /// The message's current state, as a `MessageStatus`.
     fn status(&self, py: Python<'_>) -> PyResult<PyMessageStatus> {
-        let receipt = self.receipt.clone();
-        let st = py_result(
-            self.running
-                .block_on(py, async move { receipt.status().await })?,
-        )?;
+        let (node, id) = (self.running.node.clone(), self.id.clone());
+        let st = py_result(self.running.block_on(py, async move {
+            node.message(&id).await?.ok_or(steward::Error::NotFound(id))
+        })?)?;
         Ok(PyMessageStatus::new(st))
     }
 
     /// Cancels the message if its destination has not received it yet; False if too late.
     fn cancel(&self, py: Python<'_>) -> PyResult<bool> {
         let node = self.running.node.clone();
-        let id = self.receipt.id.clone();
+        let id = self.id.clone();
         py_result(
             self.running
                 .block_on(py, async move { node.cancel(&id).await })?,
@@ -160,9 +180,9 @@ impl PyReceipt {
         let future = event_loop.call_method0("create_future")?;
         let dispatcher = self.running.dispatcher.clone();
         let key = dispatcher.add_future(event_loop.unbind(), future.clone().unbind())?;
-        let receipt = self.receipt.clone();
+        let (node, id) = (self.running.node.clone(), self.id.clone());
         self.running.handle.spawn(async move {
-            let outcome = receipt.result().await;
+            let outcome = node.result(&id).await;
             dispatcher.post(Job::Resolve {
                 future: key,
                 outcome,
@@ -172,9 +192,6 @@ impl PyReceipt {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Receipt(id={:?}, subject={:?})",
-            self.receipt.id, self.receipt.subject
-        )
+        format!("Receipt(id={:?}, subject={:?})", self.id, self.subject)
     }
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pathlib
 import socket
@@ -159,3 +160,27 @@ def test_embedded_broker_address_in_use(tmp_path: pathlib.Path, nats: NatsServer
     with pytest.raises(steward.ConfigError, match="already listens"):
         node.start()
     node.stop()
+
+
+def test_receipt_for_a_message_sent_before_a_restart(make_node) -> None:
+    first = make_node("central").start()
+    sent = first.send("ship1", "echo", ["after restart"])  # ship1 is not running yet
+    first.stop()
+    with pytest.raises(steward.Stopped):
+        sent.result(timeout=1)
+
+    central = make_node("central").start()  # a new node on the same data_dir
+    receipt = central.receipt(sent.id)
+    assert isinstance(receipt, steward.Receipt)
+    assert (receipt.id, receipt.to_node, receipt.subject) == (sent.id, "ship1", "ship1.command.echo")
+    assert receipt.status().state in ("queued", "sent")
+    make_node("ship1").start()
+    assert receipt.result(timeout=30).stdout == "after restart"
+    assert receipt.wait(timeout=5).state == "completed"
+
+    async def awaited() -> steward.Result:
+        return await central.receipt(sent.id)
+
+    assert asyncio.run(awaited()).stdout == "after restart"
+    with pytest.raises(steward.NotFound, match="no-such-id"):
+        central.receipt("no-such-id")

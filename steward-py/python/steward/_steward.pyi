@@ -407,8 +407,10 @@ class Node:
         """The state of a message this node sent, or None if unknown."""
     def recent_messages(self, limit: int = 20) -> list[MessageStatus]:
         """The most recently sent messages, newest first."""
+    def receipt(self, id: str) -> Receipt:
+        """A `Receipt` for a message this node sent (also before a restart); NotFound if unknown."""
     def cancel(self, id: str) -> bool:
-        """Cancels a message not yet received; False if too late."""
+        """Cancels a message not yet received; False if too late; NotFound if the id is unknown."""
     def keys(self) -> list[dict[str, Any]]:
         """Central only: every registered key (`node`, `key`, `state`, `since_ms`)."""
     def approve_key(self, node: str, key: Optional[str] = None) -> int:
