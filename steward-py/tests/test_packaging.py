@@ -55,3 +55,30 @@ def test_a_node_left_running_is_stopped_at_exit(tmp_path: pathlib.Path, nats) ->
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "started"
     assert "node stopped" in out.stderr, out.stderr
+
+
+def test_no_log_lines_on_stderr_without_logging_setup(tmp_path: pathlib.Path, nats) -> None:
+    """The `steward` logger has a NullHandler: a program that never configured logging gets no
+    stderr lines for failures it already receives as results."""
+    code = (
+        "import logging, steward\n"
+        "assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger('steward').handlers)\n"
+        f"with steward.Node('ship1', [{nats.url!r}], data_dir={str(tmp_path / 's')!r}) as ship, \\\n"
+        f"     steward.Node('central', [{nats.url!r}], data_dir={str(tmp_path / 'c')!r}) as central:\n"
+        "    @ship.method('boom')\n"
+        "    def boom(req):\n"
+        "        raise RuntimeError('remote failure')\n"
+        "    r = central.send('ship1', 'boom').result(timeout=30)\n"
+        "    assert r.status == 'failed' and 'remote failure' in r.error, r.error\n"
+        "    try:\n"
+        "        central.send('ship1', 'no_such_method').result(timeout=30)\n"
+        "    except steward.Rejected:\n"
+        "        pass\n"
+        "    central.on_result(lambda status: 1 / 0)\n"
+        "    central.send('ship1', 'echo', ['x']).result(timeout=30)\n"
+        "print('done')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+    assert out.stderr == ""

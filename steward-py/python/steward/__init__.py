@@ -11,12 +11,21 @@ Receivers run each message at most once and serve built-in methods (``shellComma
         receipt = node.send(to="ship1", method="shellCommand", data=["bash", "-c", "uptime"])
         print(receipt.result(timeout=30).stdout)
 
-Callbacks (``on_result``, ``on_error``, served methods) run on one Python thread per node;
-an exception in one is logged on the ``steward`` logger and never stops the node. Log records
-of the Rust core arrive on the ``steward.*`` loggers.
+Callbacks (``on_result``, ``on_error``, served methods; plain functions or ``async def``) run
+on one Python thread per node; an exception in one is logged on the ``steward`` logger and never
+stops the node. Log records of the Rust core arrive on the ``steward.*`` loggers. The ``steward``
+logger has a ``logging.NullHandler``, so nothing reaches stderr until the application configures
+logging (e.g. ``logging.basicConfig()``).
 """
 
-from ._steward import (
+import logging as _logging
+
+# A library's logger stays silent until the application sets up logging: without a handler,
+# Python would print WARNING records (e.g. a remote method failure the caller already receives
+# as a failed result) to stderr through logging.lastResort.
+_logging.getLogger("steward").addHandler(_logging.NullHandler())
+
+from ._steward import (  # noqa: E402
     INSTALL_HINT,
     BrokerAuthError,
     BrokerUnavailable,
