@@ -3,11 +3,16 @@ the attributes every instance has."""
 
 from __future__ import annotations
 
+import ast
+import pathlib
 import pickle
 
 import pytest
 
 import steward
+from test_stubs import STUB
+
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_hierarchy_and_builtin_bases() -> None:
@@ -93,3 +98,19 @@ def test_timed_out_is_a_timeout_error(make_node) -> None:
     with pytest.raises(TimeoutError):
         receipt.wait(timeout=0.05)
 
+
+def test_cancel_of_an_unknown_id_raises_not_found_and_says_so(pair: tuple[steward.Node, steward.Node]) -> None:
+    central, _ = pair
+    with pytest.raises(steward.NotFound, match="no-such-id"):
+        central.cancel("no-such-id")
+    assert "NotFound" in (steward.Node.cancel.__doc__ or "")
+    [stub] = [
+        f
+        for c in ast.parse(STUB.read_text()).body
+        if isinstance(c, ast.ClassDef) and c.name == "Node"
+        for f in c.body
+        if isinstance(f, ast.FunctionDef) and f.name == "cancel"
+    ]
+    assert "NotFound" in (ast.get_docstring(stub) or "")
+    section = README.read_text().split("### Python", 1)[1].split("\n## ", 1)[0]
+    assert any("cancel" in line and "NotFound" in line for line in section.splitlines()), section
