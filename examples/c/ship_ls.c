@@ -6,6 +6,7 @@
  * By default the program also runs "ship1" in-process (a second node on the same broker), so
  * it works on its own; with --central-only it expects a real ship1 elsewhere. */
 #define _GNU_SOURCE
+#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,13 @@ static void on_finished(void *context, const steward_message_status *status) {
     pthread_mutex_unlock(&out->mu);
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
 static int fail(const char *what, steward_result rc) {
     char msg[512];
     size_t n = 0;
@@ -88,9 +96,13 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (!base && !(base = mkdtemp(tmp))) {
-        perror("mkdtemp");
-        return 1;
+    /* Without --data-dir the nodes keep their stores in a temporary directory, removed at exit. */
+    const char *own_tmp = NULL;
+    if (!base) {
+        if (!(base = own_tmp = mkdtemp(tmp))) {
+            perror("mkdtemp");
+            return 1;
+        }
     }
 
     struct outcome out = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
@@ -100,9 +112,15 @@ int main(int argc, char **argv) {
     int status = 1;
 
     if (!central_only) {
-        if ((rc = make_builder("ship1", broker, base, &b))) return fail("ship1 builder", rc);
-        /* steward_node_start consumes the builder, whatever the outcome. */
-        if ((rc = steward_node_start(b, &ship))) return fail("starting ship1", rc);
+        if ((rc = make_builder("ship1", broker, base, &b))) {
+            status = fail("ship1 builder", rc);
+            goto done;
+        }
+        /* steward_node_start always takes the builder, also when it fails: never free it. */
+        if ((rc = steward_node_start(b, &ship))) {
+            status = fail("starting ship1", rc);
+            goto done;
+        }
     }
     if ((rc = make_builder("central", broker, base, &b))) {
         status = fail("central builder", rc);
@@ -148,5 +166,6 @@ done:
     /* After stop returns no callback runs, so `out` may go away; free also stops. */
     steward_node_free(central);
     steward_node_free(ship);
+    if (own_tmp) nftw(own_tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return status;
 }
