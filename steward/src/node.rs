@@ -971,6 +971,7 @@ impl Inner {
                 retries: m.retries.or(self.cfg.retries),
                 retry_wait_ms: m.retry_wait.unwrap_or(self.cfg.retry_wait).as_millis() as u64,
                 accepted_ms: now_ms(),
+                attempts: 0,
             },
             subject,
             json,

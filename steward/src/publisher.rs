@@ -262,7 +262,7 @@ impl Publisher {
                     retry_wait: Duration::from_millis(item.retry_wait_ms),
                     expires_ms: item.envelope.expires_ms,
                     phase: Phase::Pending,
-                    attempts: 0,
+                    attempts: item.attempts,
                     not_before: now,
                     deadline: now,
                     last_sent: None,
@@ -630,6 +630,10 @@ impl Publisher {
         };
         let exhausted = e.retries.is_some_and(|r| e.attempts > r);
         let wait = backoff(e.retry_wait, self.inner.cfg.retry_wait_max, e.attempts);
+        let mut failed = Vec::new();
+        if !exhausted && !e.is_result {
+            failed.push((seq, e.id.clone(), e.attempts));
+        }
         if exhausted {
             let why = format!("gave up after {} attempts: {reason}", e.attempts);
             self.finish(seq, MessageState::Failed, None, Some(why));
@@ -644,9 +648,20 @@ impl Publisher {
                     exhausted_later.push((s, e.attempts));
                     continue;
                 }
+                if s != seq && e.deadline <= now && !e.is_result {
+                    failed.push((s, e.id.clone(), e.attempts));
+                }
                 e.phase = Phase::Pending;
                 e.not_before = now + wait;
             }
+        }
+        if !failed.is_empty() {
+            // Off the hot path (only failed attempts are written): the count survives a restart.
+            let stream_id = self.stream_id;
+            let _ = self.inner.store.submit(
+                move |t| store::record_attempts(t, stream_id, &failed),
+                |_| {},
+            );
         }
         for (s, attempts) in exhausted_later {
             self.finish(

@@ -274,6 +274,10 @@ pub(crate) struct OutboxItem {
     /// rows written before this was recorded.
     #[serde(default)]
     pub accepted_ms: u64,
+    /// Attempts that failed so far (stored when they fail), so the retries limit and the state
+    /// hold across sender restarts; 0 in rows written before this was recorded.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// A message ready to be written into the outbox.
@@ -1251,6 +1255,26 @@ pub(crate) fn quarantine_inbox(t: &mut Tx<'_>, key: &str, reason: String) -> Res
 }
 
 /// Removes a delivered result from the outbox (results have no status record).
+/// Stores the failed attempts of unfinished messages of a stream (`(seq, id, attempts)`), in
+/// their outbox rows and their status, so a restarted sender goes on counting from there.
+pub(crate) fn record_attempts(
+    t: &mut Tx<'_>,
+    stream_id: u64,
+    failed: &[(u64, String, u32)],
+) -> Result<()> {
+    for (seq, id, attempts) in failed {
+        let row = t.outbox.get((stream_id, *seq))?.map(|v| v.value().to_vec());
+        let Some(row) = row else { continue };
+        let mut item: OutboxItem = dec("outbox", &row)?;
+        if item.attempts < *attempts {
+            item.attempts = *attempts;
+            t.outbox.insert((stream_id, *seq), enc(&item).as_slice())?;
+        }
+        mark_progress(t, id, MessageState::Sent, *attempts)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn remove_outbox(t: &mut Tx<'_>, stream_id: u64, seq: u64) -> Result<()> {
     t.outbox.remove((stream_id, seq))?;
     Ok(())

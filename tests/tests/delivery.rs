@@ -336,3 +336,66 @@ async fn fire_and_forget_backlog_larger_than_the_window_is_all_delivered() {
     central.stop().await;
     ship.stop().await;
 }
+
+/// A message's retries budget holds across a sender restart, and `status` shows the true count.
+/// ship1's subject has a silent subscriber (a raw client that never answers), so every attempt
+/// times out; the raw client counts every publish. With `retries = 5` the message must be
+/// published exactly 6 times in all — 3 or more before central restarts, the rest after — and
+/// end *failed* with 6 attempts. Before the fix a restarted sender started again from 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_hold_across_a_sender_restart() {
+    use futures::StreamExt;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let mut silent = raw.subscribe("ship1.command.echo").await.unwrap();
+    raw.flush().await.unwrap();
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = {
+        let published = published.clone();
+        tokio::spawn(async move {
+            while silent.next().await.is_some() {
+                published.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let count = || published.load(std::sync::atomic::Ordering::SeqCst);
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let receipt = central
+        .send(Message::command("ship1", "echo", ["x"]).with_retries(5))
+        .await
+        .unwrap();
+    assert!(steward_tests::wait_until_async(Duration::from_secs(30), || count() >= 3).await);
+    central.stop().await;
+    let before = count();
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let shown = central.message(&receipt.id).await.unwrap().unwrap();
+    assert!(
+        shown.attempts >= (before as u32).saturating_sub(1),
+        "status after the restart shows {} attempts, {before} were made",
+        shown.attempts
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), central.wait(&receipt.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.state, MessageState::Failed, "{status:?}");
+    raw.flush().await.unwrap();
+    // A publish in flight when the sender stopped may not have been counted as failed yet:
+    // at most one extra, never a fresh budget.
+    let total = count();
+    assert!(
+        (6..=7).contains(&total),
+        "published {total} times in all ({before} before the restart) for retries = 5"
+    );
+    assert_eq!(status.attempts, 6, "{status:?}");
+    counter.abort();
+    central.stop().await;
+}
