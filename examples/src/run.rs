@@ -39,7 +39,7 @@ pub fn builder(s: &Settings, name: &str, brokers: Vec<String>) -> NodeBuilder {
     let mut access = s
         .access
         .clone()
-        .unwrap_or_else(|| AccessList::default_for(&s.central));
+        .unwrap_or_else(|| AccessList::default_for_node(&cfg.name, &s.central));
     for (from, method) in &s.allow {
         access = access.allow(from, method);
     }

@@ -1315,3 +1315,89 @@ fn signed_fleet_through_the_command_line() {
     drop(ship1);
     drop(central);
 }
+
+/// Every JSON example of the original README (`../shared/seed/`), verbatim, on a default
+/// install: a command to ship1, two commands to ship1 and ship2 in one array, and the event
+/// `textLogging` sent from a ship to central ("send logs … from an end node back to a central
+/// log subscriber"). Each is appended with `cat myfile.json >> inmsg.txt` and must complete;
+/// the event's line must land in central's `textlogging/ship1.log`. Before the fix central
+/// refused the event ("ship1 may not call textLogging on central (not in its access list)").
+#[test]
+fn every_example_of_the_original_readme_works_verbatim() {
+    const ONE: &str = r#"[
+    {
+        
+        "toNode": "ship1",
+        "data": ["bash","-c","ls -l ../"],
+        "commandOrEvent":"command",
+        "method":"shellCommand"
+            
+    }
+]"#;
+    const TWO: &str = r#"[
+    {
+        
+        "toNode": "ship1",
+        "data": ["bash","-c","ls -l ../"],
+        "commandOrEvent":"command",
+        "method":"shellCommand"
+            
+    },
+    {
+        
+        "toNode": "ship2",
+        "data": ["bash","-c","ls -l ../"],
+        "commandOrEvent":"command",
+        "method":"shellCommand"
+            
+    }
+]"#;
+    const EVENT: &str = r#"[
+    {
+        "toNode": "central",
+        "data": ["some message sent from a ship for testing\n"],
+        "commandOrEvent":"event",
+        "method":"textLogging"
+    }
+]"#;
+    let t = Setup::new();
+    let (central, ship1, ship2) = (t.dir("central"), t.dir("ship1"), t.dir("ship2"));
+    let url = t.nats.url();
+    let procs = [
+        start_node(t.root(), "central", &url, &central, &[]),
+        start_node(t.root(), "ship1", &url, &ship1, &[]),
+        start_node(t.root(), "ship2", &url, &ship2, &[]),
+    ];
+    for (p, d) in procs.iter().zip([&central, &ship1, &ship2]) {
+        wait_connected(p, d);
+    }
+    cat_append(&central, ONE);
+    assert!(
+        wait_until(WAIT, || count_state(&central, "completed") == 1),
+        "{:?}",
+        status(&central)
+    );
+    cat_append(&central, TWO);
+    assert!(
+        wait_until(WAIT, || count_state(&central, "completed") == 3),
+        "{:?}",
+        status(&central)
+    );
+    for m in messages(&status(&central).unwrap()) {
+        assert_eq!(m["result"]["exitCode"], 0, "{m}");
+    }
+    cat_append(&ship1, EVENT);
+    assert!(
+        wait_until(WAIT, || count_state(&ship1, "completed") == 1),
+        "{:?}",
+        status(&ship1)
+    );
+    let logged = read(&central.join("textlogging").join("ship1.log"));
+    assert!(
+        logged.contains("some message sent from a ship for testing"),
+        "{logged:?}"
+    );
+    for mut p in procs {
+        assert!(p.sigterm().success());
+    }
+}

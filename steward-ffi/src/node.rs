@@ -233,7 +233,7 @@ fn start(b: steward_node_builder) -> Result<steward_node, FfiError> {
     let mut access = if access_cleared {
         AccessList::empty()
     } else {
-        AccessList::default_for(&cfg.central)
+        AccessList::default_for_node(&cfg.name, &cfg.central)
     };
     for rule in allow {
         access.push(rule);

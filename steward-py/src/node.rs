@@ -576,7 +576,7 @@ impl PyNode {
             cfg.central = convert::string(c, "central", err)?;
             steward::validate_name("node", &cfg.central).map_err(|e| config_error("central", e))?;
         }
-        cfg.access = AccessList::default_for(&cfg.central);
+        cfg.access = AccessList::default_for_node(&cfg.name, &cfg.central);
         if let Some(d) = convert::opt_seconds(ack_timeout, "ack_timeout", err)? {
             cfg.ack_timeout = d;
         }

@@ -147,8 +147,8 @@ impl From<Rule> for RuleSpec {
 
 /// The receiver's access list. A node always accepts messages from itself.
 ///
-/// The default lets the central node call every method and every node send `errorLog` and
-/// `hello` (to central).
+/// The default lets the central node call every method, every node send `errorLog` and
+/// `hello`, and (on central) `textLogging`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AccessList {
@@ -167,6 +167,18 @@ impl AccessList {
             .allow(central, "*")
             .allow("*", "errorLog")
             .allow("*", "hello")
+    }
+
+    /// The default list of node `me`: [`AccessList::default_for`], and on central itself also
+    /// `textLogging` from every node (the original's "send logs from an end node back to a
+    /// central log subscriber").
+    pub fn default_for_node(me: &str, central: &str) -> Self {
+        let list = AccessList::default_for(central);
+        if me == central {
+            list.allow("*", "textLogging")
+        } else {
+            list
+        }
     }
 
     /// Adds a rule; `"*"` matches every sender or method.
@@ -264,6 +276,11 @@ mod tests {
         assert!(!a.allows("ship1", "ship2", "shellCommand"));
         assert!(a.allows("central", "ship2", "errorLog"));
         assert!(a.allows("ship1", "ship1", "anything"));
+        assert!(!a.allows("central", "ship1", "textLogging"));
+        let on_central = AccessList::default_for_node("central", "central");
+        assert!(on_central.allows("central", "ship1", "textLogging"));
+        let on_ship = AccessList::default_for_node("ship2", "central");
+        assert!(!on_ship.allows("ship2", "ship1", "textLogging"));
     }
 
     fn v(a: &[&str]) -> Vec<String> {

@@ -73,8 +73,10 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Defaults for a node called `name` on a local broker, data in the current directory.
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         NodeConfig {
-            name: name.into(),
+            access: AccessList::default_for_node(&name, "central"),
+            name,
             brokers: vec!["nats://127.0.0.1:4222".into()],
             broker_auth: BrokerAuth::None,
             broker_tls: BrokerTls::default(),
@@ -90,7 +92,6 @@ impl NodeConfig {
             window: 1024,
             hello_interval: None,
             output_limit: 1 << 20,
-            access: AccessList::default_for("central"),
             watch_inmsg: false,
             retention: Duration::from_secs(7 * 24 * 3600),
             builtin_methods: true,

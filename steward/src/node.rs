@@ -128,7 +128,7 @@ impl NodeBuilder {
     pub fn central(mut self, name: impl Into<String>) -> Self {
         self.cfg.central = name.into();
         if !self.access_set {
-            self.cfg.access = AccessList::default_for(&self.cfg.central);
+            self.cfg.access = AccessList::default_for_node(&self.cfg.name, &self.cfg.central);
         }
         self
     }
