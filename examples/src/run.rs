@@ -64,7 +64,13 @@ pub async fn run(s: Settings) -> i32 {
         eprintln!("steward: give the node's name with --node NAME (or STEWARD_NODE, or `node = \"NAME\"` in the --config file); see steward --help");
         return EXIT_USAGE;
     };
-    if let Err(e) = std::fs::create_dir_all(&s.data_dir) {
+    // 0700: the data directory holds every command, its output and the node's key.
+    if let Err(e) = std::os::unix::fs::DirBuilderExt::mode(
+        std::fs::DirBuilder::new().recursive(true),
+        0o700,
+    )
+    .create(&s.data_dir)
+    {
         eprintln!(
             "steward: cannot create the data directory {}: {e}",
             s.data_dir.display()

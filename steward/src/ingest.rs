@@ -715,11 +715,11 @@ fn resync(text: &str) -> usize {
 
 fn write_rejected(dir: &Path, name: &str, content: &[u8], reason: &str) -> crate::Result<()> {
     let dir = dir.join(REJECTED_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::private_files::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     let body = dir.join(format!("{name}.txt"));
-    std::fs::write(&body, content).map_err(|e| Error::io(&body, e))?;
+    crate::private_files::write(&body, content).map_err(|e| Error::io(&body, e))?;
     let why = dir.join(format!("{name}.error.txt"));
-    std::fs::write(&why, format!("{reason}\n")).map_err(|e| Error::io(&why, e))?;
+    crate::private_files::write(&why, format!("{reason}\n").as_bytes()).map_err(|e| Error::io(&why, e))?;
     Ok(())
 }
 
@@ -734,10 +734,10 @@ fn copy_rejected(
 ) -> crate::Result<()> {
     use std::io::Write;
     let dir = dir.join(REJECTED_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::private_files::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     let body = dir.join(format!("{name}.txt"));
     let copy = || -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(File::create(&body)?);
+        let mut out = std::io::BufWriter::new(crate::private_files::create(&body)?);
         let mut buf = vec![0u8; 1 << 20];
         let mut at = from;
         while at < to {
@@ -750,7 +750,7 @@ fn copy_rejected(
     };
     copy().map_err(|e| Error::io(&body, e))?;
     let why = dir.join(format!("{name}.error.txt"));
-    std::fs::write(&why, format!("{reason}\n")).map_err(|e| Error::io(&why, e))?;
+    crate::private_files::write(&why, format!("{reason}\n").as_bytes()).map_err(|e| Error::io(&why, e))?;
     Ok(())
 }
 

@@ -206,7 +206,7 @@ fn create(path: &Path) -> Result<[u8; 32]> {
         ))
     })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::private_files::create_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
     // create_new + mode 0600 at creation: the key is never readable by others, not even briefly.
     let mut f = std::fs::OpenOptions::new()

@@ -25,6 +25,7 @@ mod metrics;
 mod names;
 mod node;
 mod notify;
+mod private_files;
 mod publisher;
 mod receiver;
 mod registry;

@@ -411,8 +411,10 @@ const MAX_BATCH: usize = 4096;
 impl Store {
     /// Opens (or creates) `<dir>/steward.redb` and starts the writer thread.
     pub(crate) fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::private_files::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+        crate::private_files::warn_if_readable_by_others(dir);
         let path = dir.join("steward.redb");
+        let created = !path.exists();
         let db = Database::builder()
             .set_cache_size(16 << 20)
             .create(&path)
@@ -424,6 +426,11 @@ impl Store {
                 )),
                 other => Error::Storage(format!("{}: {other}", path.display())),
             })?;
+        if created {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io(&path, e))?;
+        }
         let db = Arc::new(db);
         let epoch = {
             let txn = db.begin_write()?;

@@ -399,3 +399,60 @@ async fn retries_hold_across_a_sender_restart() {
     counter.abort();
     central.stop().await;
 }
+
+/// Other local users read nothing: a data directory steward creates is 0700, and every file it
+/// writes there — the store, `audit.log`, `errors.log`, `textlogging/`, the key — is 0600
+/// (only `node.pub`, the public key, is readable by others). Before the fix the store and the
+/// logs were 0644 in a 0755 directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_directories_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let ship1 = test_node("ship1", &urls, dir.path()).start().await.unwrap();
+    let ok = central
+        .send(Message::command("ship1", "shellCommand", ["true"]))
+        .await
+        .unwrap();
+    let refused = central
+        .send(Message::command("ship1", "nosuch", ["x"]))
+        .await
+        .unwrap();
+    let logged = ship1
+        .send(Message::event("central", "textLogging", ["a line"]))
+        .await
+        .unwrap();
+    for r in [&ok, &refused, &logged] {
+        let _ = tokio::time::timeout(Duration::from_secs(20), r.wait())
+            .await
+            .unwrap();
+    }
+    let errors_log = dir.path().join("central").join(steward::ERRORS_LOG);
+    let audit_log = dir.path().join("central").join(steward::AUDIT_LOG);
+    assert!(
+        steward_tests::wait_until_async(Duration::from_secs(20), || errors_log.exists()
+            && audit_log.exists())
+        .await
+    );
+    central.stop().await;
+    ship1.stop().await;
+    let mut checked = 0;
+    let mut stack = vec![dir.path().join("central"), dir.path().join("ship1")];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", p.display());
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p.file_name().is_some_and(|n| n != steward::PUBLIC_KEY_FILE) {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} files checked");
+}

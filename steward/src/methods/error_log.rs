@@ -44,10 +44,7 @@ fn append(path: &Path, lines: &[serde_json::Value]) -> std::io::Result<()> {
         serde_json::to_writer(&mut buf, l)?;
         buf.push(b'\n');
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let mut f = crate::private_files::append(path)?;
     f.write_all(&buf)?;
     f.sync_data()
 }

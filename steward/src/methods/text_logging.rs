@@ -14,11 +14,8 @@ pub(crate) async fn handle(req: Request) -> MethodResult {
     let path = dir.join(format!("{}.log", req.from_node));
     let lines = req.data;
     let res = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
-        std::fs::create_dir_all(&dir)?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        crate::private_files::create_dir(&dir)?;
+        let mut f = crate::private_files::append(&path)?;
         let mut buf = String::new();
         for l in &lines {
             buf.push_str(l);
