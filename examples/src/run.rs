@@ -134,10 +134,11 @@ pub async fn run(s: Settings) -> i32 {
         Err(e) => {
             eprintln!("steward: the node could not start: {e}");
             stop_broker(broker).await;
-            return if e.kind() == ErrorKind::BrokerAuth {
-                EXIT_BROKER_REFUSED
-            } else {
-                EXIT_START_FAILED
+            return match e.kind() {
+                ErrorKind::BrokerAuth => EXIT_BROKER_REFUSED,
+                // Bad settings: a key others can read, a malformed file, a wrong central key.
+                ErrorKind::Config => EXIT_USAGE,
+                _ => EXIT_START_FAILED,
             };
         }
     };

@@ -1401,3 +1401,22 @@ fn every_example_of_the_original_readme_works_verbatim() {
         assert!(p.sigterm().success());
     }
 }
+
+/// A private key that group or others can read is a bad setting: the node refuses to start
+/// with exit status 2 (as the README says for bad settings, not 1) and says to `chmod 600`.
+#[test]
+fn a_group_readable_key_is_a_bad_setting_exit_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Setup::new();
+    let dir = t.dir("ship1");
+    let key = dir.join("node.key");
+    std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let url = t.nats.url();
+    let r = steward(
+        &["--node", "ship1", "--data-dir", s(&dir), "--broker-address", &url],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+}

@@ -287,7 +287,7 @@ fn metrics_address_serves_prometheus_text_and_json_logs_carry_the_message_id() {
         ],
         &[],
     );
-    assert_eq!(taken.wait_exit().code(), Some(1));
+    assert_eq!(taken.wait_exit().code(), Some(2));
     assert!(
         taken
             .stderr()
