@@ -104,6 +104,7 @@ pub(crate) fn spawn(
         next_load: 1,
         more_on_disk: true,
         probing: false,
+        said_ignored: false,
         unrecorded: Default::default(),
     };
     let task_inner = inner.clone();
@@ -150,6 +151,8 @@ struct Publisher {
     more_on_disk: bool,
     /// After a failure, only the oldest message is sent until the receiver answers.
     probing: bool,
+    /// An answer that did not hold was logged; more are logged at debug level until one holds.
+    said_ignored: bool,
     /// Messages the receiver confirmed, not yet recorded as received: most complete within
     /// milliseconds, so the record is written only for those still waiting after a moment.
     unrecorded: std::collections::VecDeque<(u64, Instant)>,
@@ -483,12 +486,18 @@ impl Publisher {
                     .security
                     .check_reply(&self.inner.cfg, &self.to_node, &reply_to, &reply)
             {
-                // Not an answer: it changes nothing, and the ACK timeout runs on.
-                tracing::warn!(msg_id = %e.id, subject = %self.subject, "ignored an answer: {why}");
+                // Not an answer: it changes nothing, and the ACK timeout runs on. Said once
+                // until an answer holds again (each resend brings the same answer).
+                if !std::mem::replace(&mut self.said_ignored, true) {
+                    tracing::warn!(msg_id = %e.id, subject = %self.subject, "ignored an answer: {why}");
+                } else {
+                    tracing::debug!(msg_id = %e.id, subject = %self.subject, "ignored an answer: {why}");
+                }
                 e.ignored = Some(why);
                 return;
             }
         }
+        self.said_ignored = false;
         if e.phase != Phase::Received
             && matches!(reply.status, ReplyStatus::Received | ReplyStatus::Done)
         {

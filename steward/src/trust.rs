@@ -323,6 +323,9 @@ impl Security {
             Some(owner) => format!(
                 "signed with {owner}'s key, but it claims to be from {from}; the key does not match the sender"
             ),
+            None if *from == cfg.central => format!(
+                "signed with a key that {me} does not trust for {from} (unknown key {key}): this node has not pinned central's key; give it with --central-key-file (print it on central with `steward keys show`)"
+            ),
             None => format!(
                 "signed with a key that {me} does not trust for {from} (unknown key {key}); approve it on central with `steward keys approve {from}`, or add it to trusted_keys"
             ),
