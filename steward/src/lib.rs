@@ -11,6 +11,7 @@ mod access;
 mod audit;
 mod broker;
 mod config;
+mod confirm;
 mod connect;
 mod control;
 mod envelope;

@@ -306,6 +306,8 @@ pub(crate) struct Inner {
     pub metrics_address: Option<SocketAddr>,
     /// This node's keys, the keys it trusts and its signature policy.
     pub security: crate::trust::Security,
+    /// Streams whose position the sender confirmed since the last connect (see `confirm.rs`).
+    pub confirm: crate::confirm::Confirmations,
 }
 
 /// Proof that a message was durably accepted; await its result through it.
@@ -490,13 +492,14 @@ impl Node {
             waiters: Mutex::default(),
             dispatcher,
             shutdown,
-            connected: conn_rx,
+            connected: conn_rx.clone(),
             tasks: Mutex::default(),
             error_log: Mutex::new(()),
             audit_wake: tokio::sync::Notify::new(),
             metrics,
             metrics_address,
             security,
+            confirm: crate::confirm::Confirmations::new(conn_rx.clone()),
         });
         conn_watch.spawn(&inner);
         let started = async {

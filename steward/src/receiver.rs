@@ -67,12 +67,18 @@ where
 {
     let mut expected: HashMap<String, u64> = HashMap::new();
     let mut shutdown = inner.shutdown.subscribe();
+    // Messages held until their sender confirmed the stream's position (`confirm.rs`).
+    let mut confirmed = inner.confirm.reinjected.lock().await;
     loop {
         let first = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => return },
+            Some(m) = confirmed.recv() => m,
             _ = shutdown.changed() => return,
         };
         let mut batch = vec![first];
+        while let Ok(m) = confirmed.try_recv() {
+            batch.push(m);
+        }
         while batch.len() < BATCH {
             match sub.next().now_or_never() {
                 Some(Some(m)) => batch.push(m),
@@ -92,6 +98,12 @@ async fn process(
     // Ids decided in this batch (not yet committed), for duplicates arriving together.
     let mut in_batch: HashMap<String, ReplyStatus> = HashMap::new();
     for msg in batch {
+        if msg.subject.as_str().strip_prefix(inner.cfg.name.as_str())
+            == Some(&format!(".command.{}", crate::confirm::FLOOR_QUERY))
+        {
+            crate::confirm::answer(inner, &msg).await;
+            continue;
+        }
         let reply_to = msg.reply.as_ref().map(|r| r.to_string());
         let env: Envelope = match serde_json::from_slice(&msg.payload) {
             Ok(e) => e,
@@ -108,13 +120,18 @@ async fn process(
         let Some(env) = crate::trust::screen(inner, env, &reply_to).await else {
             continue;
         };
+        let confirmed_floor = match crate::confirm::gate(inner, &env, &msg) {
+            crate::confirm::Gate::Pass(floor) => floor,
+            crate::confirm::Gate::Held => continue,
+        };
         let floor = msg
             .headers
             .as_ref()
             .and_then(|h| h.get(FLOOR_HEADER))
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(0);
-        let floor = crate::trust::checked_floor(inner, &env, floor, msg.headers.as_ref(), expected);
+        let floor = crate::trust::checked_floor(inner, &env, floor, msg.headers.as_ref(), expected)
+            .max(confirmed_floor);
         let item = decide(inner, env, floor, reply_to, expected, &mut in_batch);
         items.push(item);
     }

@@ -37,6 +37,8 @@ use crate::trust::SignaturePolicy;
 const ENVELOPE_DOMAIN: &str = "steward/envelope/v1";
 /// Domain tag of a sender's stream floor (see [`floor_header`]).
 const FLOOR_DOMAIN: &str = "steward/floor/v1";
+/// Domain of a sender's answer to a receiver's position challenge (`confirm.rs`).
+const CONFIRM_DOMAIN: &str = "steward/confirm/v1";
 /// Domain tag of a trust bundle signed by central.
 pub(crate) const BUNDLE_DOMAIN: &str = "steward/trust-bundle/v1";
 
@@ -305,6 +307,17 @@ pub(crate) fn floor_bytes(from: &str, epoch: u64, subject: &str, floor: u64) -> 
     c.u64(epoch);
     c.str(subject);
     c.u64(floor);
+    c.0
+}
+
+/// What a sender signs to confirm a stream's floor in answer to a receiver's nonce.
+pub(crate) fn confirm_bytes(from: &str, epoch: u64, subject: &str, floor: u64, nonce: &str) -> Vec<u8> {
+    let mut c = Canon::new(CONFIRM_DOMAIN);
+    c.str(from);
+    c.u64(epoch);
+    c.str(subject);
+    c.u64(floor);
+    c.str(nonce);
     c.0
 }
 

@@ -654,6 +654,25 @@ impl Store {
         })
     }
 
+    /// The lowest unfinished sequence number of the outgoing stream `subject` (the next one to
+    /// be assigned when none is unfinished); `u64::MAX` for a subject never sent on.
+    pub(crate) fn stream_floor(&self, subject: &str) -> Result<u64> {
+        self.read(|t| {
+            let streams = t.open_table(STREAMS)?;
+            let Some(v) = streams.get(subject)? else {
+                return Ok(u64::MAX);
+            };
+            let rec: StreamRecord = dec("streams", v.value())?;
+            let outbox = t.open_table(OUTBOX)?;
+            let first = outbox
+                .range((rec.id, 0)..=(rec.id, u64::MAX))?
+                .next()
+                .transpose()?
+                .map(|(k, _)| k.value().1);
+            Ok(first.unwrap_or(rec.next_seq))
+        })
+    }
+
     pub(crate) fn inbox(&self, id: &str) -> Result<Option<InboxRecord>> {
         self.read(|t| {
             let table = t.open_table(INBOX)?;
