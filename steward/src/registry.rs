@@ -2,7 +2,15 @@
 //! operator, and the access lists the operator set per node. Kept in
 //! `<data_dir>/trust-registry.json` (mode 0600, replaced atomically). Every change that alters
 //! what nodes trust makes a new trust bundle — a higher version, signed with central's key —
-//! that is queued to every node central knows (durably, like any message).
+//! that is queued to every node with an approved key (durably, like any message).
+//!
+//! Anyone on the broker can send registrations, so nothing an unknown party sends may grow
+//! central's disk, memory or traffic without bound: at most [`MAX_PENDING`] keys wait (a new
+//! one evicts the oldest waiting key), pending registrations reach the file at most once per
+//! [`PENDING_FLUSH`], at most [`REGISTERING`] are handled at once (the receiver waits for a free
+//! slot, so a flood backs up into the broker, which drops it as a slow consumer), and a pending
+//! node gets the trust bundle only in the answer to its own registration — nothing is queued
+//! to a name nobody approved.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,8 +32,16 @@ use crate::trust::{
 
 /// File name of the registry in central's data directory.
 pub const REGISTRY_FILE: &str = "trust-registry.json";
-/// Keys waiting for approval at most; more registrations are refused until some are decided.
-const MAX_PENDING: usize = 1024;
+/// Keys waiting for approval at most; a new one evicts the one that waited longest.
+pub const MAX_PENDING: usize = 1024;
+/// Pending registrations are written to the registry file at most this often (approvals,
+/// revocations and access changes are written at once).
+const PENDING_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Registrations handled at the same time at most.
+const REGISTERING: usize = 16;
+/// A node whose key is pending registers again this often (to stay among the newest pending
+/// keys and to get a newer bundle).
+pub(crate) const PENDING_REREGISTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Where a key stands in central's registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,6 +88,14 @@ pub(crate) struct Registry {
     writing: tokio::sync::Mutex<()>,
     /// The id of the last trust update queued for each node: a newer bundle supersedes it.
     last_update: Mutex<std::collections::HashMap<String, String>>,
+    /// Pending registrations not yet in the file; a flush is scheduled.
+    dirty: std::sync::atomic::AtomicBool,
+    /// A flush of pending registrations is scheduled.
+    flushing: std::sync::atomic::AtomicBool,
+    /// Bounds the registrations handled at once.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Limits the "a key waits for approval" lines under a flood of registrations.
+    noted: Mutex<crate::trust::Limiter>,
 }
 
 impl Registry {
@@ -92,6 +116,10 @@ impl Registry {
             data: Mutex::new(data),
             writing: tokio::sync::Mutex::new(()),
             last_update: Mutex::default(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+            flushing: std::sync::atomic::AtomicBool::new(false),
+            slots: Arc::new(tokio::sync::Semaphore::new(REGISTERING)),
+            noted: Mutex::new(crate::trust::Limiter::new()),
         })
     }
 
@@ -146,8 +174,17 @@ impl Registry {
         out
     }
 
-    fn nodes(&self) -> Vec<String> {
-        self.snapshot().nodes.keys().cloned().collect()
+    /// The nodes trust bundles go to: those with an approved key, and those the operator set
+    /// an access list for. Never a name that only registered (anyone can register).
+    fn bundle_targets(&self) -> Vec<String> {
+        self.snapshot()
+            .nodes
+            .iter()
+            .filter(|(_, e)| {
+                e.access.is_some() || e.keys.iter().any(|k| k.state == KeyState::Approved)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Applies `f` to a copy, writes it (with a new version when `bump`), then makes it current.
@@ -170,46 +207,88 @@ impl Registry {
             .map_err(|e| Error::Storage(e.to_string()))??;
         let version = copy.version;
         *self.data.lock().unwrap_or_else(|p| p.into_inner()) = copy;
+        // The file now holds every pending registration too.
+        self.dirty.store(false, std::sync::atomic::Ordering::SeqCst);
         Ok((r, version))
     }
 
-    /// Records a key a node registered; returns its state (new keys are pending).
-    async fn register(&self, node: &str, key: PublicKey) -> Result<KeyState> {
-        if let Some(k) = self
-            .snapshot()
-            .nodes
-            .get(node)
-            .and_then(|e| e.keys.iter().find(|k| k.key == key))
-        {
-            return Ok(k.state);
+    /// Writes pending registrations kept only in memory so far.
+    async fn flush(&self) -> Result<()> {
+        if self.dirty.load(std::sync::atomic::Ordering::SeqCst) {
+            self.change(false, |_| Ok(())).await?;
         }
-        let node = node.to_owned();
-        self.change(false, move |d| {
-            let pending = d
-                .nodes
-                .values()
-                .flat_map(|e| &e.keys)
-                .filter(|k| k.state == KeyState::Pending)
-                .count();
-            if pending >= MAX_PENDING {
-                return Err(Error::Trust(format!(
-                    "central already has {MAX_PENDING} keys waiting for approval; the operator must approve or revoke some first"
-                )));
+        Ok(())
+    }
+
+    /// Records a key a node registered; returns its state (new keys are pending) and whether
+    /// it is new. Changes only memory: the caller schedules [`Registry::flush`]. When
+    /// [`MAX_PENDING`] keys wait already, the one that waited longest is forgotten (its node
+    /// registers again at its next start or within [`PENDING_REREGISTER`]; the operator can
+    /// also approve a key from the node's `node.pub` directly). A pending key registered again
+    /// counts as new, so a node that is alive keeps its place.
+    async fn register(&self, node: &str, key: PublicKey) -> Result<(KeyState, bool)> {
+        let _w = self.writing.lock().await;
+        let mut d = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        if let Some(k) = d
+            .nodes
+            .get_mut(node)
+            .and_then(|e| e.keys.iter_mut().find(|k| k.key == key))
+        {
+            if k.state == KeyState::Pending {
+                k.since_ms = now;
+                self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            let e = d.nodes.entry(node).or_default();
-            if let Some(k) = e.keys.iter().find(|k| k.key == key) {
-                return Ok(k.state);
+            return Ok((k.state, false));
+        }
+        loop {
+            // The pending count and the oldest pending key, without copying names.
+            let mut count = 0;
+            let mut oldest: Option<(u64, &String, PublicKey)> = None;
+            for (n, e) in &d.nodes {
+                for k in e.keys.iter().filter(|k| k.state == KeyState::Pending) {
+                    count += 1;
+                    if oldest.is_none_or(|(t, _, _)| k.since_ms < t) {
+                        oldest = Some((k.since_ms, n, k.key));
+                    }
+                }
             }
-            e.keys.push(KeyEntry {
+            match oldest {
+                Some((_, n, k)) if count >= MAX_PENDING => {
+                    let n = n.clone();
+                    remove_pending(&mut d, &n, Some(k));
+                }
+                _ => break,
+            }
+        }
+        d.nodes
+            .entry(node.to_owned())
+            .or_default()
+            .keys
+            .push(KeyEntry {
                 key,
                 state: KeyState::Pending,
-                since_ms: now_ms(),
+                since_ms: now,
             });
-            Ok(KeyState::Pending)
-        })
-        .await
-        .map(|(s, _)| s)
+        self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok((KeyState::Pending, true))
     }
+}
+
+/// Removes `node`'s pending key (`None`: all of them); a node left with no key and no access
+/// list is dropped. Returns how many keys were removed.
+fn remove_pending(d: &mut RegistryData, node: &str, key: Option<PublicKey>) -> usize {
+    let Some(e) = d.nodes.get_mut(node) else {
+        return 0;
+    };
+    let before = e.keys.len();
+    e.keys
+        .retain(|k| k.state != KeyState::Pending || key.is_some_and(|want| want != k.key));
+    let removed = before - e.keys.len();
+    if e.keys.is_empty() && e.access.is_none() {
+        d.nodes.remove(node);
+    }
+    removed
 }
 
 fn registry(inner: &Inner) -> Result<&Registry> {
@@ -221,16 +300,14 @@ fn registry(inner: &Inner) -> Result<&Registry> {
     })
 }
 
-/// After a change: central trusts the new bundle at once and queues it to every node it knows.
+/// After a change: central trusts the new bundle at once and queues it to every node with an
+/// approved key or an access list (see [`Registry::bundle_targets`]).
 async fn distribute(inner: &Arc<Inner>) -> Result<()> {
     let reg = registry(inner)?;
     inner
         .security
         .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
-    let mut targets: BTreeSet<String> = reg.nodes().into_iter().collect();
-    for d in inner.store.destinations()? {
-        targets.insert(d.node);
-    }
+    let mut targets: BTreeSet<String> = reg.bundle_targets().into_iter().collect();
     targets.remove(&inner.cfg.name);
     send_bundle(inner, targets.into_iter().collect()).await
 }
@@ -306,11 +383,24 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
 }
 
 /// Central's side of `_keyRegister`: the envelope must be signed by the key it registers
-/// (proof of possession); the key is recorded as pending unless known; a node with an
-/// approved key but an older trust version gets the current bundle.
-pub(crate) fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Option<String>) {
+/// (proof of possession); the key is recorded as pending unless known; a node behind on trust
+/// gets the current bundle in the answer (and, if approved, queued durably as well). Waits
+/// for one of [`REGISTERING`] slots, so a flood slows the receiver down instead of piling up.
+pub(crate) async fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Option<String>) {
+    let Ok(reg) = registry(inner) else {
+        let reason = format!(
+            "key registration refused: {} is not central ({})",
+            inner.cfg.name, inner.cfg.central
+        );
+        crate::trust::refuse(inner, &env, &reply_to, ReplyStatus::Rejected, reason).await;
+        return;
+    };
+    let Ok(slot) = reg.slots.clone().acquire_owned().await else {
+        return;
+    };
     let i = inner.clone();
     inner.rt.spawn(async move {
+        let _slot = slot;
         match register(&i, &env).await {
             Ok(answer) => {
                 if let Some(to) = reply_to {
@@ -356,10 +446,25 @@ async fn register(
     }
     let key = crate::signing::verify(env)
         .map_err(|e| format!("it must be signed by the key it registers ({e:?})"))?;
-    let state = reg
+    let (state, new) = reg
         .register(&env.from, key)
         .await
         .map_err(|e| e.to_string())?;
+    if reg.dirty.load(std::sync::atomic::Ordering::SeqCst)
+        && !reg.flushing.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        let i = inner.clone();
+        inner.rt.spawn(async move {
+            tokio::time::sleep(PENDING_FLUSH).await;
+            if let Ok(reg) = registry(&i) {
+                reg.flushing
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) = reg.flush().await {
+                    tracing::error!("cannot write the pending keys to the key registry: {e}");
+                }
+            }
+        });
+    }
     let theirs = env
         .data
         .first()
@@ -367,27 +472,36 @@ async fn register(
         .map(|r| r.trust_version)
         .unwrap_or(0);
     let current = inner.security.state().version;
-    if state == KeyState::Pending {
-        tracing::warn!(
-            node = %env.from, %key,
-            "a key waits for approval: compare it with the node's node.pub, then run `steward keys approve {}`",
-            env.from
-        );
-    }
-    match state {
-        // Pending nodes get the bundle too (it holds only public keys and access lists): they
-        // need the fleet's keys to check the signed answers to what they send.
-        KeyState::Approved | KeyState::Pending if theirs < current => {
-            tracing::info!(node = %env.from, theirs, current, "sending the current trust bundle to a node that is behind");
-            if let Err(e) = send_bundle(inner, vec![env.from.clone()]).await {
-                tracing::error!("cannot queue the trust bundle for {}: {e}", env.from);
-            }
+    if state == KeyState::Pending && new {
+        let (log, left_out) = reg.noted.lock().map(|mut l| l.admit()).unwrap_or((true, 0));
+        if left_out > 0 {
+            tracing::warn!("{left_out} more new keys registered in the last minute (not logged one by one); `steward keys list` shows them, `steward keys purge` forgets every pending key");
         }
-        _ => {}
+        if log {
+            tracing::warn!(
+                node = %env.from, %key,
+                "a key waits for approval: compare it with the node's node.pub, then run `steward keys approve {}`",
+                env.from
+            );
+        }
+    }
+    // A node behind gets the bundle in this answer (it holds only public keys and access
+    // lists; pending nodes need the fleet's keys to check the signed answers to what they
+    // send). Only an approved node also gets it queued durably: queuing to any name that
+    // registers would let anyone grow central's store and traffic.
+    let bundle = (theirs < current)
+        .then(|| inner.security.state().signed.clone())
+        .flatten();
+    if state == KeyState::Approved && theirs < current {
+        tracing::info!(node = %env.from, theirs, current, "sending the current trust bundle to a node that is behind");
+        if let Err(e) = send_bundle(inner, vec![env.from.clone()]).await {
+            tracing::error!("cannot queue the trust bundle for {}: {e}", env.from);
+        }
     }
     Ok(RegistrationAnswer {
         state,
         trust_version: current,
+        bundle,
     })
 }
 
@@ -519,6 +633,26 @@ impl Node {
         tracing::info!(node, version, "revoked a key");
         distribute(&self.inner).await?;
         Ok(version)
+    }
+
+    /// Central only: forgets every key waiting for approval (pending), for instance after a
+    /// flood of registrations from unknown parties. Approved and revoked keys, access lists and
+    /// the trust version stay as they are (pending keys are in no bundle). A real node whose key
+    /// was forgotten registers again at its next start or within 5 minutes; its key can also be
+    /// approved directly from its `node.pub`. Returns how many keys were forgotten.
+    pub async fn purge_pending_keys(&self) -> Result<usize> {
+        let reg = registry(&self.inner)?;
+        let (removed, _) = reg
+            .change(false, |d| {
+                let names: Vec<String> = d.nodes.keys().cloned().collect();
+                Ok(names
+                    .iter()
+                    .map(|n| remove_pending(d, n, None))
+                    .sum::<usize>())
+            })
+            .await?;
+        tracing::info!(removed, "forgot every key waiting for approval");
+        Ok(removed)
     }
 
     /// Central only: sets (or with `None` clears) the access list of `node`, sent in the next

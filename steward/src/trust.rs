@@ -144,7 +144,7 @@ impl TrustState {
 /// Counts refusals so that a flood of forged messages cannot flood the log and central:
 /// at most [`REPORTS_PER_WINDOW`] are logged and reported per minute, then one line with the
 /// number left out.
-struct Limiter {
+pub(crate) struct Limiter {
     window_start: Instant,
     sent: u32,
     suppressed: u64,
@@ -154,8 +154,17 @@ const REPORTS_PER_WINDOW: u32 = 20;
 const REPORT_WINDOW: Duration = Duration::from_secs(60);
 
 impl Limiter {
+    /// A limiter whose first window starts now.
+    pub(crate) fn new() -> Limiter {
+        Limiter {
+            window_start: Instant::now(),
+            sent: 0,
+            suppressed: 0,
+        }
+    }
+
     /// Whether to report this one, and how many were left out before it (to say so).
-    fn admit(&mut self) -> (bool, u64) {
+    pub(crate) fn admit(&mut self) -> (bool, u64) {
         let now = Instant::now();
         let mut left_out = 0;
         if now.duration_since(self.window_start) >= REPORT_WINDOW {
@@ -234,11 +243,7 @@ impl Security {
             trust_file,
             floor_sigs: Mutex::default(),
             verified_floors: Mutex::default(),
-            reports: Mutex::new(Limiter {
-                window_start: Instant::now(),
-                sent: 0,
-                suppressed: 0,
-            }),
+            reports: Mutex::new(Limiter::new()),
             registry,
         })
     }
@@ -444,7 +449,7 @@ pub(crate) async fn screen(
     reply_to: &Option<String>,
 ) -> Option<Envelope> {
     if env.method == KEY_REGISTER {
-        crate::registry::on_register(inner, env, reply_to.clone());
+        crate::registry::on_register(inner, env, reply_to.clone()).await;
         return None;
     }
     if env.method == TRUST_UPDATE {
@@ -686,16 +691,28 @@ async fn apply_update(
     if sec.policy == SignaturePolicy::Required {
         sec.admit(cfg, env).map_err(rejected)?;
     }
+    let text = env
+        .data
+        .first()
+        .ok_or_else(|| rejected("it carries no bundle".into()))?;
+    apply_bundle(inner, text).await
+}
+
+/// Verifies a signed bundle (from a trust update, or from the answer to this node's
+/// registration) against the pinned central key and applies it if newer.
+async fn apply_bundle(
+    inner: &Arc<Inner>,
+    text: &str,
+) -> std::result::Result<String, (ReplyStatus, String)> {
+    let rejected = |s: String| (ReplyStatus::Rejected, s);
+    let cfg = &inner.cfg;
+    let sec = &inner.security;
     let Some(ck) = sec.central_key else {
         return Err(rejected(format!(
             "{} has no central_key configured, so it cannot verify trust updates; configure central's public key",
             cfg.name
         )));
     };
-    let text = env
-        .data
-        .first()
-        .ok_or_else(|| rejected("it carries no bundle".into()))?;
     let (bundle, signed) = verify_bundle(&ck, &cfg.central, text).map_err(rejected)?;
     let _guard = sec.apply.lock().await;
     let current = sec.state();
@@ -767,6 +784,10 @@ pub(crate) struct Registration {
 pub(crate) struct RegistrationAnswer {
     pub state: crate::registry::KeyState,
     pub trust_version: u64,
+    /// Central's current bundle, when the node is behind: a pending node gets it only here
+    /// (central queues nothing to names nobody approved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<SignedBundle>,
 }
 
 async fn register(inner: Arc<Inner>) {
@@ -815,15 +836,32 @@ async fn register(inner: Arc<Inner>) {
         match answer {
             Ok(Ok(msg)) => match serde_json::from_slice::<Reply>(&msg.payload) {
                 Ok(r) if r.status == ReplyStatus::Done => {
-                    let ans = r.result.and_then(|res| {
+                    let mut ans = r.result.and_then(|res| {
                         serde_json::from_str::<RegistrationAnswer>(&res.stdout).ok()
                     });
+                    if let Some(text) = ans.as_mut().and_then(|a| a.bundle.take()) {
+                        let text = serde_json::to_string(&text).unwrap_or_default();
+                        match apply_bundle(&inner, &text).await {
+                            Ok(done) => tracing::info!("{done}"),
+                            Err((_, why)) => tracing::warn!("the trust bundle in central's answer to the key registration was not applied: {why}"),
+                        }
+                    }
                     match ans {
-                        Some(a) if a.state == crate::registry::KeyState::Pending => tracing::warn!(
-                            key = %inner.security.keys.public(),
-                            "this node's key waits for approval on central: run `steward keys approve {}` there after comparing the key",
-                            inner.cfg.name
-                        ),
+                        Some(a) if a.state == crate::registry::KeyState::Pending => {
+                            tracing::warn!(
+                                key = %inner.security.keys.public(),
+                                "this node's key waits for approval on central: run `steward keys approve {}` there after comparing the key",
+                                inner.cfg.name
+                            );
+                            // Registering again keeps the key among the newest pending ones
+                            // (central forgets the oldest under a flood) and brings newer bundles.
+                            tokio::select! {
+                                _ = tokio::time::sleep(crate::registry::PENDING_REREGISTER) => {}
+                                _ = shutdown.changed() => return,
+                            }
+                            wait = Duration::from_secs(1);
+                            continue;
+                        }
                         Some(a) => {
                             tracing::info!(state = ?a.state, trust_version = a.trust_version, "registered this node's key with central")
                         }

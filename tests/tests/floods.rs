@@ -1,0 +1,229 @@
+//! Floods from anyone on the broker: junk key registrations to central, malformed payloads,
+//! refused messages and throw-away streams to a node. What an unknown or misbehaving party
+//! sends must not crowd out real nodes, nor grow a node's disk, log or traffic without bound.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{json, Value};
+use steward::{AccessList, KeyState, Message, Node, NodeBuilder, SignaturePolicy};
+use steward_tests::nodes::test_node;
+use steward_tests::{wait_until_async, NatsServer};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Total size of the files under `dir`, in bytes.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() {
+            dir_size(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    total
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The wire format's canonical signing encoding (steward/src/signing.rs), rebuilt here so the
+/// test can sign envelopes with keys no node has.
+struct Canon(Vec<u8>);
+
+impl Canon {
+    fn str(&mut self, s: &str) {
+        self.0.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn flag(&mut self, b: bool) {
+        self.0.push(u8::from(b));
+    }
+}
+
+/// Signs `env` (an envelope as JSON, without results) with `key`, as a node would.
+fn sign(env: &mut Value, key: &SigningKey) {
+    let s = |f: &str| env[f].as_str().unwrap_or_default().to_owned();
+    let mut c = Canon(Vec::new());
+    c.str("steward/envelope/v1");
+    for f in ["id", "from", "to", "kind", "method"] {
+        c.str(&s(f));
+    }
+    let data: Vec<String> = env["data"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    c.u64(data.len() as u64);
+    for d in &data {
+        c.str(d);
+    }
+    c.u64(env["epoch"].as_u64().unwrap_or(0));
+    c.u64(env["seq"].as_u64().unwrap_or(0));
+    c.flag(env["ack"].as_bool().unwrap_or(false));
+    match env["expires_ms"].as_u64() {
+        Some(e) => {
+            c.flag(true);
+            c.u64(e);
+        }
+        None => c.flag(false),
+    }
+    c.u64(env["method_timeout_ms"].as_u64().unwrap_or(0));
+    c.flag(false); // result_of
+    c.flag(false); // result
+    c.flag(false); // outcome
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sig = key.sign(&c.0);
+    env["sig"] = json!({
+        "key": b64.encode(key.verifying_key().to_bytes()),
+        "sig": b64.encode(sig.to_bytes()),
+    });
+}
+
+/// A key registration for `name`, signed by a fresh key, as `steward` nodes send them.
+fn junk_registration(name: &str) -> Vec<u8> {
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let mut env = json!({
+        "id": format!("reg-{name}"),
+        "from": name,
+        "to": "central",
+        "kind": "event",
+        "method": "_keyRegister",
+        "data": [json!({"trustVersion": 0}).to_string()],
+        "epoch": 1,
+        "seq": 0,
+        "ack": true,
+        "expires_ms": now_ms() + 600_000,
+        "method_timeout_ms": 0,
+    });
+    sign(&mut env, &key);
+    serde_json::to_vec(&env).unwrap()
+}
+
+fn central_builder(urls: &[String], dir: &Path) -> NodeBuilder {
+    test_node("central", urls, dir).signatures(SignaturePolicy::Required)
+}
+
+/// Finding 6. 100,000 key registrations from unknown parties (each validly signed by a fresh
+/// key, published raw on the broker) must neither crowd out a real node — it still registers,
+/// shows as pending, is approved, and then runs a command from central with signatures
+/// required — nor grow central's data directory by more than 10 MB (before the fix: pending
+/// keys capped at 1,024 refused the real node, and every junk name got a signed bundle queued
+/// and retried forever, again on each approval). Pending keys stay at most 1,024, and
+/// `purge_pending_keys` forgets them without touching the approved key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_registrations_neither_crowd_out_a_real_node_nor_grow_central() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let central = central_builder(&urls, dir.path()).start().await.unwrap();
+    let central_dir = dir.path().join("central");
+    let before = dir_size(&central_dir);
+
+    let n: usize = std::env::var("STEWARD_FLOOD_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let t = Instant::now();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    for i in 0..n {
+        client
+            .publish(
+                "central.event._keyRegister",
+                junk_registration(&format!("junk{i}")).into(),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    println!(
+        "published {n} junk registrations in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // A real node registers after the flood.
+    let ship = test_node("ship", &urls, dir.path())
+        .signatures(SignaturePolicy::Required)
+        .central_key(central.public_key())
+        .access(AccessList::default_for("central"))
+        .start()
+        .await
+        .unwrap();
+    let pending =
+        wait_until_async(Duration::from_secs(180), || {
+            central.keys().unwrap().iter().any(|k| {
+                k.node == "ship" && k.state == KeyState::Pending && k.key == ship.public_key()
+            })
+        })
+        .await;
+    let keys = central.keys().unwrap();
+    let waiting = keys.iter().filter(|k| k.state == KeyState::Pending).count();
+    println!(
+        "ship pending after {:.1} s; {waiting} keys pending on central",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(pending, "the real node's key never showed as pending");
+    assert!(waiting <= 1024, "{waiting} pending keys");
+
+    let v = central.approve_key("ship", None).await.unwrap();
+    assert!(
+        wait_until_async(WAIT, || ship.trust_version() >= v).await,
+        "ship never applied trust version {v}"
+    );
+    let r = central
+        .send(Message::command(
+            "ship",
+            "shellCommand",
+            ["echo", "enrolled"],
+        ))
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(WAIT, r.result())
+        .await
+        .expect("no result from ship")
+        .expect("the command failed");
+    assert_eq!(res.stdout.trim(), "enrolled");
+    assert!(
+        central
+            .recent_messages(10)
+            .unwrap()
+            .iter()
+            .all(|m| m.to_node == "ship"),
+        "central queued messages to other names: {:?}",
+        central.recent_messages(10).unwrap()
+    );
+
+    let after = dir_size(&central_dir);
+    println!(
+        "central's data directory: {before} bytes before, {after} after ({:+} bytes)",
+        after as i64 - before as i64
+    );
+    assert!(
+        after < before + 10_000_000,
+        "central's data directory grew by {} bytes",
+        after - before
+    );
+
+    let purged = central.purge_pending_keys().await.unwrap();
+    println!("purge_pending_keys forgot {purged} keys");
+    let keys = central.keys().unwrap();
+    assert!(
+        keys.iter().all(|k| k.state != KeyState::Pending),
+        "{keys:?}"
+    );
+    assert!(keys
+        .iter()
+        .any(|k| k.node == "ship" && k.state == KeyState::Approved));
+    ship.stop().await;
+    central.stop().await;
+}
