@@ -1398,6 +1398,7 @@ mod tests_support {
                 retries: None,
                 retry_wait_ms: 100,
                 accepted_ms: 0,
+                attempts: 0,
             },
             subject: "b.command.echo".into(),
             json: serde_json::json!({"toNode": "b"}),
