@@ -65,11 +65,9 @@ pub async fn run(s: Settings) -> i32 {
         return EXIT_USAGE;
     };
     // 0700: the data directory holds every command, its output and the node's key.
-    if let Err(e) = std::os::unix::fs::DirBuilderExt::mode(
-        std::fs::DirBuilder::new().recursive(true),
-        0o700,
-    )
-    .create(&s.data_dir)
+    if let Err(e) =
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&s.data_dir)
     {
         eprintln!(
             "steward: cannot create the data directory {}: {e}",

@@ -1414,7 +1414,14 @@ fn a_group_readable_key_is_a_bad_setting_exit_2() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let url = t.nats.url();
     let r = steward(
-        &["--node", "ship1", "--data-dir", s(&dir), "--broker-address", &url],
+        &[
+            "--node",
+            "ship1",
+            "--data-dir",
+            s(&dir),
+            "--broker-address",
+            &url,
+        ],
         &[],
     );
     assert_eq!(r.code, 2, "{}", r.stderr);

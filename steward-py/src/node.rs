@@ -209,7 +209,12 @@ impl Shared {
         let mut broker = None;
         if let Some(address) = &pending.embedded {
             point_to_venv_nats_server(py)?;
-            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&cfg.data_dir).map_err(|e| {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&cfg.data_dir)
+            .map_err(|e| {
                 errors::to_py(steward::Error::Io {
                     path: cfg.data_dir.clone(),
                     source: e,

@@ -61,8 +61,7 @@ async fn flush_once(inner: &Arc<Inner>) -> crate::Result<usize> {
             buf.extend_from_slice(line);
             buf.push(b'\n');
         }
-        let mut f = crate::private_files::append(&p)
-            .map_err(|e| crate::Error::io(&p, e))?;
+        let mut f = crate::private_files::append(&p).map_err(|e| crate::Error::io(&p, e))?;
         f.write_all(&buf).map_err(|e| crate::Error::io(&p, e))?;
         f.sync_data().map_err(|e| crate::Error::io(&p, e))?;
         Ok(())

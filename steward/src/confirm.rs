@@ -213,7 +213,8 @@ pub(crate) async fn answer(inner: &Arc<Inner>, msg: &async_nats::Message) {
             }
         }
     };
-    let bytes = crate::signing::confirm_bytes(&inner.cfg.name, q.epoch, &q.subject, floor, &q.nonce);
+    let bytes =
+        crate::signing::confirm_bytes(&inner.cfg.name, q.epoch, &q.subject, floor, &q.nonce);
     let sig = B64.encode(inner.security.keys.sign(&bytes).to_bytes());
     let payload = serde_json::to_vec(&Answer { floor, sig }).unwrap_or_default();
     if let Err(e) = inner.client.publish(reply.clone(), payload.into()).await {

@@ -336,7 +336,7 @@ pub(crate) fn finish_then(
             retries: None,
             retry_wait_ms: inner.cfg.retry_wait.as_millis() as u64,
             accepted_ms: now_ms(),
-                attempts: 0,
+            attempts: 0,
         },
         json: serde_json::json!({"resultOf": env.id, "toNode": env.from}),
         subject,

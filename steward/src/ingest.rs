@@ -281,7 +281,9 @@ impl Reader {
             Ok(Erased::Done { raced: true }) => {
                 // A writer's open came between the lease and the rename: it writes to the
                 // old file, which is read on until nobody holds it.
-                tracing::debug!("a writer opened {INMSG} as it was erased; reading on from the old file");
+                tracing::debug!(
+                    "a writer opened {INMSG} as it was erased; reading on from the old file"
+                );
                 self.others.push((t, None));
             }
             Ok(Erased::Done { raced: false }) => {}
@@ -449,9 +451,7 @@ async fn accept(
                 }
             }
             // Accept in slices, so a flood does not hold every receipt and record at once.
-            let mut messages = std::mem::take(&mut batch.messages)
-                .into_iter()
-                .peekable();
+            let mut messages = std::mem::take(&mut batch.messages).into_iter().peekable();
             let mut errors = std::mem::take(&mut batch.errors);
             let (mut accepted, mut refused) = (0, 0);
             while messages.peek().is_some() || !errors.is_empty() {
@@ -469,11 +469,7 @@ async fn accept(
             tracing::info!("{INMSG}: accepted {accepted} message(s), refused {refused}");
         }
         Chunk::Bad { error } => {
-            let part = format!(
-                "{}-{}",
-                t.pos.generation,
-                t.pos.offset + piece.start as u64
-            );
+            let part = format!("{}-{}", t.pos.generation, t.pos.offset + piece.start as u64);
             let reason = format!(
                 "{INMSG}: content that is not valid JSON ({error}); moved to {REJECTED_DIR}/{part}.txt"
             );
@@ -506,7 +502,9 @@ impl<'a> Lease<'a> {
 
     #[cfg(not(target_os = "linux"))]
     fn take(_: &'a File) -> Result<Lease<'a>, Option<std::io::Error>> {
-        Err(Some(std::io::Error::other("file leases are a Linux feature")))
+        Err(Some(std::io::Error::other(
+            "file leases are a Linux feature",
+        )))
     }
 
     /// Still ours: no other process has tried to open the file since it was granted.
@@ -719,7 +717,8 @@ fn write_rejected(dir: &Path, name: &str, content: &[u8], reason: &str) -> crate
     let body = dir.join(format!("{name}.txt"));
     crate::private_files::write(&body, content).map_err(|e| Error::io(&body, e))?;
     let why = dir.join(format!("{name}.error.txt"));
-    crate::private_files::write(&why, format!("{reason}\n").as_bytes()).map_err(|e| Error::io(&why, e))?;
+    crate::private_files::write(&why, format!("{reason}\n").as_bytes())
+        .map_err(|e| Error::io(&why, e))?;
     Ok(())
 }
 
@@ -750,7 +749,8 @@ fn copy_rejected(
     };
     copy().map_err(|e| Error::io(&body, e))?;
     let why = dir.join(format!("{name}.error.txt"));
-    crate::private_files::write(&why, format!("{reason}\n").as_bytes()).map_err(|e| Error::io(&why, e))?;
+    crate::private_files::write(&why, format!("{reason}\n").as_bytes())
+        .map_err(|e| Error::io(&why, e))?;
     Ok(())
 }
 

@@ -311,7 +311,13 @@ pub(crate) fn floor_bytes(from: &str, epoch: u64, subject: &str, floor: u64) -> 
 }
 
 /// What a sender signs to confirm a stream's floor in answer to a receiver's nonce.
-pub(crate) fn confirm_bytes(from: &str, epoch: u64, subject: &str, floor: u64, nonce: &str) -> Vec<u8> {
+pub(crate) fn confirm_bytes(
+    from: &str,
+    epoch: u64,
+    subject: &str,
+    floor: u64,
+    nonce: &str,
+) -> Vec<u8> {
     let mut c = Canon::new(CONFIRM_DOMAIN);
     c.str(from);
     c.u64(epoch);

@@ -998,9 +998,7 @@ async fn flood_of_100000_messages_at_once() {
     std::fs::write(&tmp, &text).unwrap();
     std::fs::rename(&tmp, central_dir.join(steward::INMSG)).unwrap();
     // Taken and fully accepted: inmsg.txt erased (empty).
-    let busy = |d: &Path| {
-        std::fs::metadata(d.join(steward::INMSG)).is_ok_and(|m| m.len() > 0)
-    };
+    let busy = |d: &Path| std::fs::metadata(d.join(steward::INMSG)).is_ok_and(|m| m.len() > 0);
     assert!(
         wait_until_async(Duration::from_secs(300), || !busy(&central_dir)).await,
         "the flood was never fully taken"

@@ -19,7 +19,11 @@ use steward_tests::{wait_until_async, NatsServer};
 
 fn message(token: &str) -> serde_json::Value {
     // "offline-*" tokens go to a node that never runs: they are counted where accepted.
-    let to = if token.starts_with("offline-") { "ship9" } else { "ship1" };
+    let to = if token.starts_with("offline-") {
+        "ship9"
+    } else {
+        "ship1"
+    };
     json!({"toNode": to, "method": "record", "commandOrEvent": "command", "data": [token]})
 }
 
@@ -51,7 +55,10 @@ fn assert_each_once_in(seen: Vec<String>, expected: &[String]) {
     for s in seen {
         *counts.entry(s).or_default() += 1;
     }
-    let lost: Vec<_> = expected.iter().filter(|t| !counts.contains_key(*t)).collect();
+    let lost: Vec<_> = expected
+        .iter()
+        .filter(|t| !counts.contains_key(*t))
+        .collect();
     let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
     assert!(
         lost.is_empty(),
@@ -201,7 +208,10 @@ async fn writers_of_three_kinds_lose_nothing_and_duplicate_nothing() {
             .filter_map(|m| m.message["data"][0].as_str().map(str::to_owned))
             .collect()
     };
-    wait_until_async(Duration::from_secs(60), || accepted().len() >= expected.len()).await;
+    wait_until_async(Duration::from_secs(60), || {
+        accepted().len() >= expected.len()
+    })
+    .await;
     assert_each_once_in(accepted(), &expected);
     assert!(
         wait_until_async(Duration::from_secs(10), || erased(&inmsg)).await,

@@ -918,15 +918,15 @@ async fn a_forged_floor_cannot_make_a_receiver_skip_messages() {
     let mut resigned = b_headers.clone();
     resigned.insert("Steward-Floor", "2");
     let mut answers = f.client.subscribe("forged.replies").await.unwrap();
-    for h in [
-        None,
-        Some(unsigned),
-        Some(resigned),
-        Some(b_headers),
-    ] {
+    for h in [None, Some(unsigned), Some(resigned), Some(b_headers)] {
         let payload = bytes::Bytes::from(serde_json::to_vec(&b_env).unwrap());
         f.client
-            .publish_with_reply_and_headers(subject, "forged.replies", h.unwrap_or_default(), payload)
+            .publish_with_reply_and_headers(
+                subject,
+                "forged.replies",
+                h.unwrap_or_default(),
+                payload,
+            )
             .await
             .unwrap();
     }
@@ -1183,7 +1183,11 @@ async fn cancelled_or_given_up_commands_never_run_on_replay_at_reconnect() {
 
     let cancelled = f
         .central
-        .send(Message::command("ship1", "shellCommand", f.witness("cancelled")))
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("cancelled"),
+        ))
         .await
         .unwrap();
     let (cancelled_env, cancelled_headers) =
@@ -1240,7 +1244,11 @@ async fn cancelled_or_given_up_commands_never_run_on_replay_at_reconnect() {
     // A new command on the same stream: it runs, after the replays had every chance.
     let after = f
         .central
-        .send(Message::command("ship1", "shellCommand", f.witness("after")))
+        .send(Message::command(
+            "ship1",
+            "shellCommand",
+            f.witness("after"),
+        ))
         .await
         .unwrap();
     tokio::time::timeout(WAIT, after.result())
@@ -1251,12 +1259,22 @@ async fn cancelled_or_given_up_commands_never_run_on_replay_at_reconnect() {
     attacker.await.unwrap();
     // Replays after the sender spoke again are refused as before (stale, or answered from the
     // record).
-    let r = request(&f.client, subject, &cancelled_env, cancelled_headers.clone()).await;
+    let r = request(
+        &f.client,
+        subject,
+        &cancelled_env,
+        cancelled_headers.clone(),
+    )
+    .await;
     assert!(
         r["status"] == "stale" || r["status"] == "done",
         "a replay of the cancelled message: {r}"
     );
-    assert_eq!(f.runs(), ["warm", "after"], "a cancelled or given-up command ran");
+    assert_eq!(
+        f.runs(),
+        ["warm", "after"],
+        "a cancelled or given-up command ran"
+    );
     let state = |id: &str| {
         let (c, id) = (&f.central, id.to_owned());
         async move { c.message(&id).await.unwrap().unwrap().state }
