@@ -108,7 +108,11 @@ async fn process(
         let env: Envelope = match serde_json::from_slice(&msg.payload) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(subject = %msg.subject, "refused a malformed envelope: {e}");
+                if crate::trust::log_admit(&inner.cfg.name, &msg.subject) {
+                    tracing::warn!(subject = %msg.subject, "refused a malformed envelope: {e}");
+                } else {
+                    tracing::debug!(subject = %msg.subject, "refused a malformed envelope: {e}");
+                }
                 if let Some(to) = reply_to {
                     let mut r = Reply::new("", ReplyStatus::Rejected);
                     r.reason = Some(format!("malformed envelope: {e}"));
@@ -176,6 +180,10 @@ async fn process(
                         updated_ms: 0,
                     },
                 )),
+                // An ordered message refused leaves no record, only its stream position: a
+                // resend is below it, is checked again and answered refused (see `decide`), and
+                // never runs. So refusals cost no disk per message, whoever floods them.
+                Action::Refuse { .. } if it.seq > 0 => None,
                 Action::Refuse {
                     key,
                     status,
@@ -205,6 +213,7 @@ async fn process(
         .iter()
         .filter_map(|it| match &it.action {
             Action::RunUnacked { env } => crate::trust::unacked_mark(inner, &it.stream, env),
+            Action::Refuse { .. } if it.seq > 0 => Some((it.stream.clone(), it.seq + 1)),
             _ => None,
         })
         .collect();
@@ -319,7 +328,9 @@ async fn process(
                         inner.after_final(rec.into_status());
                     }
                     Some(ResultOutcome::Refused(reason)) => {
-                        tracing::warn!(msg_id = env.result_of.as_deref(), from = %env.from, result_id = %env.id, "refused a result: {reason}");
+                        if crate::trust::log_admit(&inner.cfg.name, &env.from) {
+                            tracing::warn!(msg_id = env.result_of.as_deref(), from = %env.from, result_id = %env.id, "refused a result: {reason}");
+                        }
                         r.status = ReplyStatus::Rejected;
                         r.reason = Some(reason);
                     }
@@ -589,6 +600,13 @@ fn decide(
             return item(Action::Reply(answer_from_record(&env.id, rec)));
         }
         if seq > 0 && seq < effective {
+            // No record: refused (refusals keep none) or pruned. A refusal is checked again and
+            // answered the same way; either way it never runs.
+            if let Err((status, reason)) = check(inner, &env) {
+                let mut r = Reply::new(&env.id, status);
+                r.reason = Some(reason);
+                return item(Action::Reply(r));
+            }
             return item(Action::Reply(Reply::new(&env.id, ReplyStatus::Stale)));
         }
         if seq > effective {

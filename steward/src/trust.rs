@@ -182,6 +182,37 @@ impl Limiter {
     }
 }
 
+/// Senders tracked one by one by [`log_admit`]; beyond, the rest share one budget.
+const LOG_SENDERS: usize = 4096;
+
+/// Whether to write a WARN line about refused or junk traffic from `sender` (a node name, or
+/// the subject when the sender is unreadable), at most [`REPORTS_PER_WINDOW`] a minute per
+/// sender of node `me`: a flood costs a few lines, not one per message. Writes the summary
+/// ("N more … suppressed") when a new window starts; lines left out go to DEBUG.
+pub(crate) fn log_admit(me: &str, sender: &str) -> bool {
+    static LIMITS: std::sync::OnceLock<Mutex<HashMap<String, Limiter>>> =
+        std::sync::OnceLock::new();
+    let mut map = LIMITS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut key = format!("{me}\u{0}{sender}");
+    if !map.contains_key(&key) && map.len() >= LOG_SENDERS {
+        map.retain(|_, l| l.window_start.elapsed() < REPORT_WINDOW || l.suppressed > 0);
+        if map.len() >= LOG_SENDERS {
+            key = format!("{me}\u{0}*");
+        }
+    }
+    let (log, left_out) = map.entry(key).or_insert_with(Limiter::new).admit();
+    if left_out > 0 {
+        tracing::warn!(
+            from = sender,
+            "{left_out} more lines about refused or malformed messages from {sender} were suppressed in the last minute"
+        );
+    }
+    log
+}
+
 /// A node's keys, trust and policy; lives in the node for its lifetime.
 pub(crate) struct Security {
     pub keys: KeyPair,
@@ -526,7 +557,11 @@ fn report_refusal(inner: &Arc<Inner>, id: &str, from: &str, text: String, reason
 pub(crate) fn refused_after_check(inner: &Arc<Inner>, key: &str, reason: &str) {
     let (from, id) = key.split_once('/').unwrap_or(("", key));
     if inner.security.policy != SignaturePolicy::Required {
-        tracing::warn!(msg_id = id, from, "refused: {reason}");
+        if log_admit(&inner.cfg.name, from) {
+            tracing::warn!(msg_id = id, from, "refused: {reason}");
+        } else {
+            tracing::debug!(msg_id = id, from, "refused: {reason}");
+        }
         return;
     }
     let text = format!(
@@ -579,7 +614,9 @@ pub(crate) fn checked_floor(
         verified.insert(stream, floor);
         floor
     } else {
-        tracing::warn!(id = %env.id, from = %env.from, floor, "ignored a {FLOOR_HEADER} header without a valid signature");
+        if log_admit(&inner.cfg.name, &env.from) {
+            tracing::warn!(id = %env.id, from = %env.from, floor, "ignored a {FLOOR_HEADER} header without a valid signature");
+        }
         0
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
-use steward::{AccessList, KeyState, Message, Node, NodeBuilder, SignaturePolicy};
+use steward::{AccessList, KeyState, Message, NodeBuilder, SignaturePolicy};
 use steward_tests::nodes::test_node;
 use steward_tests::{wait_until_async, NatsServer};
 
@@ -226,4 +226,201 @@ async fn junk_registrations_neither_crowd_out_a_real_node_nor_grow_central() {
         .any(|k| k.node == "ship" && k.state == KeyState::Approved));
     ship.stop().await;
     central.stop().await;
+}
+
+/// WARN lines written by every node in this test binary, for counting.
+fn captured_warnings() -> &'static std::sync::Mutex<Vec<u8>> {
+    static BUF: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    let buf = BUF.get_or_init(Default::default);
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        struct W;
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                captured_warnings().lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(|| W)
+            .try_init()
+            .expect("no other tracing subscriber (run without RUST_LOG)");
+    });
+    buf
+}
+
+/// An unsigned envelope as JSON, as a node with `signatures = off` sends it.
+fn raw_envelope(from: &str, to: &str, method: &str, data: &[&str], epoch: u64, seq: u64) -> Value {
+    json!({
+        "id": format!("{from}-{epoch}-{method}-{seq}"),
+        "from": from,
+        "to": to,
+        "kind": "command",
+        "method": method,
+        "data": data,
+        "epoch": epoch,
+        "seq": seq,
+        "ack": true,
+        "method_timeout_ms": 10_000,
+    })
+}
+
+/// Sends `env` as a request and returns the receiver's answer.
+async fn ask(client: &async_nats::Client, env: &Value) -> Value {
+    let subject = format!(
+        "{}.command.{}",
+        env["to"].as_str().unwrap(),
+        env["method"].as_str().unwrap()
+    );
+    let msg = tokio::time::timeout(
+        WAIT,
+        client.request(subject, serde_json::to_vec(env).unwrap().into()),
+    )
+    .await
+    .expect("no answer")
+    .expect("request failed");
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+/// Finding 7 (log). 20,000 malformed payloads to a node write a bounded number of WARN lines:
+/// at most 20 a minute per sender (here per subject, the sender being unreadable) and a
+/// summary of how many were left out — before the fix, one WARN line each (20,000 lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payload_flood_writes_few_log_lines() {
+    let warnings = captured_warnings();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let node = test_node("logship", &urls, dir.path())
+        .access(AccessList::default_for("central").allow("tester", "echo"))
+        .start()
+        .await
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    for i in 0..20_000 {
+        client
+            .publish("logship.command.echo", format!("{{not json {i}").into())
+            .await
+            .unwrap();
+    }
+    // Answered after every junk payload before it (one connection, one subscription, in order).
+    let ok = ask(
+        &client,
+        &raw_envelope("tester", "logship", "echo", &["after"], 7, 1),
+    )
+    .await;
+    assert_eq!(ok["status"], "done", "{ok}");
+    let text = String::from_utf8_lossy(&warnings.lock().unwrap()).into_owned();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("logship.command.echo"))
+        .collect();
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    println!(
+        "20000 malformed payloads: {} WARN lines ({bytes} bytes)",
+        lines.len()
+    );
+    assert!(
+        lines.len() <= 25,
+        "{} WARN lines for 20,000 malformed payloads",
+        lines.len()
+    );
+    node.stop().await;
+}
+
+/// Finding 7 (store). 20,000 refused messages (shellCommand from a sender allowed only echo)
+/// grow the receiver's store by less than 1 MB — before the fix a full refused record each was
+/// kept for 7 days (+7.5 MB) — and a resend of a refused message is still answered rejected
+/// and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_flood_does_not_grow_the_store_and_resends_stay_refused() {
+    let _ = captured_warnings();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let node = test_node("refship", &urls, dir.path())
+        .access(AccessList::default_for("central").allow("tester", "echo"))
+        .start()
+        .await
+        .unwrap();
+    let db = dir.path().join("refship").join("steward.redb");
+    let before = std::fs::metadata(&db).unwrap().len();
+    let ran = dir.path().join("ran.txt");
+    let cmd = format!("echo ran >> {}", ran.display());
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let n = 20_000;
+    for seq in 1..=n {
+        let env = raw_envelope(
+            "tester",
+            "refship",
+            "shellCommand",
+            &["sh", "-c", &cmd],
+            7,
+            seq,
+        );
+        client
+            .publish(
+                "refship.command.shellCommand",
+                serde_json::to_vec(&env).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
+    let ok = ask(
+        &client,
+        &raw_envelope("tester", "refship", "echo", &["after"], 7, 1),
+    )
+    .await;
+    assert_eq!(ok["status"], "done", "{ok}");
+    let after = std::fs::metadata(&db).unwrap().len();
+    println!(
+        "{n} refused messages: store {before} -> {after} bytes ({:+})",
+        after as i64 - before as i64
+    );
+    assert!(
+        after < before + 1_000_000,
+        "the store grew by {} bytes",
+        after - before
+    );
+    let again = ask(
+        &client,
+        &raw_envelope(
+            "tester",
+            "refship",
+            "shellCommand",
+            &["sh", "-c", &cmd],
+            7,
+            5,
+        ),
+    )
+    .await;
+    assert_eq!(again["status"], "rejected", "{again}");
+    assert!(
+        again["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tester"),
+        "{again}"
+    );
+    // The last one was decided too (a message past the stream's position would get "gap").
+    let last = ask(
+        &client,
+        &raw_envelope(
+            "tester",
+            "refship",
+            "shellCommand",
+            &["sh", "-c", &cmd],
+            7,
+            n,
+        ),
+    )
+    .await;
+    assert_eq!(last["status"], "rejected", "{last}");
+    assert!(!ran.exists(), "a refused command ran");
+    node.stop().await;
 }
