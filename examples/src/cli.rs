@@ -356,6 +356,8 @@ pub enum KeysCmd {
     Approve(KeysNodeArgs),
     /// Revoke a node's key (--key), or all its keys
     Revoke(KeysNodeArgs),
+    /// Forget every pending key (approved and revoked keys stay); on central
+    Purge(KeysListArgs),
     /// Set the access list central sends to a node, from a TOML file with `access = [...]`
     /// (the same rules as in a node's config file), or --clear it
     Access(KeysAccessArgs),

@@ -484,7 +484,7 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
     use crate::cli::KeysCmd;
     let common = match &a.cmd {
         KeysCmd::Show(x) => &x.common,
-        KeysCmd::List(x) => &x.common,
+        KeysCmd::List(x) | KeysCmd::Purge(x) => &x.common,
         KeysCmd::Approve(x) | KeysCmd::Revoke(x) => &x.common,
         KeysCmd::Access(x) => &x.common,
     };
@@ -516,6 +516,7 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
             };
         }
         KeysCmd::List(_) => json!({"op": "keys"}),
+        KeysCmd::Purge(_) => json!({"op": "purge"}),
         KeysCmd::Approve(x) => json!({"op": "approve", "node": x.node, "key": x.key}),
         KeysCmd::Revoke(x) => json!({"op": "revoke", "node": x.node, "key": x.key}),
         KeysCmd::Access(x) => {
@@ -567,19 +568,21 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
         }
         KeysCmd::List(_) => print!("{}", keys_text(&answer)),
         KeysCmd::Approve(x) => println!(
-            "approved the key of {}; trust version {} goes to every node",
+            "approved the key of {}; trust version {} goes to every approved node",
             x.node, answer["trustVersion"]
         ),
         KeysCmd::Revoke(x) => println!(
-            "revoked the key(s) of {}; trust version {} goes to every node",
+            "revoked the key(s) of {}; trust version {} goes to every approved node",
             x.node, answer["trustVersion"]
         ),
         KeysCmd::Access(x) => println!(
-            "{} the access list of {}; trust version {} goes to every node",
+            "{} the access list of {}; trust version {} goes to every approved node",
             if x.clear { "cleared" } else { "set" },
             x.node,
             answer["trustVersion"]
         ),
+        KeysCmd::Purge(x) if x.json => println!("{answer}"),
+        KeysCmd::Purge(_) => println!("forgot {} pending key(s)", answer["purged"]),
         KeysCmd::Show(_) => {}
     }
     0

@@ -1255,9 +1255,31 @@ fn signed_fleet_through_the_command_line() {
         "{}",
         table.stdout
     );
+    // `keys purge` forgets pending keys (junk registrations, say); a key compared with the
+    // node's node.pub can still be approved by value.
+    let purge = steward(&["keys", "purge", "--data-dir", s(&c_dir)], &[]);
+    assert_eq!(purge.code, 0, "{}", purge.stderr);
+    assert!(
+        purge.stdout.contains("forgot 1 pending key(s)"),
+        "{}",
+        purge.stdout
+    );
+    let after = steward(&["keys", "list", "--data-dir", s(&c_dir)], &[]);
+    assert!(!after.stdout.contains("pending"), "{}", after.stdout);
     // Not approved yet: ship1 refuses nothing from central (central is pinned), but central
     // refuses ship1's result, so the command cannot complete; approve first.
-    let approve = steward(&["keys", "approve", "ship1", "--data-dir", s(&c_dir)], &[]);
+    let approve = steward(
+        &[
+            "keys",
+            "approve",
+            "ship1",
+            "--key",
+            ship_key.stdout.trim(),
+            "--data-dir",
+            s(&c_dir),
+        ],
+        &[],
+    );
     assert_eq!(approve.code, 0, "{}", approve.stderr);
     assert!(
         approve.stdout.contains("trust version"),

@@ -18,6 +18,7 @@
 //! | `{"op":"approve","node":…,"key":…}` (`key` optional) | `{"ok":true,"trustVersion":…}` |
 //! | `{"op":"revoke","node":…,"key":…}` (`key` optional) | `{"ok":true,"trustVersion":…}` |
 //! | `{"op":"access","node":…,"rules":[<RuleSpec>…] or null}` | `{"ok":true,"trustVersion":…}` |
+//! | `{"op":"purge"}` (central) | `{"ok":true,"purged":<number of pending keys forgotten>}` |
 //!
 //! A connection serves one request at a time; closing it while waiting abandons the wait (the
 //! message itself goes on).
@@ -246,6 +247,7 @@ enum Request {
         #[serde(default)]
         rules: Option<crate::AccessList>,
     },
+    Purge,
 }
 
 fn error_line(e: &Error) -> Value {
@@ -417,6 +419,13 @@ async fn handle(
             };
             let line = match done {
                 Ok(v) => json!({"ok": true, "trustVersion": v}),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::Purge => {
+            let line = match node.purge_pending_keys().await {
+                Ok(n) => json!({"ok": true, "purged": n}),
                 Err(e) => error_line(&e),
             };
             write_line(w, &line).await
