@@ -158,7 +158,11 @@ async fn writers_of_three_kinds_lose_nothing_and_duplicate_nothing() {
         std::fs::create_dir(&folder).unwrap();
         for i in 0..LOOPED {
             let token = format!("offline-loop-{l}-{i}");
-            std::fs::write(folder.join(format!("{i:05}.json")), array(&[token.clone()])).unwrap();
+            std::fs::write(
+                folder.join(format!("{i:05}.json")),
+                array(std::slice::from_ref(&token)),
+            )
+            .unwrap();
             expected.push(token);
         }
         children.push(
