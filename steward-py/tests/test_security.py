@@ -85,6 +85,11 @@ def test_central_manages_keys_from_python(make_node: Callable[..., steward.Node]
     def state_of(node: str) -> str | None:
         return next((k["state"] for k in central.keys() if k["node"] == node), None)
 
+    # Bundles are queued only to approved nodes (junk names get none), so ship1 is enrolled
+    # first; a node still pending gets newer bundles only in the answer to its registration.
+    wait_until(lambda: state_of("ship1") == "pending", what="ship1's key pending on central")
+    version = central.approve_key("ship1", ship.public_key)
+    wait_until(lambda: ship.trust_version >= version, what="ship1 applying its own approval")
     wait_until(lambda: state_of("ship2") == "pending", what="ship2's key pending on central")
     listed = next(k for k in central.keys() if k["node"] == "ship2")
     assert listed["key"] == ship2.public_key and listed["since_ms"] > 0
