@@ -2,40 +2,23 @@
 //! event itself, or on the span the method runs in), captured as JSON from two nodes on a real
 //! nats-server.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use steward::{AccessList, ErrorKind, Kind, Message, Method, MethodResult};
+use steward_tests::capture::Captured;
 use steward_tests::nodes::test_node;
 use steward_tests::NatsServer;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Log output captured in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
+/// The captured log, one JSON object per line.
+fn json_lines(captured: &Captured) -> Vec<Value> {
+    captured
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 /// The `msg_id` of a line: its own field, else its span's.
@@ -116,7 +99,7 @@ async fn every_log_line_about_a_message_carries_its_id() {
     central.stop().await;
     ship1.stop().await;
 
-    let lines = captured.lines();
+    let lines = json_lines(&captured);
     assert!(!lines.is_empty(), "nothing was logged");
 
     // The completed message: the receiver ran it (and the method's own line is in its span),

@@ -2,26 +2,12 @@
 //! answers cannot be checked, so they change nothing (the message stays queued, never wrongly
 //! finished), and the node says once what it waits for — not one warning per resend.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use steward::{Message, MessageState, SignaturePolicy};
+use steward_tests::capture::Captured;
 use steward_tests::nodes::test_node;
 use steward_tests::NatsServer;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_central_key_unverifiable_answers_are_said_once() {
@@ -50,7 +36,7 @@ async fn without_central_key_unverifiable_answers_are_said_once() {
         .unwrap();
     // Several resends (ACK timeout 500 ms, backoff up to 400 ms), each answered by central.
     let resent = steward_tests::wait_until_async(Duration::from_secs(30), || {
-        String::from_utf8_lossy(&captured.0.lock().unwrap()).contains("ignored an answer")
+        captured.text().contains("ignored an answer")
     })
     .await;
     assert!(resent, "central's answer was never seen");
@@ -73,7 +59,7 @@ async fn without_central_key_unverifiable_answers_are_said_once() {
         now.attempts >= st.attempts + 2,
         "resent meanwhile: {st:?} → {now:?}"
     );
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = captured.text();
     let said = text.matches("ignored an answer").count();
     assert_eq!(said, 1, "said once, not per resend:\n{text}");
     assert!(text.contains("--central-key-file"), "{text}");

@@ -116,6 +116,21 @@ impl Fleet {
         ]
     }
 
+    /// Sends central → ship1 a shell command that appends `tag` to the witness file, and waits
+    /// for its result.
+    async fn run_witness(&self, tag: &str) -> steward::Receipt {
+        let r = self
+            .central
+            .send(Message::command("ship1", "shellCommand", self.witness(tag)))
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, r.result())
+            .await
+            .unwrap()
+            .unwrap();
+        r
+    }
+
     fn runs(&self) -> Vec<String> {
         std::fs::read_to_string(&self.ran)
             .unwrap_or_default()
@@ -358,19 +373,7 @@ async fn tampered_messages_are_refused_and_never_run() {
     .await;
     assert!(reported, "errors.log: {}", f.errors_log());
     // And the fleet goes on.
-    let r = f
-        .central
-        .send(Message::command(
-            "ship1",
-            "shellCommand",
-            f.witness("after"),
-        ))
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, r.result())
-        .await
-        .unwrap()
-        .unwrap();
+    f.run_witness("after").await;
     assert_eq!(f.runs(), ["original", "after"]);
     // Hellos sent before ship2's key was approved are refused (unknown key); once approved,
     // its signed hellos are accepted: central hears two more, and no new refusal appears.
@@ -415,19 +418,7 @@ async fn replays_never_run_before_or_after_a_restart() {
         .subscribe("ship1.command.shellCommand")
         .await
         .unwrap();
-    let acked = f
-        .central
-        .send(Message::command(
-            "ship1",
-            "shellCommand",
-            f.witness("acked"),
-        ))
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, acked.result())
-        .await
-        .unwrap()
-        .unwrap();
+    let acked = f.run_witness("acked").await;
     let acked_env = capture(&mut sub, |v| v["id"] == acked.id.as_str()).await;
     let unacked = f
         .central
@@ -1170,15 +1161,7 @@ async fn cancelled_or_given_up_commands_never_run_on_replay_at_reconnect() {
     let ck = f.central.public_key();
     let subject = "ship1.command.shellCommand";
     let mut sub = f.client.subscribe(subject).await.unwrap();
-    let warm = f
-        .central
-        .send(Message::command("ship1", "shellCommand", f.witness("warm")))
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, warm.result())
-        .await
-        .unwrap()
-        .unwrap();
+    f.run_witness("warm").await;
     f.ship1.stop().await;
 
     let cancelled = f
@@ -1242,19 +1225,7 @@ async fn cancelled_or_given_up_commands_never_run_on_replay_at_reconnect() {
         .await
         .unwrap();
     // A new command on the same stream: it runs, after the replays had every chance.
-    let after = f
-        .central
-        .send(Message::command(
-            "ship1",
-            "shellCommand",
-            f.witness("after"),
-        ))
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, after.result())
-        .await
-        .unwrap()
-        .unwrap();
+    f.run_witness("after").await;
     replaying.store(false, Ordering::SeqCst);
     attacker.await.unwrap();
     // Replays after the sender spoke again are refused as before (stale, or answered from the
