@@ -657,7 +657,9 @@ impl Publisher {
                     exhausted_later.push((s, e.attempts));
                     continue;
                 }
-                if s != seq && e.deadline <= now && !e.is_result {
+                // Later ones only where a retries limit makes the count matter: a backlog of
+                // unlimited messages timing out together costs one row, not a window of rows.
+                if s != seq && e.deadline <= now && !e.is_result && e.retries.is_some() {
                     failed.push((s, e.id.clone(), e.attempts));
                 }
                 e.phase = Phase::Pending;
