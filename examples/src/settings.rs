@@ -425,7 +425,7 @@ pub fn resolve(
             Some(text) => text
                 .parse()
                 .map_err(|e: steward::Error| format!("config file, signatures: {e}"))?,
-            None => steward::SignaturePolicy::Off,
+            None => steward::SignaturePolicy::Required,
         },
     };
     let central_key = match (&t.central_key, &t.central_key_file) {

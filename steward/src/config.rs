@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::AccessList;
+use crate::enrol::JoinToken;
 use crate::keys::PublicKey;
 use crate::security::{BrokerAuth, BrokerTls};
 use crate::trust::{SignaturePolicy, TrustedKey};
@@ -59,7 +60,8 @@ pub struct NodeConfig {
     /// Serve `GET /metrics` (Prometheus text format) on this address (`None`: off). Port 0
     /// picks a free port; [`crate::Node::metrics_address`] tells which.
     pub metrics_address: Option<SocketAddr>,
-    /// Whether incoming messages must be signed by a trusted key ([`SignaturePolicy::Off`]).
+    /// Whether incoming messages must be signed by a trusted key ([`SignaturePolicy::Required`]:
+    /// closed by default).
     pub signatures: SignaturePolicy,
     /// This node's private key file (`None`: `<data_dir>/node.key`, created on first start).
     pub key_file: Option<PathBuf>,
@@ -68,6 +70,12 @@ pub struct NodeConfig {
     pub central_key: Option<PublicKey>,
     /// Keys trusted locally for other nodes, in addition to those central approved.
     pub trusted_keys: Vec<TrustedKey>,
+    /// A join token from central (`steward keys token`): pins central's key and proves the
+    /// right to have this node's key approved at once (see [`JoinToken`]).
+    pub join: Option<JoinToken>,
+    /// Central only: approve every new key that registers, without a token (labs only; each
+    /// approval is logged as a warning).
+    pub auto_approve: bool,
 }
 
 impl NodeConfig {
@@ -97,10 +105,12 @@ impl NodeConfig {
             builtin_methods: true,
             control_socket: false,
             metrics_address: None,
-            signatures: SignaturePolicy::Off,
+            signatures: SignaturePolicy::Required,
             key_file: None,
             central_key: None,
             trusted_keys: Vec::new(),
+            join: None,
+            auto_approve: false,
         }
     }
 }

@@ -221,9 +221,28 @@ impl NodeBuilder {
         self.cfg.metrics_address = addr;
         self
     }
-    /// Whether incoming messages must be signed by a trusted key (default: off).
+    /// Whether incoming messages must be signed by a trusted key (default:
+    /// [`SignaturePolicy::Required`](crate::SignaturePolicy::Required); `Off` and `Unsigned`
+    /// are warned about at start).
     pub fn signatures(mut self, policy: crate::SignaturePolicy) -> Self {
         self.cfg.signatures = policy;
+        self
+    }
+    /// Joins central's fleet with a token from central (`steward keys token`, or
+    /// [`Node::join_token`]): sets the central node, pins its key (kept in
+    /// `<data_dir>/central.pub` for later starts) and has this node's key approved at its
+    /// registration. Starting fails with [`ErrorKind::Config`](crate::ErrorKind::Config) if
+    /// the token contradicts a configured central key.
+    pub fn join(mut self, token: crate::JoinToken) -> Self {
+        self.cfg.central = token.central().to_owned();
+        self.cfg.join = Some(token);
+        self
+    }
+    /// Central only: approves every new key that registers, without a token. For labs: anyone
+    /// on the broker can then enrol a name nobody holds yet; each approval is logged as a
+    /// warning. Never replaces an approved key or brings back a revoked one.
+    pub fn auto_approve(mut self, on: bool) -> Self {
+        self.cfg.auto_approve = on;
         self
     }
     /// This node's private key file (default `<data_dir>/node.key`, created on first start).
@@ -397,12 +416,14 @@ impl Node {
         };
         // Keys and trust first: a refusal (a key others can read, a trust.json that does not
         // verify) must not leave the store open behind it.
-        let security = {
-            let c = cfg.clone();
-            tokio::task::spawn_blocking(move || crate::trust::Security::open(&c))
-                .await
-                .map_err(|e| Error::Config(e.to_string()))??
-        };
+        let (cfg, security) = tokio::task::spawn_blocking(move || {
+            let cfg = crate::enrol::resolve(cfg)?;
+            let security = crate::trust::Security::open(&cfg)?;
+            Ok::<_, Error>((cfg, security))
+        })
+        .await
+        .map_err(|e| Error::Config(e.to_string()))??;
+        crate::enrol::say_how_trust_stands(&cfg);
         let store = {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::access::AccessList;
+use crate::enrol::{token_id, JoinProof, JoinToken, JoinTokenInfo};
 use crate::envelope::{now_ms, Envelope, Reply, ReplyStatus};
 use crate::error::{Error, Result};
 use crate::keys::{KeyPair, PublicKey};
@@ -61,6 +62,34 @@ struct RegistryData {
     version: u64,
     #[serde(default)]
     nodes: BTreeMap<String, NodeEntry>,
+    /// The join tokens central issued: their keys' public halves only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenEntry {
+    key: PublicKey,
+    created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
+    #[serde(default)]
+    approved: u64,
+}
+
+impl TokenEntry {
+    fn info(&self) -> JoinTokenInfo {
+        JoinTokenInfo {
+            id: token_id(&self.key),
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            approved: self.approved,
+        }
+    }
+    fn expired(&self, now: u64) -> bool {
+        self.expires_ms.is_some_and(|e| now >= e)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -96,6 +125,9 @@ pub(crate) struct Registry {
     slots: Arc<tokio::sync::Semaphore>,
     /// Limits the "a key waits for approval" lines under a flood of registrations.
     noted: Mutex<crate::trust::Limiter>,
+    /// A bundle for every node is scheduled after keys approved at registration (so a hundred
+    /// nodes joining at once cost a few bundles per node, not a hundred).
+    distributing: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -120,6 +152,7 @@ impl Registry {
             flushing: std::sync::atomic::AtomicBool::new(false),
             slots: Arc::new(tokio::sync::Semaphore::new(REGISTERING)),
             noted: Mutex::new(crate::trust::Limiter::new()),
+            distributing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -446,10 +479,26 @@ async fn register(
     }
     let key = crate::signing::verify(env)
         .map_err(|e| format!("it must be signed by the key it registers ({e:?})"))?;
-    let (state, new) = reg
+    let registration = env
+        .data
+        .first()
+        .and_then(|d| serde_json::from_str::<Registration>(d).ok());
+    let (mut state, new) = reg
         .register(&env.from, key)
         .await
         .map_err(|e| e.to_string())?;
+    let mut note = None;
+    if state == KeyState::Pending {
+        let proof = registration.as_ref().and_then(|r| r.join.as_ref());
+        match enrol_at_once(inner, reg, &env.from, key, proof).await {
+            Ok(true) => state = KeyState::Approved,
+            Ok(false) => {}
+            Err(why) => {
+                tracing::warn!(node = %env.from, %key, "the key stays pending: {why}");
+                note = Some(why);
+            }
+        }
+    }
     if reg.dirty.load(std::sync::atomic::Ordering::SeqCst)
         && !reg.flushing.swap(true, std::sync::atomic::Ordering::SeqCst)
     {
@@ -465,12 +514,7 @@ async fn register(
             }
         });
     }
-    let theirs = env
-        .data
-        .first()
-        .and_then(|d| serde_json::from_str::<Registration>(d).ok())
-        .map(|r| r.trust_version)
-        .unwrap_or(0);
+    let theirs = registration.map(|r| r.trust_version).unwrap_or(0);
     let current = inner.security.state().version;
     if state == KeyState::Pending && new {
         let (log, left_out) = reg.noted.lock().map(|mut l| l.admit()).unwrap_or((true, 0));
@@ -492,7 +536,7 @@ async fn register(
     let bundle = (theirs < current)
         .then(|| inner.security.state().signed.clone())
         .flatten();
-    if state == KeyState::Approved && theirs < current {
+    if state == KeyState::Approved && theirs < current && !new {
         tracing::info!(node = %env.from, theirs, current, "sending the current trust bundle to a node that is behind");
         if let Err(e) = send_bundle(inner, vec![env.from.clone()]).await {
             tracing::error!("cannot queue the trust bundle for {}: {e}", env.from);
@@ -502,7 +546,86 @@ async fn register(
         state,
         trust_version: current,
         bundle,
+        note,
     })
+}
+
+/// Approves a newly registered key at once when its registration carries a valid proof of a
+/// join token that has not expired, or when central runs with `auto_approve`: only for a name
+/// with no approved key (a token never replaces a node's key; a revoked key is never pending,
+/// so never comes back). Central trusts the key at once; every node gets the new bundle
+/// shortly after, in one batch for all keys approved meanwhile. `Ok(false)`: no proof and no
+/// auto-approve; `Err`: why the key stays pending (told to the node).
+async fn enrol_at_once(
+    inner: &Arc<Inner>,
+    reg: &Registry,
+    node: &str,
+    key: PublicKey,
+    proof: Option<&JoinProof>,
+) -> std::result::Result<bool, String> {
+    let central = inner.cfg.name.clone();
+    let how = match proof {
+        Some(p) => {
+            if !p.holds(&central, node, &key) {
+                return Err("its join proof does not hold (a token of another central, or altered)".into());
+            }
+            let now = now_ms();
+            let data = reg.snapshot();
+            match data.tokens.iter().find(|t| t.key == p.key) {
+                None => return Err(format!("join token {} is unknown on {central} (revoked, or from another central); make a new one with `steward keys token`", token_id(&p.key))),
+                Some(t) if t.expired(now) => return Err(format!("join token {} expired; make a new one with `steward keys token`", token_id(&p.key))),
+                Some(_) => format!("join token {}", token_id(&p.key)),
+            }
+        }
+        None if inner.cfg.auto_approve => "auto_approve".to_owned(),
+        None => return Ok(false),
+    };
+    let token = proof.map(|p| p.key);
+    let owned = node.to_owned();
+    reg.change(true, move |d| {
+        let e = d.nodes.entry(owned.clone()).or_default();
+        if let Some(other) = e.keys.iter().find(|k| k.state == KeyState::Approved && k.key != key) {
+            return Err(Error::Trust(format!(
+                "{owned} has an approved key already ({}); a new key replaces it only when the operator approves it: `steward keys approve {owned} --key {key}`",
+                other.key
+            )));
+        }
+        let now = now_ms();
+        match e.keys.iter_mut().find(|k| k.key == key) {
+            Some(k) => {
+                k.state = KeyState::Approved;
+                k.since_ms = now;
+            }
+            None => e.keys.push(KeyEntry { key, state: KeyState::Approved, since_ms: now }),
+        }
+        if let Some(t) = token.and_then(|tk| d.tokens.iter_mut().find(|t| t.key == tk)) {
+            t.approved += 1;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if inner.cfg.auto_approve && proof.is_none() {
+        tracing::warn!(node, %key, "approved a new key by auto_approve");
+    } else {
+        tracing::info!(node, %key, "approved a new key with {how}");
+    }
+    inner
+        .security
+        .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
+    if !reg.distributing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let i = inner.clone();
+        inner.rt.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Ok(reg) = registry(&i) {
+                reg.distributing.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+            if let Err(e) = distribute(&i).await {
+                tracing::error!("cannot queue the trust bundle after approving keys: {e}");
+            }
+        });
+    }
+    Ok(true)
 }
 
 impl Node {
@@ -653,6 +776,71 @@ impl Node {
             .await?;
         tracing::info!(removed, "forgot every key waiting for approval");
         Ok(removed)
+    }
+
+    /// Central only: makes a join token, valid for `valid_for` (`None`: until revoked). A node
+    /// started with it ([`crate::NodeBuilder::join`], `steward --join TOKEN`) pins central's key
+    /// and has its key approved when it registers — unless its name has an approved key
+    /// already. Central keeps only the public half of the token's join key.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn demo(central: steward::Node) -> steward::Result<()> {
+    /// let token = central.join_token(Some(std::time::Duration::from_secs(3600))).await?;
+    /// println!("steward --node ship1 --join {token}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn join_token(&self, valid_for: Option<std::time::Duration>) -> Result<JoinToken> {
+        let reg = registry(&self.inner)?;
+        let token = JoinToken::generate(&self.inner.cfg.name, self.inner.security.keys.public())?;
+        let now = now_ms();
+        let entry = TokenEntry {
+            key: token.public(),
+            created_ms: now,
+            expires_ms: valid_for.map(|v| now.saturating_add(v.as_millis() as u64)),
+            approved: 0,
+        };
+        reg.change(false, move |d| {
+            d.tokens.retain(|t| !t.expired(now));
+            d.tokens.push(entry);
+            Ok(())
+        })
+        .await?;
+        tracing::info!(id = %token.id(), "made a join token");
+        Ok(token)
+    }
+
+    /// Central only: the join tokens that can still enrol nodes (expired ones are left out).
+    pub fn join_tokens(&self) -> Result<Vec<JoinTokenInfo>> {
+        let now = now_ms();
+        Ok(registry(&self.inner)?
+            .snapshot()
+            .tokens
+            .iter()
+            .filter(|t| !t.expired(now))
+            .map(TokenEntry::info)
+            .collect())
+    }
+
+    /// Central only: revokes the join token with this id (as [`Node::join_tokens`] lists
+    /// it); nodes already enrolled with it stay approved. Errors with `NotFound` for an
+    /// unknown id.
+    pub async fn revoke_join_token(&self, id: &str) -> Result<()> {
+        let reg = registry(&self.inner)?;
+        let want = id.trim().to_ascii_lowercase();
+        reg.change(false, move |d| {
+            let before = d.tokens.len();
+            d.tokens.retain(|t| token_id(&t.key) != want);
+            if d.tokens.len() == before {
+                return Err(Error::NotFound(format!(
+                    "central has no join token {want}; `steward keys tokens` lists them"
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(id, "revoked a join token");
+        Ok(())
     }
 
     /// Central only: sets (or with `None` clears) the access list of `node`, sent in the next

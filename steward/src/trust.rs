@@ -37,17 +37,19 @@ pub const TRUST_FILE: &str = "trust.json";
 /// Whether a node requires signed messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SignaturePolicy {
-    /// Signatures are not checked (the default, compatible with unsigned senders). The node
-    /// still signs what it sends (so receivers can require signatures), and still accepts only
-    /// signed trust updates.
-    #[default]
+    /// Signatures are not checked: anyone who can publish on the broker can make this node run
+    /// what its access list allows, under any name. Only when asked for (a warning at start).
+    /// The node still signs what it sends (so receivers can require signatures), and still
+    /// accepts only signed trust updates.
     Off,
-    /// Like `Off`, and messages are sent unsigned too: for fleets that do not use signatures
-    /// and want the CPU (about 20 µs per message on a small machine). A receiver that requires
-    /// signatures refuses them.
+    /// Like `Off`, and messages are sent unsigned too: for fleets that rely on the broker's
+    /// authentication alone and want the CPU (about 20 µs per message on a small machine). A
+    /// receiver that requires signatures refuses them.
     Unsigned,
-    /// Every message must be signed by a key this node trusts for its sender; anything else is
-    /// refused and never runs.
+    /// The default: every message must be signed by a key this node trusts for its sender;
+    /// anything else is refused and never runs. A node trusts central once it joined (a join
+    /// token, see [`crate::JoinToken`]) or was given central's key.
+    #[default]
     Required,
 }
 
@@ -813,6 +815,9 @@ pub(crate) fn start(inner: &Arc<Inner>) {
 pub(crate) struct Registration {
     /// The trust version the node has, so central can send a newer one.
     pub trust_version: u64,
+    /// Proof of a join token, to have the key approved at once (see `enrol.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<crate::enrol::JoinProof>,
 }
 
 /// Central's answer to a registration (the result's text).
@@ -825,6 +830,9 @@ pub(crate) struct RegistrationAnswer {
     /// (central queues nothing to names nobody approved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<SignedBundle>,
+    /// Why a key stays pending although the node asked for more (a join token expired, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 async fn register(inner: Arc<Inner>) {
@@ -843,6 +851,11 @@ async fn register(inner: Arc<Inner>) {
         }
         let data = serde_json::to_string(&Registration {
             trust_version: inner.security.state().version,
+            join: inner
+                .cfg
+                .join
+                .as_ref()
+                .map(|t| t.prove(&inner.cfg.name, &inner.security.keys.public())),
         })
         .unwrap_or_default();
         let mut env = Envelope {
@@ -885,11 +898,17 @@ async fn register(inner: Arc<Inner>) {
                     }
                     match ans {
                         Some(a) if a.state == crate::registry::KeyState::Pending => {
-                            tracing::warn!(
-                                key = %inner.security.keys.public(),
-                                "this node's key waits for approval on central: run `steward keys approve {}` there after comparing the key",
-                                inner.cfg.name
-                            );
+                            match &a.note {
+                                Some(why) => tracing::warn!(
+                                    key = %inner.security.keys.public(),
+                                    "this node's key waits for approval on central: {why}"
+                                ),
+                                None => tracing::warn!(
+                                    key = %inner.security.keys.public(),
+                                    "this node's key waits for approval on central: run `steward keys approve {}` there after comparing the key, or start this node with --join TOKEN (`steward keys token` on central)",
+                                    inner.cfg.name
+                                ),
+                            }
                             // Registering again keeps the key among the newest pending ones
                             // (central forgets the oldest under a flood) and brings newer bundles.
                             tokio::select! {

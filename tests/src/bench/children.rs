@@ -48,17 +48,17 @@ pub fn builder(name: &str, url: &str, dir: &std::path::Path) -> NodeBuilder {
         )
 }
 
-/// With `STEWARD_BENCH_SIGNATURES=required`, every bench node requires signed messages and
+/// By default (steward's default, `required`) every bench node requires signed messages and
 /// signs with one shared key (a fixed test seed, never a real key) that it trusts for `central`
 /// and `ship1` — the names the throughput section uses — so the cost of verification shows.
-/// With `STEWARD_BENCH_SIGNATURES=unsigned`, nothing is signed (the cost of signing shows);
-/// otherwise the default: every message signed, nothing checked.
+/// With `STEWARD_BENCH_SIGNATURES=off`, every message is signed and nothing checked; with
+/// `unsigned`, nothing is signed either (the cost of signing shows).
 fn signed(dir: &std::path::Path, b: NodeBuilder) -> NodeBuilder {
     use base64::Engine as _;
     match std::env::var("STEWARD_BENCH_SIGNATURES").as_deref() {
-        Ok("required") => {}
+        Ok("off") => return b.signatures(steward::SignaturePolicy::Off),
         Ok("unsigned") => return b.signatures(steward::SignaturePolicy::Unsigned),
-        _ => return b,
+        _ => {}
     }
     let seed = [7u8; 32];
     let path = dir.join("bench.key");
