@@ -4,7 +4,12 @@
  *   ship_ls [--broker URL] [--data-dir DIR] [--central-only]
  *
  * By default the program also runs "ship1" in-process (a second node on the same broker), so
- * it works on its own; with --central-only it expects a real ship1 elsewhere. */
+ * it works on its own; with --central-only it expects a real ship1 elsewhere.
+ *
+ * Nodes require signatures by default, so ship1 runs central's command only once it trusts
+ * central's key, and central takes ship1's result only once it approved ship1's key. A join
+ * token does both: central makes one, ship1 starts with it. With --central-only the program
+ * prints a token for the real ship1 (`steward --node ship1 --join TOKEN`). */
 #define _GNU_SOURCE
 #include <ftw.h>
 #include <pthread.h>
@@ -111,17 +116,7 @@ int main(int argc, char **argv) {
     steward_result rc;
     int status = 1;
 
-    if (!central_only) {
-        if ((rc = make_builder("ship1", broker, base, &b))) {
-            status = fail("ship1 builder", rc);
-            goto done;
-        }
-        /* steward_node_start always takes the builder, also when it fails: never free it. */
-        if ((rc = steward_node_start(b, &ship))) {
-            status = fail("starting ship1", rc);
-            goto done;
-        }
-    }
+    /* Central first: it makes the join token ship1 starts with. */
     if ((rc = make_builder("central", broker, base, &b))) {
         status = fail("central builder", rc);
         goto done;
@@ -132,10 +127,41 @@ int main(int argc, char **argv) {
         status = fail("registering the callback", rc);
         goto done;
     }
+    /* steward_node_start always takes the builder, also when it fails: never free it. */
     if ((rc = steward_node_start(b, &central))) {
         status = fail("starting central", rc);
         goto done;
     }
+    /* A token valid for 10 minutes: it pins central's key on ship1 and has central approve
+     * ship1's key when ship1 registers. It is a secret while valid. */
+    steward_join_token *token = NULL;
+    if ((rc = steward_node_join_token(central, 10 * 60 * 1000, &token))) {
+        status = fail("making a join token", rc);
+        goto done;
+    }
+    if (central_only) {
+        fprintf(stderr, "ship1 must have joined this central; start it with:\n"
+                        "  steward --node ship1 --join %s\n", steward_join_token_text(token, NULL));
+    } else {
+        if ((rc = make_builder("ship1", broker, base, &b))) {
+            steward_join_token_free(token);
+            status = fail("ship1 builder", rc);
+            goto done;
+        }
+        rc = steward_node_builder_set_join_token(b, steward_join_token_text(token, NULL));
+        if (rc) {
+            steward_node_builder_free(b);
+            steward_join_token_free(token);
+            status = fail("joining with the token", rc);
+            goto done;
+        }
+        if ((rc = steward_node_start(b, &ship))) {
+            steward_join_token_free(token);
+            status = fail("starting ship1", rc);
+            goto done;
+        }
+    }
+    steward_join_token_free(token); /* the builder copied the text */
 
     steward_send_report *report = NULL;
     if ((rc = steward_node_send_json(central, MESSAGE, &report))) {

@@ -366,6 +366,23 @@ typedef struct steward_destination_list steward_destination_list;
 typedef struct steward_error_report steward_error_report;
 
 /**
+ * A join token made by central (opaque): its text for the new node, and its id.
+ *
+ * Returned by `steward_node_join_token`; owned by the caller, free with
+ * `steward_join_token_free`. Immutable, so safe to read from several threads.
+ */
+typedef struct steward_join_token steward_join_token;
+
+/**
+ * The join tokens that can still enrol nodes on central (opaque list; expired and revoked ones
+ * are left out; no secrets).
+ *
+ * Returned by `steward_node_join_tokens`; owned by the caller, free with
+ * `steward_join_token_list_free`. Immutable, so safe to read from several threads.
+ */
+typedef struct steward_join_token_list steward_join_token_list;
+
+/**
  * The keys in central's registry (opaque list).
  *
  * Returned by `steward_node_keys`; owned by the caller, free with `steward_key_list_free`.
@@ -546,9 +563,10 @@ const char *steward_version(void);
  * default settings: broker `nats://127.0.0.1:4222`, data directory ".", central "central",
  * ACK timeout 10 s, unlimited retries, retry wait 1 s (max 30 s), method timeout 300 s, no
  * TTL, window 1024, no hello, output limit 1 MiB, built-in methods on, `inmsg.txt` not
- * watched, no broker credentials and TLS only if the broker asks for it, and the default
- * access list (central may call every method; every node may send
- * `errorLog` and `hello`).
+ * watched, no broker credentials and TLS only if the broker asks for it, signatures required
+ * (closed: the node runs nothing from central until it joined with
+ * `steward_node_builder_set_join_token` or was given central's key), and the default access
+ * list (central may call every method; every node may send `errorLog` and `hello`).
  *
  * On success writes a new builder to `*out`; the caller owns it and must pass it to
  * `steward_node_start` or `steward_node_builder_free`. `name` is copied. Returns
@@ -773,9 +791,17 @@ steward_result steward_node_builder_allow_argv(struct steward_node_builder *buil
 steward_result steward_node_builder_clear_access(struct steward_node_builder *builder);
 
 /**
- * Requires every incoming message to be signed by a key this node trusts (its own, central's
+ * Whether every incoming message must be signed by a key this node trusts (its own, central's
  * pinned key for central, keys added with `steward_node_builder_trust_key`, and keys central
- * approved). Off by default. Every node signs what it sends either way.
+ * approved); anything else is refused and never runs. Required by default (closed): a node
+ * runs nothing from central until it joined (`steward_node_builder_set_join_token`) or was
+ * given central's key (`steward_node_builder_set_central_key`), and central takes results
+ * only from nodes whose key it approved.
+ *
+ * `false` turns checking off (signatures = off): the node then runs what its access list
+ * allows from anyone who can publish on the broker, under any name, and warns so at start.
+ * It still signs what it sends and accepts only signed trust updates. `true` restores the
+ * default.
  */
 steward_result steward_node_builder_require_signatures(struct steward_node_builder *builder,
                                                        bool on);
@@ -845,6 +871,116 @@ steward_result steward_node_builder_on_finished(struct steward_node_builder *bui
  */
 steward_result steward_node_builder_on_error(struct steward_node_builder *builder,
                                              struct steward_error_callback callback);
+
+/**
+ * Joins central's fleet with a join token (the text of `steward_join_token_text` on central,
+ * or the line `steward keys token` prints there): sets the central node to the token's, pins
+ * central's key (kept in `<data dir>/central.pub`, so later starts need no token) and has this
+ * node's key approved by central when it registers at start. Nodes require signatures by
+ * default, so a node runs nothing from central until it joined this way or was given central's
+ * key (`steward_node_builder_set_central_key`).
+ *
+ * `token` is copied (surrounding whitespace is ignored); treat it as a secret until it
+ * expires. Returns `STEWARD_RESULT_INVALID_ARGUMENT` for text that is not a join token (the
+ * last error says what is wrong with it, never showing it). `steward_node_start` returns
+ * `STEWARD_RESULT_CONFIG` when the token is for this node itself (central), when
+ * `steward_node_builder_set_central` later named another central, or when
+ * `steward_node_builder_set_central_key` gave another key.
+ */
+steward_result steward_node_builder_set_join_token(struct steward_node_builder *builder,
+                                                   const char *token);
+
+/**
+ * Central only: with `on`, approves every new key that registers, without a token (off by
+ * default). For labs: anyone who can publish on the broker can then enrol a node name that
+ * has no key yet; the node warns at start and logs each approval. It never replaces an
+ * approved key nor brings back a revoked one. On a node that is not central,
+ * `steward_node_start` returns `STEWARD_RESULT_CONFIG`.
+ */
+steward_result steward_node_builder_set_auto_approve(struct steward_node_builder *builder, bool on);
+
+/**
+ * Central only: makes a join token valid for `valid_for_ms` milliseconds (0: until revoked
+ * with `steward_node_revoke_join_token`; at most 10 years). A node started with its text
+ * (`steward_node_builder_set_join_token`) pins central's key and has its key approved when it
+ * registers, unless its name has an approved key already. Central keeps only the public half
+ * of the token's join key.
+ *
+ * On `STEWARD_RESULT_OK` writes the token to `*out` (owned by the caller, free with
+ * `steward_join_token_free`). On another node returns `STEWARD_RESULT_CONFIG` saying tokens
+ * are made on central; `STEWARD_RESULT_INVALID_ARGUMENT` for a negative or too long validity.
+ * Thread-safe; blocks until stored.
+ */
+steward_result steward_node_join_token(const struct steward_node *node,
+                                       int64_t valid_for_ms,
+                                       struct steward_join_token **out);
+
+/**
+ * The token as one line of text (`sjt1.<central>.<key>.<secret>`), NUL-terminated, for
+ * `steward_node_builder_set_join_token` on the new node; its length in bytes goes to `*len`
+ * when `len` is not NULL. A secret: whoever has it can enrol a new node name until it expires
+ * or is revoked. Owned by `token`, valid until `steward_join_token_free`. NULL for NULL.
+ */
+const char *steward_join_token_text(const struct steward_join_token *token, size_t *len);
+
+/**
+ * The token's id (8 hex digits; not secret), as `steward_node_join_tokens` lists it and
+ * `steward_node_revoke_join_token` takes it. Owned by `token`, valid until
+ * `steward_join_token_free`. NULL for NULL.
+ */
+const char *steward_join_token_id(const struct steward_join_token *token);
+
+/**
+ * Frees a join token (the token stays valid on central). NULL is ignored.
+ */
+void steward_join_token_free(struct steward_join_token *token);
+
+/**
+ * Central only: revokes the join token `id` (as `steward_join_token_id` gives it or
+ * `steward_node_join_tokens` lists it): it enrols no node from then on; nodes already enrolled
+ * with it stay approved. `id` is copied. Returns `STEWARD_RESULT_NOT_FOUND` for an unknown id,
+ * `STEWARD_RESULT_CONFIG` on a node that is not central. Thread-safe; blocks until stored.
+ */
+steward_result steward_node_revoke_join_token(const struct steward_node *node, const char *id);
+
+/**
+ * Central only: the join tokens that can still enrol nodes. On `STEWARD_RESULT_OK` writes a
+ * list to `*out` (owned by the caller, free with `steward_join_token_list_free`). On another
+ * node returns `STEWARD_RESULT_CONFIG` saying tokens are managed on central. Thread-safe.
+ */
+steward_result steward_node_join_tokens(const struct steward_node *node,
+                                        struct steward_join_token_list **out);
+
+/**
+ * The number of tokens (0 for NULL).
+ */
+size_t steward_join_token_list_len(const struct steward_join_token_list *list);
+
+/**
+ * The id of token `i`; NULL if `i` is out of range. Owned by `list`.
+ */
+const char *steward_join_token_list_id(const struct steward_join_token_list *list, size_t i);
+
+/**
+ * When token `i` was made (ms since the Unix epoch; 0 if out of range).
+ */
+uint64_t steward_join_token_list_created_ms(const struct steward_join_token_list *list, size_t i);
+
+/**
+ * When token `i` stops enrolling nodes (ms since the Unix epoch); 0 if it never expires or
+ * `i` is out of range.
+ */
+uint64_t steward_join_token_list_expires_ms(const struct steward_join_token_list *list, size_t i);
+
+/**
+ * How many keys token `i` approved so far (0 if out of range).
+ */
+uint64_t steward_join_token_list_approved(const struct steward_join_token_list *list, size_t i);
+
+/**
+ * Frees a join token list. NULL is ignored.
+ */
+void steward_join_token_list_free(struct steward_join_token_list *list);
 
 /**
  * Writes the message of the last failed call on this thread into `buf`.

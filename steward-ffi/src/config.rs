@@ -63,9 +63,10 @@ pub(crate) fn method_name_arg(s: &str) -> Result<(), FfiError> {
 /// default settings: broker `nats://127.0.0.1:4222`, data directory ".", central "central",
 /// ACK timeout 10 s, unlimited retries, retry wait 1 s (max 30 s), method timeout 300 s, no
 /// TTL, window 1024, no hello, output limit 1 MiB, built-in methods on, `inmsg.txt` not
-/// watched, no broker credentials and TLS only if the broker asks for it, and the default
-/// access list (central may call every method; every node may send
-/// `errorLog` and `hello`).
+/// watched, no broker credentials and TLS only if the broker asks for it, signatures required
+/// (closed: the node runs nothing from central until it joined with
+/// `steward_node_builder_set_join_token` or was given central's key), and the default access
+/// list (central may call every method; every node may send `errorLog` and `hello`).
 ///
 /// On success writes a new builder to `*out`; the caller owns it and must pass it to
 /// `steward_node_start` or `steward_node_builder_free`. `name` is copied. Returns
@@ -594,9 +595,17 @@ pub unsafe extern "C" fn steward_node_builder_clear_access(
     })
 }
 
-/// Requires every incoming message to be signed by a key this node trusts (its own, central's
+/// Whether every incoming message must be signed by a key this node trusts (its own, central's
 /// pinned key for central, keys added with `steward_node_builder_trust_key`, and keys central
-/// approved). Off by default. Every node signs what it sends either way.
+/// approved); anything else is refused and never runs. Required by default (closed): a node
+/// runs nothing from central until it joined (`steward_node_builder_set_join_token`) or was
+/// given central's key (`steward_node_builder_set_central_key`), and central takes results
+/// only from nodes whose key it approved.
+///
+/// `false` turns checking off (signatures = off): the node then runs what its access list
+/// allows from anyone who can publish on the broker, under any name, and warns so at start.
+/// It still signs what it sends and accepts only signed trust updates. `true` restores the
+/// default.
 #[no_mangle]
 pub unsafe extern "C" fn steward_node_builder_require_signatures(
     builder: *mut steward_node_builder,

@@ -20,6 +20,7 @@
 mod boundary;
 mod callback;
 mod config;
+mod enrol;
 mod error;
 mod keys;
 mod message;
@@ -33,6 +34,7 @@ pub use callback::{
     steward_status_callback,
 };
 pub use config::*;
+pub use enrol::*;
 pub use error::{
     steward_last_error_code, steward_last_error_message, steward_result, steward_result_message,
     steward_result_name,

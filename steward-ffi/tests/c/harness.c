@@ -99,6 +99,16 @@ const char *fresh_dir(const char *tag) {
 }
 
 steward_node_builder *test_builder(const char *name) {
+    steward_node_builder *b = default_builder(name);
+    /* Signatures off: the tests using this builder check delivery, not enrolment. */
+    if (b && steward_node_builder_require_signatures(b, false) != STEWARD_RESULT_OK) {
+        steward_node_builder_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+steward_node_builder *default_builder(const char *name) {
     steward_node_builder *b = NULL;
     if (steward_node_builder_new(name, &b) != STEWARD_RESULT_OK) return NULL;
     if (steward_node_builder_add_broker(b, nats_url()) != STEWARD_RESULT_OK ||

@@ -79,8 +79,14 @@ bool counter_wait(counter *c, int target, int timeout_ms);
 const char *fresh_dir(const char *tag);
 const char *nats_url(void);
 
-/* A builder for `name` on the test broker, with short timeouts, in a fresh data dir. */
+/* A builder for `name` on the test broker, with short timeouts, in a fresh data dir, and
+ * signatures off: these tests are about delivery among names made up per test, not enrolment
+ * (test_enrol.c runs the default, which requires signatures). */
 steward_node_builder *test_builder(const char *name);
+
+/* Like test_builder with steward's default signature policy (required, closed): such a node
+ * runs nothing from central until it joined with a token (steward_node_builder_set_join_token). */
+steward_node_builder *default_builder(const char *name);
 
 /* Monotonic milliseconds. */
 int64_t now_ms(void);
