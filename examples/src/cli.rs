@@ -38,7 +38,7 @@ hello_interval, ack_timeout, retries, retry_wait, retry_wait_max, method_timeout
 output_limit, allow, log_level, log_format, embedded_broker, profiling_port, metrics_address,
 broker_user, broker_password, broker_token, broker_nkey_seed, broker_nkey_seed_file, broker_creds,
 broker_tls_ca, broker_tls_cert, broker_tls_key, broker_require_tls, signatures, key_file,
-central_key, central_key_file; and in the file only: trusted_keys, a table of NODE = \"KEY\",
+central_key, central_key_file, join, join_file, auto_approve; and in the file only: trusted_keys, a table of NODE = \"KEY\",
 and access, an array of rules replacing the default access list), else from the defaults shown.
 Durations are seconds (10, 1.5) or take a unit: 500ms, 10s, 5m, 2h, 1d.
 
@@ -236,8 +236,9 @@ pub struct Tuning {
         env = "STEWARD_ALLOW"
     )]
     pub allow: Vec<(String, String)>,
-    /// Signatures: off (sign what is sent, check nothing), required (refuse anything not signed
-    /// by a key this node trusts) or unsigned (neither sign nor check) [default: off]
+    /// Signatures: required (refuse anything not signed by a key this node trusts), off (sign
+    /// what is sent, check nothing; warned at start) or unsigned (neither sign nor check)
+    /// [default: required]
     #[arg(long, value_name = "POLICY", value_parser = parse_policy, env = "STEWARD_SIGNATURES")]
     pub signatures: Option<steward::SignaturePolicy>,
     /// This node's private key (created with mode 0600 on first start if missing)
@@ -260,6 +261,22 @@ pub struct Tuning {
         env = "STEWARD_TRUST_KEY"
     )]
     pub trust_key: Vec<steward::TrustedKey>,
+    /// Join central's fleet with a token printed by `steward keys token` on central: pins
+    /// central's key (kept in DATA_DIR/central.pub) and has this node's key approved at once
+    #[arg(long, value_name = "TOKEN", value_parser = parse_join, env = "STEWARD_JOIN", conflicts_with = "join_file", hide_env_values = true)]
+    pub join: Option<steward::JoinToken>,
+    /// The join token from a file (safer than --join: not visible in ps)
+    #[arg(long, value_name = "FILE", env = "STEWARD_JOIN_FILE")]
+    pub join_file: Option<PathBuf>,
+    /// On central: approve every new key that registers, without a token (labs only: anyone
+    /// on the broker can then enrol a node; each approval is logged as a warning)
+    #[arg(long, env = "STEWARD_AUTO_APPROVE")]
+    pub auto_approve: bool,
+}
+
+/// A join token (`sjt1.…`).
+pub fn parse_join(text: &str) -> Result<steward::JoinToken, String> {
+    steward::JoinToken::parse(text).map_err(|e| e.to_string())
 }
 
 /// `off`, `unsigned` or `required`.
@@ -327,7 +344,14 @@ pub enum Cmd {
 /// Help after `steward keys --help`.
 pub const KEYS_HELP: &str = "\
 Every node creates its key pair on first start (DATA_DIR/node.key, mode 0600, and node.pub).
-A node started with --central-key registers its key with central, where it waits for approval:
+Nodes run only what a key they trust signed (signatures = required, the default). To enrol a
+node, print a join token on central and start the node with it:
+
+  steward keys token --data-dir central         # valid 1 day; --valid-for 2h, or never
+  steward --node ship1 --join sjt1.central.…    # pins central's key; its key is approved at once
+
+A node started with --central-key instead registers its key with central, where it waits
+for approval:
 
   steward keys list --data-dir central          # pending, approved, revoked keys
   steward keys approve ship1 --data-dir central # after comparing the key with ship1's node.pub
@@ -361,6 +385,49 @@ pub enum KeysCmd {
     /// Set the access list central sends to a node, from a TOML file with `access = [...]`
     /// (the same rules as in a node's config file), or --clear it
     Access(KeysAccessArgs),
+    /// Print a join token: a node started with `--join TOKEN` pins central's key and has its
+    /// key approved at once; on central
+    Token(KeysTokenArgs),
+    /// List the join tokens that can still enrol nodes; on central
+    Tokens(KeysListArgs),
+    /// Revoke a join token by its id (nodes it enrolled stay approved); on central
+    RevokeToken(KeysRevokeTokenArgs),
+}
+
+/// `steward keys token`.
+#[derive(Debug, Args)]
+pub struct KeysTokenArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// How long the token can enrol nodes: a duration (30m, 2h, 7d) or `never`
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_validity)]
+    pub valid_for: Validity,
+}
+
+/// How long a join token is valid (`None`: until revoked).
+#[derive(Debug, Clone, Copy)]
+pub struct Validity(pub Option<std::time::Duration>);
+
+/// A duration, or `never`.
+pub fn parse_validity(text: &str) -> Result<Validity, String> {
+    if text.trim().eq_ignore_ascii_case("never") {
+        return Ok(Validity(None));
+    }
+    let d = crate::settings::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("a token valid for 0 s enrols nobody; give a duration or `never`".into());
+    }
+    Ok(Validity(Some(d)))
+}
+
+/// `steward keys revoke-token`.
+#[derive(Debug, Args)]
+pub struct KeysRevokeTokenArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The token's id, as `steward keys tokens` lists it
+    #[arg(value_name = "ID")]
+    pub id: String,
 }
 
 /// `steward keys show`.

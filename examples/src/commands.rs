@@ -487,6 +487,9 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
         KeysCmd::List(x) | KeysCmd::Purge(x) => &x.common,
         KeysCmd::Approve(x) | KeysCmd::Revoke(x) => &x.common,
         KeysCmd::Access(x) => &x.common,
+        KeysCmd::Token(x) => &x.common,
+        KeysCmd::Tokens(x) => &x.common,
+        KeysCmd::RevokeToken(x) => &x.common,
     };
     let s = match settings::resolve(common, None, None, None, None) {
         Ok(s) => s,
@@ -517,6 +520,12 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
         }
         KeysCmd::List(_) => json!({"op": "keys"}),
         KeysCmd::Purge(_) => json!({"op": "purge"}),
+        KeysCmd::Token(x) => match x.valid_for.0 {
+            Some(d) => json!({"op": "token", "validForMs": d.as_millis() as u64}),
+            None => json!({"op": "token"}),
+        },
+        KeysCmd::Tokens(_) => json!({"op": "tokens"}),
+        KeysCmd::RevokeToken(x) => json!({"op": "revokeToken", "id": x.id}),
         KeysCmd::Approve(x) => json!({"op": "approve", "node": x.node, "key": x.key}),
         KeysCmd::Revoke(x) => json!({"op": "revoke", "node": x.node, "key": x.key}),
         KeysCmd::Access(x) => {
@@ -550,13 +559,14 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
     };
     let answer = match client.request(req).await {
         Ok(v) => v,
-        Err(e) if e.kind == format!("{:?}", ErrorKind::Config) => {
-            eprintln!("steward: {e}");
-            return 1;
-        }
-        Err(e) => {
+        Err(e) if e.kind == "Io" || e.kind == "Stopped" => {
             eprintln!("steward: {e}");
             return EXIT_UNAVAILABLE;
+        }
+        Err(e) => {
+            // The node answered: refused (not central, unknown node or token, bad key, ...).
+            eprintln!("steward: {e}");
+            return 1;
         }
     };
     match &a.cmd {
@@ -583,6 +593,17 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
         ),
         KeysCmd::Purge(x) if x.json => println!("{answer}"),
         KeysCmd::Purge(_) => println!("forgot {} pending key(s)", answer["purged"]),
+        // Only the token on stdout, so `steward keys token > join.token` and `$(...)` work.
+        KeysCmd::Token(_) => println!("{}", answer["token"].as_str().unwrap_or_default()),
+        KeysCmd::Tokens(x) if x.json => println!(
+            "{}",
+            serde_json::to_string_pretty(&answer["tokens"]).unwrap_or_default()
+        ),
+        KeysCmd::Tokens(_) => print!("{}", tokens_text(&answer["tokens"])),
+        KeysCmd::RevokeToken(x) => println!(
+            "revoked join token {}; nodes it enrolled stay approved",
+            x.id
+        ),
         KeysCmd::Show(_) => {}
     }
     0
@@ -600,6 +621,25 @@ fn read_access_file(path: &std::path::Path) -> Result<steward::AccessList, Strin
     toml::from_str::<File>(&text)
         .map(|f| f.access)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `steward keys tokens` table.
+fn tokens_text(v: &Value) -> String {
+    let tokens = v.as_array().cloned().unwrap_or_default();
+    if tokens.is_empty() {
+        return "no join token can enrol nodes (make one with `steward keys token`)\n".into();
+    }
+    let mut out = format!("{:<10} {:<10} {:<10} APPROVED\n", "ID", "MADE", "EXPIRES");
+    for t in tokens {
+        out.push_str(&format!(
+            "{:<10} {:<10} {:<10} {}\n",
+            t["id"].as_str().unwrap_or_default(),
+            output::ago(t["createdMs"].as_u64()),
+            output::until(t["expiresMs"].as_u64()),
+            t["approved"]
+        ));
+    }
+    out
 }
 
 /// The `steward keys list` table.

@@ -147,6 +147,18 @@ pub fn ago(ms: Option<u64>) -> String {
     }
 }
 
+/// "in 23h" for a time in the future (ms since the Unix epoch), "never" for none.
+pub fn until(ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "never".into() };
+    let secs = ms.saturating_sub(now_ms()) / 1000;
+    match secs {
+        s if s < 120 => format!("in {s}s"),
+        s if s < 7200 => format!("in {}m", s / 60),
+        s if s < 172_800 => format!("in {}h", s / 3600),
+        s => format!("in {}d", s / 86400),
+    }
+}
+
 fn short(text: &str, max: usize) -> String {
     let one_line = text.replace('\n', " ");
     if one_line.chars().count() <= max {

@@ -36,6 +36,8 @@ pub fn builder(s: &Settings, name: &str, brokers: Vec<String>) -> NodeBuilder {
     cfg.key_file = s.key_file.clone();
     cfg.central_key = s.central_key;
     cfg.trusted_keys = s.trusted_keys.clone();
+    cfg.join = s.join.clone();
+    cfg.auto_approve = s.auto_approve;
     let mut access = s
         .access
         .clone()

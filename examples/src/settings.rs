@@ -44,6 +44,10 @@ pub struct Settings {
     pub key_file: Option<PathBuf>,
     pub central_key: Option<steward::PublicKey>,
     pub trusted_keys: Vec<steward::TrustedKey>,
+    /// The join token (`--join`, `--join-file`, or the file's `join` / `join_file`).
+    pub join: Option<steward::JoinToken>,
+    /// Central approves every new key (`--auto-approve`).
+    pub auto_approve: bool,
     /// The access list from the config file (`access = [...]`), replacing the default.
     pub access: Option<steward::AccessList>,
 }
@@ -85,6 +89,9 @@ pub struct FileConfig {
     key_file: Option<PathBuf>,
     central_key: Option<String>,
     central_key_file: Option<PathBuf>,
+    join: Option<Secret>,
+    join_file: Option<PathBuf>,
+    auto_approve: Option<bool>,
     /// NODE = "KEY" pairs.
     #[serde(default)]
     trusted_keys: std::collections::BTreeMap<String, String>,
@@ -457,7 +464,26 @@ pub fn resolve(
         });
     }
     trusted_keys.extend(t.trust_key.iter().cloned());
+    let join = match (&t.join, &t.join_file) {
+        (Some(j), _) => Some(j.clone()),
+        (None, Some(p)) => Some(steward::JoinToken::from_file(p).map_err(|e| e.to_string())?),
+        (None, None) => match (&file.join, &file.join_file) {
+            (Some(_), Some(_)) => {
+                return Err("config file: give join or join_file, not both".into())
+            }
+            (Some(j), None) => Some(
+                steward::JoinToken::parse(j.expose())
+                    .map_err(|e| format!("config file, join: {e}"))?,
+            ),
+            (None, Some(p)) => Some(
+                steward::JoinToken::from_file(p)
+                    .map_err(|e| format!("config file, join_file: {e}"))?,
+            ),
+            (None, None) => None,
+        },
+    };
     Ok(Settings {
+        auto_approve: t.auto_approve || file.auto_approve.unwrap_or(false),
         signatures,
         key_file: t.key_file.clone().or(file.key_file.clone()),
         central_key,
@@ -473,7 +499,9 @@ pub fn resolve(
         central: conn
             .and_then(|c| c.central.clone())
             .or(file.central.clone())
+            .or_else(|| join.as_ref().map(|j| j.central().to_owned()))
             .unwrap_or_else(|| "central".into()),
+        join,
         hello_interval: {
             let d = match t.hello_interval {
                 Some(d) => d,

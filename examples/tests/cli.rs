@@ -230,7 +230,28 @@ fn wait_state(dir: &Path, id: &str, state: &str) -> Value {
 }
 
 /// Starts `steward --node NAME` on `dir` with short retry timings, waits until it is connected.
+/// Unless `extra` says otherwise (`--signatures`, `--join`), with `--signatures off`: these
+/// tests are about the command line and delivery among nodes made up per test; the default
+/// (closed, enrolled with a join token) is what [`start_joined`] and the README tests run.
 fn start_node(logs: &Path, name: &str, url: &str, dir: &Path, extra: &[&str]) -> Proc {
+    let explicit = extra
+        .iter()
+        .any(|a| a.starts_with("--signatures") || a.starts_with("--join"));
+    if explicit {
+        start_default(logs, name, url, dir, extra)
+    } else {
+        start_default(
+            logs,
+            name,
+            url,
+            dir,
+            &[&["--signatures", "off"], extra].concat(),
+        )
+    }
+}
+
+/// Like [`start_node`] with the default signature policy (`required`) unless `extra` sets one.
+fn start_default(logs: &Path, name: &str, url: &str, dir: &Path, extra: &[&str]) -> Proc {
     let mut args = vec![
         "--node",
         name,
@@ -248,6 +269,47 @@ fn start_node(logs: &Path, name: &str, url: &str, dir: &Path, extra: &[&str]) ->
     args.extend_from_slice(extra);
     let p = Proc::spawn(logs, name, &args, logs, &[]);
     wait_connected(&p, dir);
+    p
+}
+
+/// A join token from the central node running on `central_dir`: `steward keys token`.
+fn join_token(central_dir: &Path) -> String {
+    let r = steward(&["keys", "token", "--data-dir", s(central_dir)], &[]);
+    assert_eq!(r.code, 0, "steward keys token: {}", r.stderr);
+    r.stdout.trim().to_owned()
+}
+
+/// Starts a default (closed) node that joins the central running on `central_dir` with a
+/// fresh token, and waits until central approved its key.
+fn start_joined(
+    logs: &Path,
+    name: &str,
+    url: &str,
+    dir: &Path,
+    central_dir: &Path,
+    extra: &[&str],
+) -> Proc {
+    let token = join_token(central_dir);
+    let mut args = vec!["--join", token.as_str()];
+    args.extend_from_slice(extra);
+    let p = start_default(logs, name, url, dir, &args);
+    let approved = wait_until(WAIT, || {
+        let r = steward(
+            &["keys", "list", "--json", "--data-dir", s(central_dir)],
+            &[],
+        );
+        serde_json::from_str::<Value>(&r.stdout).is_ok_and(|v| {
+            v["keys"].as_array().is_some_and(|ks| {
+                ks.iter()
+                    .any(|k| k["node"] == name && k["state"] == "approved")
+            })
+        })
+    });
+    assert!(
+        approved,
+        "central never approved {name}; its stderr:\n{}",
+        p.stderr()
+    );
     p
 }
 
@@ -400,7 +462,15 @@ fn original_workflow_central_and_ship1_with_inmsg_txt() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "control socket must be private");
-    let mut s1 = start_node(t.root(), "ship1", &url, &ship1, &["--hello-interval", "1"]);
+    // ship1 as a new user starts it (README "Running a node"): with a join token from central.
+    let mut s1 = start_joined(
+        t.root(),
+        "ship1",
+        &url,
+        &ship1,
+        &central,
+        &["--hello-interval", "1"],
+    );
     // hello: central learns that ship1 is there before any message is sent.
     assert!(
         wait_until(WAIT, || status(&central).is_some_and(|v| {
@@ -662,8 +732,10 @@ fn send_prints_results_and_exits_with_documented_codes() {
     let central = t.dir("central");
     let ship1 = t.dir("ship1");
     let url = t.nats.url();
-    let mut c = start_node(t.root(), "central", &url, &central, &[]);
-    let mut s1 = start_node(t.root(), "ship1", &url, &ship1, &[]);
+    // Default settings (closed): ship1 joins with a token; the temporary node below runs on
+    // central's data directory, so with central's key and registry.
+    let mut c = start_default(t.root(), "central", &url, &central, &[]);
+    let mut s1 = start_joined(t.root(), "ship1", &url, &ship1, &central, &[]);
     let d = s(&central);
 
     let r = steward(
@@ -1385,10 +1457,12 @@ fn every_example_of_the_original_readme_works_verbatim() {
     let t = Setup::new();
     let (central, ship1, ship2) = (t.dir("central"), t.dir("ship1"), t.dir("ship2"));
     let url = t.nats.url();
+    // Default settings: closed (signatures required); the ships join with a token.
+    let c = start_default(t.root(), "central", &url, &central, &[]);
     let procs = [
-        start_node(t.root(), "central", &url, &central, &[]),
-        start_node(t.root(), "ship1", &url, &ship1, &[]),
-        start_node(t.root(), "ship2", &url, &ship2, &[]),
+        c,
+        start_joined(t.root(), "ship1", &url, &ship1, &central, &[]),
+        start_joined(t.root(), "ship2", &url, &ship2, &central, &[]),
     ];
     for (p, d) in procs.iter().zip([&central, &ship1, &ship2]) {
         wait_connected(p, d);

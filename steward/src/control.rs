@@ -19,6 +19,9 @@
 //! | `{"op":"revoke","node":…,"key":…}` (`key` optional) | `{"ok":true,"trustVersion":…}` |
 //! | `{"op":"access","node":…,"rules":[<RuleSpec>…] or null}` | `{"ok":true,"trustVersion":…}` |
 //! | `{"op":"purge"}` (central) | `{"ok":true,"purged":<number of pending keys forgotten>}` |
+//! | `{"op":"token","validForMs":…}` (central; no `validForMs`: never expires) | `{"ok":true,"token":"sjt1.…","id":…}` |
+//! | `{"op":"tokens"}` (central) | `{"ok":true,"tokens":[<JoinTokenInfo>…]}` |
+//! | `{"op":"revokeToken","id":…}` (central) | `{"ok":true}` |
 //!
 //! A connection serves one request at a time; closing it while waiting abandons the wait (the
 //! message itself goes on).
@@ -248,6 +251,15 @@ enum Request {
         rules: Option<crate::AccessList>,
     },
     Purge,
+    Token {
+        #[serde(default, rename = "validForMs")]
+        valid_for_ms: Option<u64>,
+    },
+    Tokens,
+    #[serde(rename = "revokeToken")]
+    RevokeToken {
+        id: String,
+    },
 }
 
 fn error_line(e: &Error) -> Value {
@@ -426,6 +438,28 @@ async fn handle(
         Request::Purge => {
             let line = match node.purge_pending_keys().await {
                 Ok(n) => json!({"ok": true, "purged": n}),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::Token { valid_for_ms } => {
+            let valid_for = valid_for_ms.map(Duration::from_millis);
+            let line = match node.join_token(valid_for).await {
+                Ok(t) => json!({"ok": true, "token": t.to_string(), "id": t.id()}),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::Tokens => {
+            let line = match node.join_tokens() {
+                Ok(t) => json!({"ok": true, "tokens": t}),
+                Err(e) => error_line(&e),
+            };
+            write_line(w, &line).await
+        }
+        Request::RevokeToken { id } => {
+            let line = match node.revoke_join_token(&id).await {
+                Ok(()) => json!({"ok": true}),
                 Err(e) => error_line(&e),
             };
             write_line(w, &line).await

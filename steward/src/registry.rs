@@ -337,9 +337,13 @@ fn registry(inner: &Inner) -> Result<&Registry> {
 /// approved key or an access list (see [`Registry::bundle_targets`]).
 async fn distribute(inner: &Arc<Inner>) -> Result<()> {
     let reg = registry(inner)?;
-    inner
-        .security
-        .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
+    // A bundle is signed once per version: nodes refuse a second, different bundle of the
+    // same version (one may have gone out in a registration answer already).
+    if inner.security.state().version != reg.snapshot().version {
+        inner
+            .security
+            .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
+    }
     let mut targets: BTreeSet<String> = reg.bundle_targets().into_iter().collect();
     targets.remove(&inner.cfg.name);
     send_bundle(inner, targets.into_iter().collect()).await
@@ -567,7 +571,9 @@ async fn enrol_at_once(
     let how = match proof {
         Some(p) => {
             if !p.holds(&central, node, &key) {
-                return Err("its join proof does not hold (a token of another central, or altered)".into());
+                return Err(
+                    "its join proof does not hold (a token of another central, or altered)".into(),
+                );
             }
             let now = now_ms();
             let data = reg.snapshot();
@@ -613,12 +619,16 @@ async fn enrol_at_once(
     inner
         .security
         .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
-    if !reg.distributing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+    if !reg
+        .distributing
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
         let i = inner.clone();
         inner.rt.spawn(async move {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             if let Ok(reg) = registry(&i) {
-                reg.distributing.store(false, std::sync::atomic::Ordering::SeqCst);
+                reg.distributing
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
             }
             if let Err(e) = distribute(&i).await {
                 tracing::error!("cannot queue the trust bundle after approving keys: {e}");

@@ -232,6 +232,8 @@ pub(crate) struct Security {
     reports: Mutex<Limiter>,
     /// The key registry, on central only.
     pub registry: Option<crate::registry::Registry>,
+    /// False while a node that joins with a token has no answer to its registration yet.
+    pub registered: tokio::sync::watch::Sender<bool>,
 }
 
 impl Security {
@@ -278,6 +280,7 @@ impl Security {
             verified_floors: Mutex::default(),
             reports: Mutex::new(Limiter::new()),
             registry,
+            registered: tokio::sync::watch::Sender::new(cfg.join.is_none() || is_central),
         })
     }
 
@@ -362,7 +365,7 @@ impl Security {
                 "signed with {owner}'s key, but it claims to be from {from}; the key does not match the sender"
             ),
             None if *from == cfg.central => format!(
-                "signed with a key that {me} does not trust for {from} (unknown key {key}): this node has not pinned central's key; give it with --central-key-file (print it on central with `steward keys show`)"
+                "signed with a key that {me} does not trust for {from} (unknown key {key}): this node has not pinned central's key; start it with --join TOKEN (print one on {from} with `steward keys token`) or give the key with --central-key-file"
             ),
             None => format!(
                 "signed with a key that {me} does not trust for {from} (unknown key {key}); approve it on central with `steward keys approve {from}`, or add it to trusted_keys"
@@ -886,6 +889,7 @@ async fn register(inner: Arc<Inner>) {
         match answer {
             Ok(Ok(msg)) => match serde_json::from_slice::<Reply>(&msg.payload) {
                 Ok(r) if r.status == ReplyStatus::Done => {
+                    inner.security.registered.send_replace(true);
                     let mut ans = r.result.and_then(|res| {
                         serde_json::from_str::<RegistrationAnswer>(&res.stdout).ok()
                     });
@@ -926,6 +930,7 @@ async fn register(inner: Arc<Inner>) {
                     return;
                 }
                 Ok(r) => {
+                    inner.security.registered.send_replace(true);
                     tracing::warn!(
                         "central refused this node's key registration: {}",
                         r.reason.unwrap_or_default()

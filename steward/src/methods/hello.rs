@@ -18,6 +18,13 @@ pub(crate) async fn handle(_req: Request) -> MethodResult {
 /// Publishes a `hello` to central every `every`; fire-and-forget, so nothing piles up offline.
 pub(crate) async fn run(inner: Arc<Inner>, every: Duration) -> crate::Result<()> {
     let mut shutdown = inner.shutdown.subscribe();
+    // A joining node says hello once central knows its key (else central refuses the first
+    // hello as signed by an unknown key); at most 10 s, central may be away.
+    let mut registered = inner.security.registered.subscribe();
+    tokio::select! {
+        _ = tokio::time::timeout(Duration::from_secs(10), registered.wait_for(|r| *r)) => {}
+        _ = shutdown.changed() => return Ok(()),
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
