@@ -217,18 +217,52 @@ async fn process(
             _ => None,
         })
         .collect();
+    // The newest store (epoch) of each sender accepted in this batch: older ones are gone.
+    let mut epochs: HashMap<String, u64> = HashMap::new();
+    for it in &items {
+        if let Action::Accept { env, .. } | Action::Ran { env, .. } | Action::RunUnacked { env } =
+            &it.action
+        {
+            if epoch_may_raise(env.epoch) {
+                let e = epochs.entry(env.from.clone()).or_insert(0);
+                *e = (*e).max(env.epoch);
+            }
+        }
+    }
     let write = inner
         .store
         .write(move |txn| {
             let mut finished = Vec::new();
             let mut seen = std::collections::HashSet::new();
+            for (from, epoch) in &epochs {
+                let forgot = store::raise_epoch_floor(txn, from, *epoch)?;
+                if forgot > 0 {
+                    tracing::debug!(
+                        from,
+                        forgot,
+                        "forgot the stream positions of a sender's earlier stores"
+                    );
+                }
+            }
+            // Positions of a store older than its sender's newest (in this same batch) are
+            // not kept: its messages are stale from now on anyway.
+            let superseded = |stream: &str| {
+                let mut parts = stream.split('/');
+                let (Some(from), Some(e)) = (parts.next(), parts.next()) else {
+                    return false;
+                };
+                let e = u64::from_str_radix(e, 16).unwrap_or(u64::MAX);
+                store::epoch_time(e).is_some() && epochs.get(from).is_some_and(|f| e < *f)
+            };
             for (key, next) in marks {
-                store::set_expected(txn, &key, next)?;
+                if !superseded(&key) {
+                    store::set_expected(txn, &key, next)?;
+                }
             }
             for (stream, seq, rec, result, from) in to_write {
                 if let Some((key, mut rec)) = rec {
                     store::put_inbox(txn, &key, &mut rec)?;
-                    if seq > 0 {
+                    if seq > 0 && !superseded(&stream) {
                         store::set_expected(txn, &stream, seq + 1)?;
                     }
                 }
@@ -551,12 +585,21 @@ fn decide(
         }
         return item(Action::Result { env });
     }
+    if let Some(r) = stale_epoch(inner, &env, expected) {
+        return item(Action::Reply(r));
+    }
     if !env.ack {
         if let Some(r) = crate::trust::unacked_replayed(inner, &stream, &env, expected) {
             return item(Action::Reply(r));
         }
+        if let Some(r) = too_many_streams(inner, &env, &stream, expected) {
+            return item(Action::Reply(r));
+        }
         return match check(inner, &env) {
-            Ok(()) => item(Action::RunUnacked { env }),
+            Ok(()) => {
+                note_epoch(&env, expected);
+                item(Action::RunUnacked { env })
+            }
             Err((status, reason)) => {
                 inner.metrics.refused(inner, &env, status);
                 crate::trust::refused_after_check(
@@ -577,6 +620,11 @@ fn decide(
     } else {
         0
     };
+    if exp == 1 && seq > 0 {
+        if let Some(r) = too_many_streams(inner, &env, &stream, expected) {
+            return item(Action::Reply(r));
+        }
+    }
     let effective = exp.max(floor);
     let is_next = seq > 0 && seq == effective;
     if !is_next {
@@ -623,6 +671,7 @@ fn decide(
     match check(inner, &env) {
         Ok(()) => {
             in_batch.insert(key.clone(), ReplyStatus::Received);
+            note_epoch(&env, expected);
             it.action = Action::Accept { key, env };
         }
         Err((status, reason)) => {
@@ -636,6 +685,85 @@ fn decide(
         }
     }
     it
+}
+
+/// Stream positions a receiver keeps per sender at most (within the sender's current store);
+/// a message that would open one more is refused, so no sender grows the store without bound.
+pub(crate) const MAX_STREAMS_PER_SENDER: usize = 1024;
+
+/// How far ahead of this node's clock a sender's epoch may be and still raise its floor.
+const EPOCH_AHEAD_MS: u64 = 24 * 3600 * 1000;
+
+/// A message from an earlier store of its sender (a time-based epoch below the newest one
+/// accepted from it) is stale: that store is gone, so only a replay can bring it. Its stream
+/// positions were forgotten when the newer epoch arrived (see `store::raise_epoch_floor`).
+fn stale_epoch(
+    inner: &Inner,
+    env: &Envelope,
+    expected: &mut HashMap<String, u64>,
+) -> Option<Reply> {
+    store::epoch_time(env.epoch)?;
+    let key = store::epoch_floor_key(&env.from);
+    let floor = *expected
+        .entry(key.clone())
+        .or_insert_with(|| inner.store.inbox_expected(&key).unwrap_or(1));
+    (env.epoch < floor).then(|| {
+        let mut r = Reply::new(&env.id, ReplyStatus::Stale);
+        r.reason = Some(format!(
+            "from an earlier store of {} (epoch {:x}; a newer one, {floor:x}, has sent since): that store is gone, so this is a copy, and it never runs",
+            env.from, env.epoch
+        ));
+        r
+    })
+}
+
+/// Raises the sender's epoch floor in the cache when an accepted message comes from a newer
+/// time-based store (not more than a day ahead of this clock), forgetting cached positions of
+/// its older stores; the batch's commit does the same in the store.
+fn note_epoch(env: &Envelope, expected: &mut HashMap<String, u64>) {
+    if !epoch_may_raise(env.epoch) {
+        return;
+    }
+    let key = store::epoch_floor_key(&env.from);
+    if expected.get(&key).is_some_and(|f| *f >= env.epoch) {
+        return;
+    }
+    expected.insert(key, env.epoch);
+    let prefix = format!("{}/", env.from);
+    expected.retain(|k, _| {
+        k.strip_prefix(&prefix)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .is_none_or(|e| e >= env.epoch || store::epoch_time(e).is_none())
+    });
+}
+
+/// Whether an accepted message of this epoch may raise its sender's epoch floor.
+fn epoch_may_raise(epoch: u64) -> bool {
+    store::epoch_time(epoch).is_some_and(|t| t <= crate::envelope::now_ms() + EPOCH_AHEAD_MS)
+}
+
+/// Refuses a message that would open a stream position beyond [`MAX_STREAMS_PER_SENDER`] for
+/// its sender.
+fn too_many_streams(
+    inner: &Inner,
+    env: &Envelope,
+    stream: &str,
+    expected: &HashMap<String, u64>,
+) -> Option<Reply> {
+    if expected.get(stream).is_some_and(|e| *e > 1) {
+        return None;
+    }
+    let n = inner.store.inbox_streams_of(&env.from).unwrap_or(0);
+    (n >= MAX_STREAMS_PER_SENDER).then(|| {
+        rejected(
+            &env.id,
+            format!(
+                "{} keeps {n} stream positions for {} already (at most {MAX_STREAMS_PER_SENDER}, one per subject and store of the sender): a new stream is refused",
+                inner.cfg.name, env.from
+            ),
+        )
+    })
 }
 
 /// Notes that the sender of `key` was told "received" for a message still running: it now

@@ -440,7 +440,7 @@ impl Store {
                 match existing {
                     Some(e) => e,
                     None => {
-                        let e = rand::random::<u64>() | 1;
+                        let e = new_epoch();
                         meta.insert("epoch", e)?;
                         e
                     }
@@ -679,6 +679,11 @@ impl Store {
             let v = table.get(id)?;
             v.map(|v| dec("inbox", v.value())).transpose()
         })
+    }
+
+    /// How many stream positions this receiver keeps for `from`.
+    pub(crate) fn inbox_streams_of(&self, from: &str) -> Result<usize> {
+        self.read(|t| count_streams(t, from))
     }
 
     pub(crate) fn inbox_expected(&self, stream: &str) -> Result<u64> {
@@ -1353,6 +1358,78 @@ pub(crate) fn put_inbox(t: &mut Tx<'_>, id: &str, rec: &mut InboxRecord) -> Resu
 pub(crate) fn get_inbox(t: &mut Tx<'_>, id: &str) -> Result<Option<InboxRecord>> {
     let v = t.inbox.get(id)?;
     v.map(|v| dec("inbox", v.value())).transpose()
+}
+
+/// Tag of an epoch made from the store's creation time (see [`new_epoch`]); stores made before
+/// epochs were time-based have random ones, which receivers never prune.
+const TIME_EPOCH_TAG: u64 = 1 << 62;
+
+/// A new store's epoch: its creation time in ms (bits 16..62) under [`TIME_EPOCH_TAG`], and 16
+/// random bits, so the epochs of one sender's successive stores increase (while its clock does)
+/// and a receiver can forget the stream positions of a sender's earlier stores.
+pub(crate) fn new_epoch() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        & ((1 << 46) - 1);
+    TIME_EPOCH_TAG | (ms << 16) | (rand::random::<u64>() & 0xffff)
+}
+
+/// When a time-based epoch was made (ms since the Unix epoch); `None` for a random one.
+pub(crate) fn epoch_time(epoch: u64) -> Option<u64> {
+    (epoch >> 62 == 1).then_some((epoch >> 16) & ((1 << 46) - 1))
+}
+
+/// The inbox-streams key of a sender's epoch floor: the newest time-based epoch of its that
+/// this receiver accepted a message from; messages of older epochs are stale.
+pub(crate) fn epoch_floor_key(from: &str) -> String {
+    format!("{from}#epoch")
+}
+
+/// Raises `from`'s epoch floor to `epoch` (if higher) and forgets the positions of its streams
+/// under older time-based epochs: that store is gone, its messages are stale below the floor,
+/// so the positions no longer guard anything. Returns how many positions were forgotten.
+pub(crate) fn raise_epoch_floor(t: &mut Tx<'_>, from: &str, epoch: u64) -> Result<usize> {
+    let key = epoch_floor_key(from);
+    let cur = t
+        .inbox_streams
+        .get(key.as_str())?
+        .map(|v| v.value())
+        .unwrap_or(1);
+    if epoch <= cur {
+        return Ok(0);
+    }
+    t.inbox_streams.insert(key.as_str(), epoch)?;
+    let (lo, hi) = (format!("{from}/"), format!("{from}0"));
+    let mut old = Vec::new();
+    for row in t.inbox_streams.range(lo.as_str()..hi.as_str())? {
+        let (k, _) = row?;
+        let k = k.value();
+        let e = k
+            .split('/')
+            .nth(1)
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        if e.is_some_and(|e| e < epoch && epoch_time(e).is_some()) {
+            old.push(k.to_owned());
+        }
+    }
+    for k in &old {
+        t.inbox_streams.remove(k.as_str())?;
+    }
+    Ok(old.len())
+}
+
+/// How many stream positions this receiver keeps for `from` (for the per-sender bound).
+pub(crate) fn count_streams(t: &ReadTransaction, from: &str) -> Result<usize> {
+    let table = t.open_table(INBOX_STREAMS)?;
+    let (lo, hi) = (format!("{from}/"), format!("{from}0"));
+    let mut n = 0;
+    for row in table.range(lo.as_str()..hi.as_str())? {
+        row?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Sets the next sequence number expected on an inbound stream.

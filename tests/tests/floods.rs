@@ -424,3 +424,149 @@ async fn refused_flood_does_not_grow_the_store_and_resends_stay_refused() {
     assert!(!ran.exists(), "a refused command ran");
     node.stop().await;
 }
+
+/// A time-based epoch as a store made at `ms` has (steward/src/store.rs: tag bit 62, the time
+/// in ms from bit 16).
+fn epoch_at(ms: u64) -> u64 {
+    (1 << 62) | (ms << 16) | 0x5a5a
+}
+
+/// How many stream positions a stopped node's store keeps for `from`.
+fn positions_of(db: &Path, from: &str) -> usize {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = redb::Database::open(db).unwrap();
+    let t = db.begin_read().unwrap();
+    let table = t
+        .open_table(redb::TableDefinition::<&str, u64>::new("inbox_streams"))
+        .unwrap();
+    let (lo, hi) = (format!("{from}/"), format!("{from}0"));
+    table.range(lo.as_str()..hi.as_str()).unwrap().count()
+}
+
+/// Finding 7 (stream positions). 20,000 (5,000 in the short suite) echoes each from a new store (epoch) of the same sender
+/// left 20,000 stream positions, kept forever (+9 MB). Epochs are now the store's creation
+/// time: a receiver forgets the positions of a sender's earlier stores once a newer one sends,
+/// and answers anything from an earlier store *stale* — so deduplication holds: a captured
+/// command of an old store never runs, and the current store's stream still refuses replays.
+/// Within one store, at most 1,024 streams (subjects) per sender are kept; a new one beyond is
+/// refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_positions_stay_bounded_without_weakening_deduplication() {
+    let _ = captured_warnings();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let node = test_node("epship", &urls, dir.path())
+        .access(
+            AccessList::default_for("central")
+                .allow("tester", "echo")
+                .allow("tester", "shellCommand"),
+        )
+        .start()
+        .await
+        .unwrap();
+    let db = dir.path().join("epship").join("steward.redb");
+    let ran = dir.path().join("ran.txt");
+    let cmd = |tag: &str| format!("echo {tag} >> {}", ran.display());
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let base = now_ms() - 3_600_000;
+    let n = steward_tests::faults::scale(5_000, 20_000);
+    // A command from the first store, to replay later.
+    let first = raw_envelope(
+        "tester",
+        "epship",
+        "shellCommand",
+        &["sh", "-c", &cmd("first")],
+        epoch_at(base),
+        1,
+    );
+    assert_eq!(ask(&client, &first).await["status"], "done");
+    for i in 1..=n {
+        let env = raw_envelope("tester", "epship", "echo", &["x"], epoch_at(base + i), 1);
+        client
+            .publish(
+                "epship.command.echo",
+                serde_json::to_vec(&env).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let newest = epoch_at(base + n + 1);
+    let now = raw_envelope(
+        "tester",
+        "epship",
+        "shellCommand",
+        &["sh", "-c", &cmd("newest")],
+        newest,
+        1,
+    );
+    // Answered after the flood (one connection, in order); the flood may take longer than
+    // one request's timeout on a slow machine, so ask again until then.
+    let answer = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(
+                "epship.command.shellCommand",
+                serde_json::to_vec(&now).unwrap().into(),
+            ),
+        )
+        .await
+        {
+            Ok(Ok(m)) => break serde_json::from_slice::<Value>(&m.payload).unwrap(),
+            _ if started.elapsed() < Duration::from_secs(120) => continue,
+            _ => panic!("no answer within 120 s of the flood"),
+        }
+    };
+    assert!(
+        answer["status"] == "done" || answer["status"] == "received",
+        "{answer}"
+    );
+    println!("{n} messages from as many stores: {:?}", started.elapsed());
+    let newest_ran = steward_tests::wait_until_async(WAIT, || {
+        std::fs::read_to_string(&ran).is_ok_and(|t| t.contains("newest"))
+    })
+    .await;
+    assert!(newest_ran);
+
+    // Replays: the first store's command is stale (its positions are gone, it still never
+    // runs); the newest store's command is answered from its record, not run again.
+    let replay = ask(&client, &first).await;
+    assert_eq!(replay["status"], "stale", "{replay}");
+    assert!(
+        replay["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("earlier store"),
+        "{replay}"
+    );
+    let again = ask(&client, &now).await;
+    assert_eq!(again["status"], "done", "{again}");
+    let ran_lines = std::fs::read_to_string(&ran).unwrap();
+    assert_eq!(
+        ran_lines.lines().collect::<Vec<_>>(),
+        vec!["first", "newest"]
+    );
+
+    // Many subjects within one store: at most 1,024 positions, then a clear refusal.
+    let mut refused = None;
+    for i in 0..1_100u64 {
+        let env = raw_envelope("tester", "epship", &format!("m{i}"), &[], newest, 1);
+        let a = ask(&client, &env).await;
+        if a["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stream positions")
+        {
+            refused = Some((i, a));
+            break;
+        }
+    }
+    let (at, answer) = refused.expect("a sender opened more than 1,100 streams");
+    assert_eq!(answer["status"], "rejected", "{answer}");
+    node.stop().await;
+    let kept = positions_of(&db, "tester");
+    println!("{n} stores of one sender, then {at} subjects: {kept} stream positions kept");
+    assert!(kept <= 1_024, "{kept} positions kept");
+    assert!(at >= 1_000, "refused already at subject {at}");
+}
