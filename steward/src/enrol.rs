@@ -325,7 +325,8 @@ fn pin(dir: &Path, file: &PathBuf, key: &PublicKey) -> Result<()> {
         );
         let trust = dir.join(crate::trust::TRUST_FILE);
         if trust.exists() {
-            std::fs::rename(&trust, dir.join("trust.json.old")).map_err(|e| Error::io(&trust, e))?;
+            std::fs::rename(&trust, dir.join("trust.json.old"))
+                .map_err(|e| Error::io(&trust, e))?;
         }
     }
     crate::keys::write_atomic(file, format!("{key}\n").as_bytes(), 0o644)
