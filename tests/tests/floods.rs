@@ -433,7 +433,7 @@ fn epoch_at(ms: u64) -> u64 {
 
 /// How many stream positions a stopped node's store keeps for `from`.
 fn positions_of(db: &Path, from: &str) -> usize {
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::ReadableDatabase;
     let db = redb::Database::open(db).unwrap();
     let t = db.begin_read().unwrap();
     let table = t
