@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use tokio::runtime::{Handle, Runtime};
@@ -478,6 +478,36 @@ fn kind_of(s: &str) -> Kind {
 /// Use it as a context manager (`with steward.Node("central", brokers=[...]) as node:`) or call
 /// `start()` and `stop()`. Options left as `None` take the core defaults (ack_timeout 10 s,
 /// unlimited retries, retry_wait 1 s, method_timeout 300 s, no ttl).
+///
+/// `brokers` is a list of NATS URLs (default `nats://127.0.0.1:4222`). Durations are in
+/// seconds. `allow` adds `(from_node, method)` access rules ("*" matches all) to the default
+/// list (central may call everything), or `(from_node, method, {"argv": [...]})` /
+/// `(from_node, method, {"argv_prefix": [...]})` rules that also restrict the data (for
+/// `shellCommand` the argv: exactly, or as a prefix compared element by element);
+/// `default_access=False` starts from an empty list (everything not allowed is refused).
+///
+/// Nodes are closed by default: `signatures` is "required" unless given, so a node runs
+/// only what a key it trusts signed: its own, central's (pinned by `join` or
+/// `central_key`, base64), `trusted_keys` ({node: key}) and the keys central approved.
+/// "off" (sign, don't check) and "unsigned" (neither) let anyone who can publish on the
+/// broker run what the access list allows; the node warns about them at start.
+/// `join` is a join token from central (`central.join_token()`, or `steward keys token`):
+/// it names central (`central` may be left out), pins central's key (kept in
+/// `<data_dir>/central.pub`, so later starts need no token) and has central approve this
+/// node's key when it registers. A node with neither `join` nor a pinned central key runs
+/// nothing central sends. `auto_approve=True` (central only; labs; warned about at start)
+/// approves every new key that registers, without a token. `key_file` is this node's private
+/// key (default `<data_dir>/node.key`, created on first start). `embedded_broker=True` (or
+/// "127.0.0.1:PORT") starts a local nats-server with the node and stops it with the node.
+///
+/// Connecting securely: one way to authenticate (`broker_user` with `broker_password`,
+/// `broker_token`, `broker_nkey_seed`, `broker_nkey_seed_file`, or `broker_creds`, a NATS
+/// credentials file), and TLS: `broker_tls_ca` (the CA that signed the broker's
+/// certificate), `broker_tls_cert` with `broker_tls_key` (a client certificate for mutual
+/// TLS), `broker_require_tls`. A CA or client certificate makes TLS mandatory. A broker that
+/// refuses the node makes `start()` raise `BrokerAuthError` saying what to fix.
+/// `metrics_address` ("IP:PORT", port 0 for any free port) serves Prometheus metrics at
+/// `/metrics`.
 #[pyclass(module = "steward", name = "Node", frozen)]
 pub struct PyNode {
     shared: Arc<Shared>,
@@ -485,30 +515,10 @@ pub struct PyNode {
 
 #[pymethods]
 impl PyNode {
-    /// Configures a node; nothing runs until `start()` (or entering a `with` block).
-    ///
-    /// `brokers` is a list of NATS URLs (default `nats://127.0.0.1:4222`). Durations are in
-    /// seconds. `allow` adds `(from_node, method)` access rules ("*" matches all) to the default
-    /// list (central may call everything), or `(from_node, method, {"argv": [...]})` /
-    /// `(from_node, method, {"argv_prefix": [...]})` rules that also restrict the data (for
-    /// `shellCommand` the argv: exactly, or as a prefix compared element by element);
-    /// `default_access=False` starts from an empty list (everything not allowed is refused).
-    /// `signatures="required"` refuses every message not signed by a key this node trusts:
-    /// its own, `central_key` (central's, pinned; base64), `trusted_keys` ({node: key}) and the
-    /// keys central approved. `key_file` is this node's private key (default
-    /// `<data_dir>/node.key`, created on first start). `embedded_broker=True` (or
-    /// "127.0.0.1:PORT") starts a local nats-server with the node and stops it with the node.
-    ///
-    /// Connecting securely: one way to authenticate (`broker_user` with `broker_password`,
-    /// `broker_token`, `broker_nkey_seed`, `broker_nkey_seed_file`, or `broker_creds`, a NATS
-    /// credentials file), and TLS: `broker_tls_ca` (the CA that signed the broker's
-    /// certificate), `broker_tls_cert` with `broker_tls_key` (a client certificate for mutual
-    /// TLS), `broker_require_tls`. A CA or client certificate makes TLS mandatory. A broker that
-    /// refuses the node makes `start()` raise `BrokerAuthError` saying what to fix.
-    /// `metrics_address` ("IP:PORT", port 0 for any free port) serves Prometheus metrics at
-    /// `/metrics`.
+    /// Configures a node; nothing runs until `start()` (or entering a `with` block). The
+    /// options are described on the class (`help(steward.Node)`).
     #[new]
-    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, default_access = true, signatures = None, central_key = None, trusted_keys = None, key_file = None, watch_inmsg = false, builtin_methods = true, embedded_broker = None, broker_user = None, broker_password = None, broker_token = None, broker_nkey_seed = None, broker_nkey_seed_file = None, broker_creds = None, broker_tls_ca = None, broker_tls_cert = None, broker_tls_key = None, broker_require_tls = false, metrics_address = None))]
+    #[pyo3(signature = (name, brokers = None, *, data_dir = None, central = None, ack_timeout = None, retries = None, retry_wait = None, retry_wait_max = None, method_timeout = None, ttl = None, clock_skew = None, window = None, hello_interval = None, output_limit = None, allow = None, default_access = true, signatures = None, central_key = None, trusted_keys = None, key_file = None, join = None, auto_approve = false, watch_inmsg = false, builtin_methods = true, embedded_broker = None, broker_user = None, broker_password = None, broker_token = None, broker_nkey_seed = None, broker_nkey_seed_file = None, broker_creds = None, broker_tls_ca = None, broker_tls_cert = None, broker_tls_key = None, broker_require_tls = false, metrics_address = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &Bound<'_, PyAny>,
@@ -531,6 +541,8 @@ impl PyNode {
         central_key: Option<&Bound<'_, PyAny>>,
         trusted_keys: Option<&Bound<'_, PyAny>>,
         key_file: Option<&Bound<'_, PyAny>>,
+        join: Option<&Bound<'_, PyAny>>,
+        auto_approve: bool,
         watch_inmsg: bool,
         builtin_methods: bool,
         embedded_broker: Option<&Bound<'_, PyAny>>,
@@ -581,6 +593,33 @@ impl PyNode {
             cfg.central = convert::string(c, "central", err)?;
             steward::validate_name("node", &cfg.central).map_err(|e| config_error("central", e))?;
         }
+        if let Some(t) = join.filter(|t| !t.is_none()) {
+            let token = steward::JoinToken::parse(&convert::string(t, "join", err)?)
+                .map_err(|e| config_error("join", without_prefix(e)))?;
+            if central.is_some_and(|c| !c.is_none()) && cfg.central != token.central() {
+                return Err(config_error(
+                    "join",
+                    format!(
+                        "the token is for central {:?}, but central={:?}; leave out central= (the token names it) or use a token from {}",
+                        token.central(),
+                        cfg.central,
+                        cfg.central
+                    ),
+                ));
+            }
+            cfg.central = token.central().to_owned();
+            cfg.join = Some(token);
+        }
+        if auto_approve && cfg.name != cfg.central {
+            return Err(config_error(
+                "auto_approve",
+                format!(
+                    "is a setting of central ({}), and {} is not central",
+                    cfg.central, cfg.name
+                ),
+            ));
+        }
+        cfg.auto_approve = auto_approve;
         cfg.access = AccessList::default_for_node(&cfg.name, &cfg.central);
         if let Some(d) = convert::opt_seconds(ack_timeout, "ack_timeout", err)? {
             cfg.ack_timeout = d;
@@ -1136,6 +1175,56 @@ impl PyNode {
         self.change_key(py, node, key, false)
     }
 
+    /// Central only: makes a join token and returns it as one line of text
+    /// (`sjt1.<central>.<key>.<secret>`). A node started with `Node(..., join=token)` (or
+    /// `steward --join TOKEN`) pins central's key and has its own key approved when it
+    /// registers, unless its name already has an approved key. The token is valid for
+    /// `valid_for` seconds (default one day; None: until revoked) and may enrol any number of
+    /// nodes meanwhile: treat it as a secret. Central keeps only its public half.
+    #[pyo3(
+        signature = (valid_for = Some(steward::DEFAULT_TOKEN_VALIDITY)),
+        text_signature = "($self, valid_for=86400.0)"
+    )]
+    fn join_token(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = token_validity)] valid_for: Option<Duration>,
+    ) -> PyResult<String> {
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let token =
+            py_result(running.block_on(py, async move { node.join_token(valid_for).await })?)?;
+        Ok(token.to_string())
+    }
+
+    /// Central only: the join tokens that can still enrol nodes (expired and revoked ones are
+    /// left out), as dicts with `id`, `created_ms`, `expires_ms` (None: never expires; times in
+    /// ms since the Unix epoch) and `approved` (how many keys it approved so far).
+    fn join_tokens<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
+        let running = self.shared.running()?;
+        let list = py_result(running.node.join_tokens())?;
+        list.into_iter()
+            .map(|t| {
+                let d = pyo3::types::PyDict::new(py);
+                d.set_item("id", t.id)?;
+                d.set_item("created_ms", t.created_ms)?;
+                d.set_item("expires_ms", t.expires_ms)?;
+                d.set_item("approved", t.approved)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Central only: revokes the join token with this `id` (as `join_tokens()` lists it): it
+    /// enrols no more nodes; nodes already enrolled with it stay approved. Raises `NotFound`
+    /// for an unknown id.
+    fn revoke_join_token(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        let running = self.shared.running()?;
+        let node = running.node.clone();
+        let id = id.to_owned();
+        py_result(running.block_on(py, async move { node.revoke_join_token(&id).await })?)
+    }
+
     fn __repr__(&self) -> String {
         let state = match &*lock(&self.shared.state) {
             State::Configured(_) => "configured",
@@ -1167,6 +1256,30 @@ impl PyNode {
                 n.revoke_key(&node, key).await
             }
         })?)
+    }
+}
+
+// `join_token`'s text signature (and the stub) spell the core's default validity out.
+const _: () = assert!(steward::DEFAULT_TOKEN_VALIDITY.as_secs() == 86_400);
+
+/// `join_token(valid_for=...)`: seconds (more than 0), or None for a token that never expires.
+fn token_validity(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    let err: convert::ErrFn = |name, reason| PyValueError::new_err(format!("{name}: {reason}"));
+    match convert::opt_seconds(Some(v), "valid_for", err)? {
+        Some(d) if d.is_zero() => Err(err(
+            "valid_for",
+            "must be more than 0 seconds (or None: the token never expires)".into(),
+        )),
+        d => Ok(d),
+    }
+}
+
+/// The reason of a configuration error, without the core's "invalid configuration: " (the
+/// Python message adds its own, naming the option).
+fn without_prefix(e: steward::Error) -> String {
+    match e {
+        steward::Error::Config(why) => why,
+        other => other.to_string(),
     }
 }
 

@@ -129,15 +129,22 @@ def nats(tmp_path: pathlib.Path) -> Iterator[NatsServer]:
 
 #: Short timeouts so that failures and retries show fast.
 FAST = {"ack_timeout": 1, "retry_wait": 0.05, "retry_wait_max": 0.4}
+#: Signatures checked by nobody. Nodes are closed by default (signatures "required": a node runs
+#: only what a key it trusts signed, and a sender takes only answers signed by a key it trusts),
+#: so two nodes that were never enrolled cannot talk. Most tests are about delivery, callbacks
+#: and methods among names made up per test, not enrolment: they state "off" explicitly.
+#: tests/test_enrol.py (and the `enrol` fixture) run the default.
+OPEN = {"signatures": "off"}
 
 
 @pytest.fixture
 def make_node(tmp_path: pathlib.Path, nats: NatsServer) -> Iterator[Callable[..., steward.Node]]:
-    """Creates nodes on the test's server with short timeouts; stops them all at the end."""
+    """Creates nodes on the test's server with short timeouts and signatures off (see `OPEN`;
+    pass `signatures=None` for the default); stops them all at the end."""
     nodes: list[steward.Node] = []
 
     def make(name: str, **options: object) -> steward.Node:
-        settings = {**FAST, "data_dir": tmp_path / name, **options}
+        settings = {**FAST, **OPEN, "data_dir": tmp_path / name, **options}
         node = steward.Node(name, [nats.url], **settings)  # type: ignore[arg-type]
         nodes.append(node)
         return node
@@ -145,6 +152,29 @@ def make_node(tmp_path: pathlib.Path, nats: NatsServer) -> Iterator[Callable[...
     yield make
     for node in nodes:
         node.stop()
+
+
+def key_state(central: steward.Node, node: str) -> str | None:
+    """The state of `node`'s newest key on central ("pending", "approved", "revoked"), or None."""
+    states = [k["state"] for k in central.keys() if k["node"] == node]
+    return states[-1] if states else None
+
+
+@pytest.fixture
+def enrol(make_node: Callable[..., steward.Node]) -> Callable[..., steward.Node]:
+    """Starts a default (closed) node that joins `central` with a fresh join token, and returns
+    it once central approved its key and the node applied a trust bundle."""
+
+    def enrol(central: steward.Node, name: str, **options: object) -> steward.Node:
+        node = make_node(name, signatures=None, join=central.join_token(), **options).start()
+        wait_until(
+            lambda: key_state(central, name) == "approved" and node.trust_version > 0,
+            timeout=30,
+            what=f"{name} enrolled on central",
+        )
+        return node
+
+    return enrol
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 import steward
-from conftest import FAST, READY_TIMEOUT, POLL, accepts_clients, free_port, nats_server_bin
+from conftest import FAST, OPEN, READY_TIMEOUT, POLL, accepts_clients, free_port, nats_server_bin
 
 
 class ConfiguredServer:
@@ -66,8 +66,8 @@ def server_with(tmp_path: pathlib.Path) -> Iterator[object]:
 
 def round_trip(tmp: pathlib.Path, url: str, **security: object) -> None:
     """central and ship1 with the same security settings; a shellCommand runs on ship1."""
-    with steward.Node("central", [url], data_dir=tmp / "central", **FAST, **security) as central:  # type: ignore[arg-type]
-        with steward.Node("ship1", [url], data_dir=tmp / "ship1", **FAST, **security):  # type: ignore[arg-type]
+    with steward.Node("central", [url], data_dir=tmp / "central", **FAST, **OPEN, **security) as central:  # type: ignore[arg-type]
+        with steward.Node("ship1", [url], data_dir=tmp / "ship1", **FAST, **OPEN, **security):  # type: ignore[arg-type]
             receipt = central.send(to="ship1", method="shellCommand", data=["bash", "-c", "echo secure from $0"])
             result = receipt.result(timeout=30)
             assert result.status == "ok"

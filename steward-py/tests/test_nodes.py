@@ -11,7 +11,7 @@ import sysconfig
 import pytest
 
 import steward
-from conftest import Collector, NatsServer, free_port, wait_until
+from conftest import OPEN, Collector, NatsServer, free_port, wait_until
 
 ORIGINAL_JSON = (
     '[{"toNode":"ship1","data":["bash","-c","ls -l ../"],'
@@ -145,9 +145,9 @@ def test_rust_logs_reach_python_logging(
 def test_embedded_broker(tmp_path: pathlib.Path) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    with steward.Node("central", data_dir=tmp_path / "c", embedded_broker=address) as central:
+    with steward.Node("central", data_dir=tmp_path / "c", embedded_broker=address, **OPEN) as central:  # type: ignore[arg-type]
         assert central.brokers == [f"nats://{address}"]
-        with steward.Node("ship1", [f"nats://{address}"], data_dir=tmp_path / "s") as ship:
+        with steward.Node("ship1", [f"nats://{address}"], data_dir=tmp_path / "s", **OPEN) as ship:  # type: ignore[arg-type]
             wait_until(lambda: ship.connected, what="ship1 to connect to the embedded broker")
             r = central.send("ship1", "shellCommand", ["echo", "embedded"]).result(timeout=30)
             assert r.stdout == "embedded\n"

@@ -63,8 +63,8 @@ def test_no_log_lines_on_stderr_without_logging_setup(tmp_path: pathlib.Path, na
     code = (
         "import logging, steward\n"
         "assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger('steward').handlers)\n"
-        f"with steward.Node('ship1', [{nats.url!r}], data_dir={str(tmp_path / 's')!r}) as ship, \\\n"
-        f"     steward.Node('central', [{nats.url!r}], data_dir={str(tmp_path / 'c')!r}) as central:\n"
+        f"with steward.Node('ship1', [{nats.url!r}], data_dir={str(tmp_path / 's')!r}, signatures='off') as ship, \\\n"
+        f"     steward.Node('central', [{nats.url!r}], data_dir={str(tmp_path / 'c')!r}, signatures='off') as central:\n"
         "    @ship.method('boom')\n"
         "    def boom(req):\n"
         "        raise RuntimeError('remote failure')\n"

@@ -290,10 +290,12 @@ class Node:
             Sequence[Union[Tuple[str, str], Tuple[str, str, Mapping[str, Sequence[str]]]]]
         ] = None,
         default_access: bool = True,
-        signatures: Optional[str] = None,
+        signatures: Optional[Literal["required", "off", "unsigned"]] = None,
         central_key: Optional[str] = None,
         trusted_keys: Optional[Mapping[str, str]] = None,
         key_file: Optional[Union[str, os.PathLike[str]]] = None,
+        join: Optional[str] = None,
+        auto_approve: bool = False,
         watch_inmsg: bool = False,
         builtin_methods: bool = True,
         embedded_broker: Optional[Union[bool, str]] = None,
@@ -309,7 +311,12 @@ class Node:
         broker_require_tls: bool = False,
         metrics_address: Optional[str] = None,
     ) -> None:
-        """Configures a node; nothing runs until `start()`."""
+        """Configures a node; nothing runs until `start()`.
+
+        Closed by default: `signatures` is "required" unless given ("off" and "unsigned" are
+        warned about at start). `join` is a join token from `central.join_token()`: it names
+        central, pins its key and has this node's key approved when it registers.
+        `auto_approve=True` (central only, labs) approves every new key without a token."""
     def start(self) -> Node:
         """Starts the node and returns it."""
     def stop(self) -> None:
@@ -417,6 +424,14 @@ class Node:
         """Central only: approves a node's key (or its only pending one); the new trust version."""
     def revoke_key(self, node: str, key: Optional[str] = None) -> int:
         """Central only: revokes a node's key (or its approved one); the new trust version."""
+    def join_token(self, valid_for: Optional[Seconds] = 86400.0) -> str:
+        """Central only: a new join token (one line of text) for `Node(..., join=token)`, valid
+        for `valid_for` seconds (None: until revoked). Treat it as a secret."""
+    def join_tokens(self) -> list[dict[str, Any]]:
+        """Central only: the join tokens that can still enrol nodes (`id`, `created_ms`,
+        `expires_ms` or None, `approved`)."""
+    def revoke_join_token(self, id: str) -> None:
+        """Central only: revokes a join token by id; NotFound if central has none with that id."""
 
 def _stop_all() -> None:
     """Stops every running node (registered with atexit)."""

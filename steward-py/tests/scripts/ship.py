@@ -9,7 +9,8 @@ import sys
 import steward
 
 url, data_dir = sys.argv[1], sys.argv[2]
-node = steward.Node("ship1", [url], data_dir=data_dir, ack_timeout=1, retry_wait=0.05)
+# signatures off: the test is about a node in another process, not enrolment (conftest.OPEN).
+node = steward.Node("ship1", [url], data_dir=data_dir, ack_timeout=1, retry_wait=0.05, signatures="off")
 
 
 @node.method("whoami")
