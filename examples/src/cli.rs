@@ -425,7 +425,7 @@ pub fn parse_validity(text: &str) -> Result<Validity, String> {
 pub struct KeysRevokeTokenArgs {
     #[command(flatten)]
     pub common: Common,
-    /// The token's id, as `steward keys tokens` lists it
+    /// The token's id, as `steward keys tokens` lists it, or the token itself
     #[arg(value_name = "ID")]
     pub id: String,
 }

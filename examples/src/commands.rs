@@ -525,7 +525,11 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
             None => json!({"op": "token"}),
         },
         KeysCmd::Tokens(_) => json!({"op": "tokens"}),
-        KeysCmd::RevokeToken(x) => json!({"op": "revokeToken", "id": x.id}),
+        // The id as listed, or the whole token (`"$(cat join.token)"`).
+        KeysCmd::RevokeToken(x) => json!({
+            "op": "revokeToken",
+            "id": steward::JoinToken::parse(&x.id).map(|t| t.id()).unwrap_or(x.id.clone()),
+        }),
         KeysCmd::Approve(x) => json!({"op": "approve", "node": x.node, "key": x.key}),
         KeysCmd::Revoke(x) => json!({"op": "revoke", "node": x.node, "key": x.key}),
         KeysCmd::Access(x) => {
@@ -602,7 +606,9 @@ pub async fn keys(a: crate::cli::KeysArgs) -> i32 {
         KeysCmd::Tokens(_) => print!("{}", tokens_text(&answer["tokens"])),
         KeysCmd::RevokeToken(x) => println!(
             "revoked join token {}; nodes it enrolled stay approved",
-            x.id
+            steward::JoinToken::parse(&x.id)
+                .map(|t| t.id())
+                .unwrap_or(x.id.clone())
         ),
         KeysCmd::Show(_) => {}
     }

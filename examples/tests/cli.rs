@@ -1523,3 +1523,85 @@ fn a_group_readable_key_is_a_bad_setting_exit_2() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
 }
+
+/// Join tokens from the command line, as the README's "Joining with a token" shows: `keys
+/// token` prints only the token (so `> join.token` works), `--join-file` enrols the node, `keys
+/// tokens --json` counts the approval, `keys revoke-token` takes the token itself and never
+/// prints its secret, and a node started with a revoked token stays pending. `--auto-approve`
+/// on a node that is not central is a bad setting (exit 2).
+#[test]
+fn join_tokens_from_the_command_line() {
+    let t = Setup::new();
+    let url = t.nats.url();
+    let (central, ship1, ship2) = (t.dir("central"), t.dir("ship1"), t.dir("ship2"));
+    let mut c = start_default(t.root(), "central", &url, &central, &[]);
+    let token = join_token(&central);
+    assert!(token.starts_with("sjt1.central."), "{token}");
+    let file = t.root().join("join.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let mut s1 = start_default(t.root(), "ship1", &url, &ship1, &["--join-file", s(&file)]);
+    let r = steward(
+        &[
+            "send",
+            "--data-dir",
+            s(&central),
+            "--to",
+            "ship1",
+            "--",
+            "echo",
+            "hi",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "hi\n");
+    let listed = steward(
+        &["keys", "tokens", "--json", "--data-dir", s(&central)],
+        &[],
+    );
+    let v: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(v[0]["approved"], 1, "{v}");
+    let id = v[0]["id"].as_str().unwrap().to_owned();
+
+    let revoked = steward(
+        &["keys", "revoke-token", &token, "--data-dir", s(&central)],
+        &[],
+    );
+    assert_eq!(revoked.code, 0, "{}", revoked.stderr);
+    assert!(revoked.stdout.contains(&id), "{}", revoked.stdout);
+    let secret = token.rsplit('.').next().unwrap();
+    assert!(!revoked.stdout.contains(secret) && !revoked.stderr.contains(secret));
+    let again = steward(
+        &["keys", "revoke-token", &id, "--data-dir", s(&central)],
+        &[],
+    );
+    assert_eq!(again.code, 1, "{}", again.stderr);
+
+    let mut s2 = start_default(t.root(), "ship2", &url, &ship2, &["--join", &token]);
+    let pending = wait_until(WAIT, || {
+        let r = steward(&["keys", "list", "--json", "--data-dir", s(&central)], &[]);
+        serde_json::from_str::<Value>(&r.stdout).is_ok_and(|v| {
+            v["keys"].as_array().is_some_and(|ks| {
+                ks.iter()
+                    .any(|k| k["node"] == "ship2" && k["state"] == "pending")
+            })
+        })
+    });
+    assert!(pending, "ship2 never showed as pending");
+
+    let bad = steward(
+        &[
+            "--node",
+            "ship3",
+            "--data-dir",
+            s(&t.dir("ship3")),
+            "--auto-approve",
+        ],
+        &[],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("auto_approve"), "{}", bad.stderr);
+    for p in [&mut s2, &mut s1, &mut c] {
+        assert!(p.sigterm().success());
+    }
+}
