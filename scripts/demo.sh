@@ -77,7 +77,7 @@ step "3/6 enrol ship1: a join token from central, then start ship1 with it"
 # Nodes run only what a key they trust signed (signatures = required, the default). The token
 # pins central's key on ship1 and has ship1's key approved on central when it registers.
 say "\$ steward keys token --data-dir demo-run/central > demo-run/join.token"
-"$STEWARD" keys token --data-dir "$DEMO/central" >"$DEMO/join.token"
+(umask 077; "$STEWARD" keys token --data-dir "$DEMO/central" >"$DEMO/join.token")   # a secret: 0600
 say "\$ steward --node ship1 --data-dir demo-run/ship1 --broker-address $BROKER --join-file demo-run/join.token"
 "$STEWARD" --node ship1 --data-dir "$DEMO/ship1" --broker-address "$BROKER" \
     --join-file "$DEMO/join.token" \
