@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::access::AccessList;
-use crate::enrol::JoinToken;
-use crate::keys::PublicKey;
-use crate::security::{BrokerAuth, BrokerTls};
-use crate::trust::{SignaturePolicy, TrustedKey};
+use crate::security::access::AccessList;
+use crate::security::broker_auth::{BrokerAuth, BrokerTls};
+use crate::security::join::JoinToken;
+use crate::security::keys::PublicKey;
+use crate::security::trust::{SignaturePolicy, TrustedKey};
 
 /// Everything a node needs to run. Use [`crate::Node::builder`] to make one.
 #[derive(Debug, Clone)]

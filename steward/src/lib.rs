@@ -7,68 +7,53 @@
 //!
 //! See `ARCHITECTURE.md` in the repository for the map of modules and the life of a message.
 
-mod access;
-mod audit;
-mod broker;
+// Layers, each using only those above it (`tests/layers.rs` checks the imports):
+mod central;
 mod config;
-mod confirm;
-mod connect;
-mod control;
-mod enrol;
-mod envelope;
+mod delivery;
 mod error;
-mod executor;
-mod handler;
-mod ingest;
-mod keys;
-mod message;
 mod methods;
-mod metrics;
-mod names;
 mod node;
-mod notify;
+mod ops;
 mod private_files;
-mod publisher;
-mod receiver;
-mod registry;
-mod result;
-mod retention;
+mod runtime;
 mod security;
-mod signing;
 mod store;
-mod supervisor;
-mod trust;
+mod wire;
 
-pub use access::{AccessList, Argv, Pattern, Rule, RuleSpec};
-pub use audit::AUDIT_LOG;
-pub use broker::{EmbeddedBroker, INSTALL_HINT};
+pub use central::enrol::CENTRAL_KEY_FILE;
+pub use central::registry::{KeyState, REGISTRY_FILE};
 pub use config::NodeConfig;
-pub use control::{cancel_offline, inspect, Inspection, CONTROL_SOCKET};
-pub use enrol::{JoinToken, JoinTokenInfo, CENTRAL_KEY_FILE, DEFAULT_TOKEN_VALIDITY};
 pub use error::{Error, ErrorKind, Result};
-pub use handler::{Handler, HandlerFuture, Method, Request};
-pub use ingest::{INMSG, MAX_INMSG_BYTES, REJECTED_DIR};
-pub use keys::{public_key_path, PublicKey, KEY_FILE, PUBLIC_KEY_FILE};
-pub use message::{
+pub use methods::error_log::ERRORS_LOG;
+pub use node::control::{cancel_offline, inspect, Inspection, CONTROL_SOCKET};
+pub use node::ingest::{INMSG, MAX_INMSG_BYTES, REJECTED_DIR};
+pub use node::{Node, NodeBuilder, Receipt, SendReport};
+pub use ops::audit::AUDIT_LOG;
+pub use runtime::broker::{EmbeddedBroker, INSTALL_HINT};
+pub use runtime::metrics::{METRICS_PATH, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+pub use runtime::notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};
+pub use security::access::{AccessList, Argv, Pattern, Rule, RuleSpec};
+pub use security::broker_auth::{BrokerAuth, BrokerTls, Secret};
+pub use security::join::{JoinToken, JoinTokenInfo, DEFAULT_TOKEN_VALIDITY};
+pub use security::keys::{public_key_path, PublicKey, KEY_FILE, PUBLIC_KEY_FILE};
+pub use security::trust::{KeyInfo, SignaturePolicy, TrustedKey, TRUST_FILE};
+pub use store::StoreStats;
+pub use wire::handler::{Handler, HandlerFuture, Method, Request};
+pub use wire::message::{
     parse_json, parse_value, Expiry, Kind, Message, ParsedBatch, MAX_ACK_TIMEOUT,
     MAX_METHOD_TIMEOUT, MAX_RETRY_WAIT, MAX_TTL,
 };
-pub use methods::error_log::ERRORS_LOG;
-pub use metrics::{METRICS_PATH, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
-pub use names::{validate as validate_name, MAX_NAME_LEN};
-pub use node::{Node, NodeBuilder, Receipt, SendReport};
-pub use notify::{ErrorReport, ErrorReportKind, ListenerId, Notification};
-pub use registry::{KeyState, REGISTRY_FILE};
-pub use result::{DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus};
-pub use security::{BrokerAuth, BrokerTls, Secret};
-pub use store::StoreStats;
-pub use trust::{KeyInfo, SignaturePolicy, TrustedKey, TRUST_FILE};
+pub use wire::names::{validate as validate_name, MAX_NAME_LEN};
+pub use wire::result::{
+    DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus,
+};
 
 /// Entry points for the fuzz targets in `steward/fuzz` (not part of the API).
 #[doc(hidden)]
 pub mod fuzzing {
     /// Runs the `inmsg.txt` reader over raw bytes: (valid messages, refused parts and elements).
     pub fn inmsg(bytes: &[u8]) -> (usize, usize) {
-        crate::ingest::parse_inmsg_bytes(bytes)
+        crate::node::ingest::parse_inmsg_bytes(bytes)
     }
 }

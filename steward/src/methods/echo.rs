@@ -1,7 +1,7 @@
 //! `echo` (command): returns its data at once, joined by spaces — for liveness checks and benchmarks.
 
-use crate::handler::Request;
-use crate::result::MethodResult;
+use crate::wire::handler::Request;
+use crate::wire::result::MethodResult;
 
 pub(crate) async fn handle(req: Request) -> MethodResult {
     let mut r = MethodResult::ok(req.data.join(" "));

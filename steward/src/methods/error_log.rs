@@ -5,12 +5,12 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::handler::Request;
-use crate::message::Message;
+use crate::delivery::publisher::PubEvent;
 use crate::node::Inner;
-use crate::notify::ErrorReport;
-use crate::publisher::PubEvent;
-use crate::result::MethodResult;
+use crate::runtime::notify::ErrorReport;
+use crate::wire::handler::Request;
+use crate::wire::message::Message;
+use crate::wire::result::MethodResult;
 
 /// File name of the central error log inside the data directory.
 pub const ERRORS_LOG: &str = "errors.log";
@@ -25,7 +25,7 @@ pub(crate) async fn handle(req: Request) -> MethodResult {
                 serde_json::to_value(&r).unwrap_or_default()
             }
             Err(_) => serde_json::json!({
-                "timeMs": crate::envelope::now_ms(), "node": req.from_node, "kind": "unparsed", "reason": d,
+                "timeMs": crate::wire::envelope::now_ms(), "node": req.from_node, "kind": "unparsed", "reason": d,
             }),
         };
         lines.push(line);

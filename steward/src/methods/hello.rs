@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::envelope::{now_ms, Envelope, WireKind};
-use crate::handler::Request;
 use crate::node::Inner;
-use crate::result::MethodResult;
+use crate::wire::envelope::{now_ms, Envelope, WireKind};
+use crate::wire::handler::Request;
+use crate::wire::result::MethodResult;
 
 /// Central notes the sender as seen (the receiver already touched `last_seen` for every sender).
 pub(crate) async fn handle(_req: Request) -> MethodResult {
@@ -52,7 +52,7 @@ pub(crate) async fn run(inner: Arc<Inner>, every: Duration) -> crate::Result<()>
             outcome: None,
             sig: None,
         };
-        crate::signing::sign(&inner, &mut env);
+        crate::security::signing::sign(&inner, &mut env);
         let payload = Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
         if let Err(e) = inner.client.publish(env.subject(), payload).await {
             tracing::debug!("hello not sent: {e}");

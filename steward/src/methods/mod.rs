@@ -6,8 +6,8 @@ pub(crate) mod hello;
 pub(crate) mod shell;
 pub(crate) mod text_logging;
 
-use crate::handler::Method;
-use crate::message::Kind;
+use crate::wire::handler::Method;
+use crate::wire::message::Kind;
 
 /// Name and definition of every built-in method.
 pub(crate) fn builtins() -> Vec<(&'static str, Method)> {

@@ -9,8 +9,8 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use crate::handler::Request;
-use crate::result::{MethodResult, ResultStatus};
+use crate::wire::handler::Request;
+use crate::wire::result::{MethodResult, ResultStatus};
 
 /// Kills the command's whole process group when dropped (also when the node stops mid-run).
 struct GroupGuard(Option<i32>);
@@ -141,7 +141,7 @@ async fn capture<R: AsyncRead + Unpin>(stream: Option<R>, limit: usize) -> (Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Kind;
+    use crate::wire::message::Kind;
     use std::time::Duration;
 
     fn req(data: &[&str], timeout_ms: u64, limit: usize) -> Request {

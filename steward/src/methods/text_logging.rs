@@ -3,11 +3,11 @@
 
 use std::io::Write;
 
-use crate::handler::Request;
-use crate::result::MethodResult;
+use crate::wire::handler::Request;
+use crate::wire::result::MethodResult;
 
 pub(crate) async fn handle(req: Request) -> MethodResult {
-    if let Err(e) = crate::names::node(&req.from_node) {
+    if let Err(e) = crate::wire::names::node(&req.from_node) {
         return MethodResult::failed(e.to_string());
     }
     let dir = req.data_dir.join("textlogging");

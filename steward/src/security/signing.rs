@@ -25,13 +25,12 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Envelope, Reply, ReplyStatus, WireKind};
-use crate::keys::{KeyPair, PublicKey};
 use crate::node::Inner;
-use crate::result::{MethodResult, ResultStatus};
-use crate::trust::SignaturePolicy;
+use crate::security::keys::{KeyPair, PublicKey};
+use crate::security::trust::SignaturePolicy;
+use crate::wire::envelope::{Envelope, Reply, ReplyStatus, Seal, WireKind};
+use crate::wire::result::{MethodResult, ResultStatus};
 
 /// Domain tag and version of the envelope encoding (changing the encoding means a new version).
 const ENVELOPE_DOMAIN: &str = "steward/envelope/v1";
@@ -49,15 +48,6 @@ pub(crate) const SIGNED_REPLIES: &str = "_signed";
 
 /// Header carrying the signature of the floor header (sender, epoch, subject, floor).
 pub(crate) const FLOOR_SIG_HEADER: &str = "Steward-Floor-Sig";
-
-/// A signature and the public key that made it, as carried in an envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Seal {
-    /// The signer's public key (base64).
-    pub key: String,
-    /// The ed25519 signature (base64) over [`canonical`].
-    pub sig: String,
-}
 
 /// Why a signature does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,7 +373,7 @@ pub(crate) fn floor_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::MethodResult;
+    use crate::wire::result::MethodResult;
 
     fn env() -> Envelope {
         Envelope {

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::message::Kind;
-use crate::result::MethodResult;
+use crate::wire::message::Kind;
+use crate::wire::result::MethodResult;
 
 /// One incoming message, handed to the method that serves it.
 #[derive(Debug, Clone)]

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, watch};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::node::Inner;
-use crate::notify::ErrorReportKind;
-use crate::security::{self, Prepared};
+use crate::runtime::notify::ErrorReportKind;
+use crate::security::broker_auth::{self, Prepared};
 
 /// How long start waits for the first attempt to tell a refusal from an unreachable broker.
 /// A broker that takes longer to answer is treated as unreachable: the node starts offline,
@@ -94,7 +94,7 @@ pub(crate) async fn connect(
     conn_tx: Arc<watch::Sender<bool>>,
 ) -> Result<Connected> {
     let addrs = server_addrs(cfg)?;
-    let prepared = Arc::new(security::prepare(&cfg.broker_auth, &cfg.broker_tls)?);
+    let prepared = Arc::new(broker_auth::prepare(&cfg.broker_auth, &cfg.broker_tls)?);
     let brokers = cfg.brokers.join(",");
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let name = cfg.name.clone();
@@ -342,7 +342,7 @@ mod tests {
     use async_nats::rustls::{AlertDescription, CertificateError, Error as TlsError};
 
     fn prepared(auth: crate::BrokerAuth) -> Prepared {
-        security::prepare(&auth, &crate::BrokerTls::default()).unwrap()
+        broker_auth::prepare(&auth, &crate::BrokerTls::default()).unwrap()
     }
 
     /// A connect error as async-nats reports a failed TLS handshake: an `io::Error` around the

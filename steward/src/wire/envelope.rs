@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::Kind;
-use crate::result::MethodResult;
+use crate::wire::message::Kind;
+use crate::wire::result::MethodResult;
 
 /// Reserved method carrying a command's result back to its sender.
 pub(crate) const RESULT_METHOD: &str = "_result";
@@ -38,6 +38,16 @@ impl From<Kind> for WireKind {
     }
 }
 
+/// A signature and the public key that made it, as carried in an envelope or an answer (what
+/// is signed: `security/signing.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Seal {
+    /// The signer's public key (base64).
+    pub key: String,
+    /// The ed25519 signature (base64) over the canonical encoding of the signed fields.
+    pub sig: String,
+}
+
 /// A message on the wire. Immutable once stored in the outbox; the floor travels in a header.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Envelope {
@@ -70,7 +80,7 @@ pub(crate) struct Envelope {
     pub outcome: Option<ReplyStatus>,
     /// The sender's signature over every field above (see `signing`); absent when unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sig: Option<crate::signing::Seal>,
+    pub sig: Option<Seal>,
 }
 
 impl Envelope {
@@ -111,7 +121,7 @@ pub(crate) struct Reply {
     pub result: Option<MethodResult>,
     /// The answering node's signature, when the sender asked for one (see `signing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sig: Option<crate::signing::Seal>,
+    pub sig: Option<Seal>,
 }
 
 impl Reply {

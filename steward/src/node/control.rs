@@ -40,8 +40,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::node::{Inner, Node};
-use crate::result::{DestinationStatus, MessageState, MessageStatus};
 use crate::store::{self, Store};
+use crate::wire::result::{DestinationStatus, MessageState, MessageStatus};
 
 /// File name of the control socket inside the data directory.
 pub const CONTROL_SOCKET: &str = "steward.sock";

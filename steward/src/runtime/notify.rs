@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
-use crate::result::MessageStatus;
+use crate::wire::result::MessageStatus;
 
 /// What kind of failure an [`ErrorReport`] describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

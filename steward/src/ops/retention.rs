@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::envelope::now_ms;
 use crate::node::Inner;
 use crate::store;
+use crate::wire::envelope::now_ms;
 
 /// How often the store is pruned.
 const EVERY: Duration = Duration::from_secs(3600);

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
 
-use crate::envelope::Reply;
+use crate::delivery::publisher::PubEvent;
 use crate::node::Inner;
-use crate::notify::ErrorReportKind;
-use crate::publisher::PubEvent;
+use crate::runtime::notify::ErrorReportKind;
+use crate::wire::envelope::Reply;
 
 /// Restarts allowed within [`RESTART_WINDOW`] before a task is stopped for good.
 const MAX_RESTARTS: usize = 5;
@@ -78,16 +78,18 @@ where
         let (i, incoming) = (i.clone(), incoming.clone());
         async move {
             let mut sub = incoming.lock().await;
-            crate::receiver::run(i, &mut *sub).await;
+            crate::delivery::receiver::run(i, &mut *sub).await;
             Ok(())
         }
     });
     let i = inner.clone();
     supervise(inner, "audit log writer", move || {
-        crate::audit::run(i.clone())
+        crate::ops::audit::run(i.clone())
     });
     let i = inner.clone();
-    supervise(inner, "pruner", move || crate::retention::run(i.clone()));
+    supervise(inner, "pruner", move || {
+        crate::ops::retention::run(i.clone())
+    });
     if let Some(every) = inner.cfg.hello_interval.filter(|d| !d.is_zero()) {
         let i = inner.clone();
         supervise(inner, "hello sender", move || {
@@ -97,7 +99,7 @@ where
     if inner.cfg.watch_inmsg {
         let i = inner.clone();
         supervise(inner, "inmsg.txt watcher", move || {
-            crate::ingest::run(i.clone())
+            crate::node::ingest::run(i.clone())
         });
     }
     Ok(())

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::names;
+use crate::wire::names;
 
 /// Whether a message asks for something to be run (command) or delivers something (event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

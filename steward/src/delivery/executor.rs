@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::envelope::{now_ms, Envelope, ReplyStatus, WireKind, RESULT_METHOD};
-use crate::handler::{Method, Request};
-use crate::message::Kind;
+use crate::delivery::publisher::PubEvent;
 use crate::node::Inner;
-use crate::notify::ErrorReportKind;
-use crate::publisher::PubEvent;
-use crate::result::MethodResult;
+use crate::runtime::notify::ErrorReportKind;
 use crate::store::{self, InboxRecord, InboxState, NewMessage, OutboxItem};
+use crate::wire::envelope::{now_ms, Envelope, ReplyStatus, WireKind, RESULT_METHOD};
+use crate::wire::handler::{Method, Request};
+use crate::wire::message::Kind;
+use crate::wire::result::MethodResult;
 
 /// A received message to run; `key` is its inbox key (`from/id`).
 pub(crate) struct Work {
@@ -253,7 +253,7 @@ fn finish_inline(
         move |written| match written {
             Ok(()) => {
                 // A resend was told "received" meanwhile: its sender waits for a message.
-                if crate::receiver::promised(&i, &key) {
+                if crate::delivery::receiver::promised(&i, &key) {
                     finish_then(&i, &key, &env, result.clone(), outcome, || {});
                 }
                 let _ = reply.send((result, outcome));
@@ -361,7 +361,7 @@ pub(crate) fn finish_then(
             match written {
                 Ok(done) => {
                     // The result goes as a message: any promise of one is kept.
-                    crate::receiver::promised(&i, &pk);
+                    crate::delivery::receiver::promised(&i, &pk);
                     for d in done {
                         i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
                     }

@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::AccessList;
 use crate::config::NodeConfig;
-use crate::envelope::{now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
 use crate::error::{Error, Result};
-use crate::keys::{KeyPair, PublicKey, KEY_FILE};
 use crate::node::Inner;
-use crate::notify::ErrorReportKind;
-use crate::result::MethodResult;
-use crate::signing::{self, SigError, BUNDLE_DOMAIN, FLOOR_SIG_HEADER};
+use crate::runtime::notify::ErrorReportKind;
+use crate::security::access::AccessList;
+use crate::security::keys::{KeyPair, PublicKey, KEY_FILE};
+use crate::security::signing::{self, SigError, BUNDLE_DOMAIN, FLOOR_SIG_HEADER};
+use crate::wire::envelope::{now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
+use crate::wire::result::MethodResult;
 
 /// Reserved method: a node registers its public key with central.
 pub(crate) const KEY_REGISTER: &str = "_keyRegister";
@@ -231,7 +231,7 @@ pub(crate) struct Security {
     verified_floors: Mutex<HashMap<String, u64>>,
     reports: Mutex<Limiter>,
     /// The key registry, on central only.
-    pub registry: Option<crate::registry::Registry>,
+    pub registry: Option<crate::central::registry::Registry>,
     /// False while a node that joins with a token has no answer to its registration yet.
     pub registered: tokio::sync::watch::Sender<bool>,
 }
@@ -256,13 +256,13 @@ impl Security {
         }
         let mut local: HashMap<String, Vec<PublicKey>> = HashMap::new();
         for t in &cfg.trusted_keys {
-            crate::names::node(&t.node)
+            crate::wire::names::node(&t.node)
                 .map_err(|e| Error::Config(format!("trusted key for {:?}: {e}", t.node)))?;
             local.entry(t.node.clone()).or_default().push(t.key);
         }
         let trust_file = cfg.data_dir.join(TRUST_FILE);
         let (registry, state) = if is_central {
-            let reg = crate::registry::Registry::open(&cfg.data_dir)?;
+            let reg = crate::central::registry::Registry::open(&cfg.data_dir)?;
             let state = reg.state(&cfg.name, &keys);
             (Some(reg), state)
         } else {
@@ -313,7 +313,7 @@ impl Security {
         cfg: &NodeConfig,
         responder: &str,
         reply_to: &str,
-        r: &crate::envelope::Reply,
+        r: &crate::wire::envelope::Reply,
     ) -> Result<(), String> {
         let key = match signing::verify_reply(responder, reply_to, r) {
             Ok(key) => key,
@@ -485,7 +485,7 @@ pub(crate) async fn screen(
     reply_to: &Option<String>,
 ) -> Option<Envelope> {
     if env.method == KEY_REGISTER {
-        crate::registry::on_register(inner, env, reply_to.clone()).await;
+        crate::central::registry::on_register(inner, env, reply_to.clone()).await;
         return None;
     }
     if env.method == TRUST_UPDATE {
@@ -516,7 +516,7 @@ pub(crate) async fn refuse(
     if let Some(to) = reply_to {
         let mut r = Reply::new(&env.id, status);
         r.reason = Some(reason);
-        crate::receiver::send_reply(inner, to, &r).await;
+        crate::delivery::receiver::send_reply(inner, to, &r).await;
     }
 }
 
@@ -686,7 +686,7 @@ async fn on_update(inner: &Arc<Inner>, env: Envelope, reply_to: &Option<String>)
                 let mut res = MethodResult::ok(text);
                 res.node = inner.cfg.name.clone();
                 r.result = Some(res);
-                crate::receiver::send_reply(inner, to, &r).await;
+                crate::delivery::receiver::send_reply(inner, to, &r).await;
             }
         }
         Err((status, reason)) => {
@@ -696,7 +696,7 @@ async fn on_update(inner: &Arc<Inner>, env: Envelope, reply_to: &Option<String>)
                 if let Some(to) = reply_to {
                     let mut r = Reply::new(&env.id, status);
                     r.reason = Some(reason);
-                    crate::receiver::send_reply(inner, to, &r).await;
+                    crate::delivery::receiver::send_reply(inner, to, &r).await;
                 }
             } else {
                 refuse(inner, &env, reply_to, status, reason).await;
@@ -779,7 +779,7 @@ async fn apply_bundle(
     }
     let path = sec.trust_file.clone();
     let bytes = serde_json::to_vec(&signed).unwrap_or_default();
-    tokio::task::spawn_blocking(move || crate::keys::write_atomic(&path, &bytes, 0o600))
+    tokio::task::spawn_blocking(move || crate::security::keys::write_atomic(&path, &bytes, 0o600))
         .await
         .map_err(|e| (ReplyStatus::Retry, e.to_string()))?
         .map_err(|e| (ReplyStatus::Retry, format!("cannot store it: {e}")))?;
@@ -820,14 +820,14 @@ pub(crate) struct Registration {
     pub trust_version: u64,
     /// Proof of a join token, to have the key approved at once (see `enrol.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub join: Option<crate::enrol::JoinProof>,
+    pub join: Option<crate::security::join::JoinProof>,
 }
 
 /// Central's answer to a registration (the result's text).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RegistrationAnswer {
-    pub state: crate::registry::KeyState,
+    pub state: crate::central::registry::KeyState,
     pub trust_version: u64,
     /// Central's current bundle, when the node is behind: a pending node gets it only here
     /// (central queues nothing to names nobody approved).
@@ -901,7 +901,7 @@ async fn register(inner: Arc<Inner>) {
                         }
                     }
                     match ans {
-                        Some(a) if a.state == crate::registry::KeyState::Pending => {
+                        Some(a) if a.state == crate::central::registry::KeyState::Pending => {
                             match &a.note {
                                 Some(why) => tracing::warn!(
                                     key = %inner.security.keys.public(),
@@ -916,7 +916,7 @@ async fn register(inner: Arc<Inner>) {
                             // Registering again keeps the key among the newest pending ones
                             // (central forgets the oldest under a flood) and brings newer bundles.
                             tokio::select! {
-                                _ = tokio::time::sleep(crate::registry::PENDING_REREGISTER) => {}
+                                _ = tokio::time::sleep(crate::central::registry::PENDING_REREGISTER) => {}
                                 _ = shutdown.changed() => return,
                             }
                             wait = Duration::from_secs(1);
@@ -961,7 +961,7 @@ pub struct KeyInfo {
     /// The public key.
     pub key: PublicKey,
     /// Pending approval, approved, or revoked.
-    pub state: crate::registry::KeyState,
+    pub state: crate::central::registry::KeyState,
     /// When it entered this state (ms since the Unix epoch).
     pub since_ms: u64,
 }

@@ -20,10 +20,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::envelope::{Envelope, WireKind};
-use crate::keys::PublicKey;
 use crate::node::Inner;
-use crate::trust::SignaturePolicy;
+use crate::security::keys::PublicKey;
+use crate::security::trust::SignaturePolicy;
+use crate::wire::envelope::{Envelope, WireKind};
 
 /// The method a receiver asks a sender's floor with.
 pub(crate) const FLOOR_QUERY: &str = "_floorQuery";
@@ -158,9 +158,10 @@ async fn ask(
             Ok(Ok(m)) => serde_json::from_slice::<Answer>(&m.payload)
                 .ok()
                 .filter(|a| {
-                    let bytes =
-                        crate::signing::confirm_bytes(&from, epoch, &subject, a.floor, &nonce);
-                    crate::signing::verify_bytes(&key, &bytes, &a.sig).is_ok()
+                    let bytes = crate::security::signing::confirm_bytes(
+                        &from, epoch, &subject, a.floor, &nonce,
+                    );
+                    crate::security::signing::verify_bytes(&key, &bytes, &a.sig).is_ok()
                 })
                 .map(|a| a.floor),
             _ => None,
@@ -213,8 +214,13 @@ pub(crate) async fn answer(inner: &Arc<Inner>, msg: &async_nats::Message) {
             }
         }
     };
-    let bytes =
-        crate::signing::confirm_bytes(&inner.cfg.name, q.epoch, &q.subject, floor, &q.nonce);
+    let bytes = crate::security::signing::confirm_bytes(
+        &inner.cfg.name,
+        q.epoch,
+        &q.subject,
+        floor,
+        &q.nonce,
+    );
     let sig = B64.encode(inner.security.keys.sign(&bytes).to_bytes());
     let payload = serde_json::to_vec(&Answer { floor, sig }).unwrap_or_default();
     if let Err(e) = inner.client.publish(reply.clone(), payload.into()).await {

@@ -30,9 +30,9 @@ use notify::Watcher;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::message::{self, ParsedBatch};
 use crate::node::{Inner, Node};
-use crate::notify::ErrorReportKind;
+use crate::runtime::notify::ErrorReportKind;
+use crate::wire::message::{self, ParsedBatch};
 
 /// The watched file's name.
 pub const INMSG: &str = "inmsg.txt";

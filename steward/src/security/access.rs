@@ -122,8 +122,8 @@ impl TryFrom<RuleSpec> for Rule {
             (None, None) => Argv::Any,
         };
         Ok(Rule {
-            from: pattern("from", &s.from, crate::names::node)?,
-            method: pattern("method", &s.method, crate::names::method)?,
+            from: pattern("from", &s.from, crate::wire::names::node)?,
+            method: pattern("method", &s.method, crate::wire::names::method)?,
             argv,
         })
     }

@@ -14,9 +14,9 @@ use redb::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::envelope::{now_ms, Envelope, ReplyStatus};
 use crate::error::{Error, Result};
-use crate::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
+use crate::wire::envelope::{now_ms, Envelope, ReplyStatus};
+use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
 
 /// Key/value: misc settings such as the epoch.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -1449,7 +1449,7 @@ pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<OutboxItem> {
 #[cfg(test)]
 mod tests_support {
     use super::*;
-    use crate::envelope::WireKind;
+    use crate::wire::envelope::WireKind;
 
     pub(super) fn new_msg(id: &str) -> NewMessage {
         NewMessage {

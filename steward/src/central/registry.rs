@@ -18,18 +18,18 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::AccessList;
-use crate::enrol::{token_id, JoinProof, JoinToken, JoinTokenInfo};
-use crate::envelope::{now_ms, Envelope, Reply, ReplyStatus};
+use crate::delivery::publisher::PubEvent;
 use crate::error::{Error, Result};
-use crate::keys::{KeyPair, PublicKey};
-use crate::message::Message;
 use crate::node::{Inner, Node};
-use crate::publisher::PubEvent;
-use crate::result::MethodResult;
-use crate::trust::{
+use crate::security::access::AccessList;
+use crate::security::join::{token_id, JoinProof, JoinToken, JoinTokenInfo};
+use crate::security::keys::{KeyPair, PublicKey};
+use crate::security::trust::{
     sign_bundle, Bundle, KeyInfo, Registration, RegistrationAnswer, TrustState, TRUST_UPDATE,
 };
+use crate::wire::envelope::{now_ms, Envelope, Reply, ReplyStatus};
+use crate::wire::message::Message;
+use crate::wire::result::MethodResult;
 
 /// File name of the registry in central's data directory.
 pub const REGISTRY_FILE: &str = "trust-registry.json";
@@ -124,7 +124,7 @@ pub(crate) struct Registry {
     /// Bounds the registrations handled at once.
     slots: Arc<tokio::sync::Semaphore>,
     /// Limits the "a key waits for approval" lines under a flood of registrations.
-    noted: Mutex<crate::trust::Limiter>,
+    noted: Mutex<crate::security::trust::Limiter>,
     /// A bundle for every node is scheduled after keys approved at registration (so a hundred
     /// nodes joining at once cost a few bundles per node, not a hundred).
     distributing: std::sync::atomic::AtomicBool,
@@ -151,7 +151,7 @@ impl Registry {
             dirty: std::sync::atomic::AtomicBool::new(false),
             flushing: std::sync::atomic::AtomicBool::new(false),
             slots: Arc::new(tokio::sync::Semaphore::new(REGISTERING)),
-            noted: Mutex::new(crate::trust::Limiter::new()),
+            noted: Mutex::new(crate::security::trust::Limiter::new()),
             distributing: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -235,9 +235,11 @@ impl Registry {
         }
         let bytes = serde_json::to_vec_pretty(&copy).unwrap_or_default();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || crate::keys::write_atomic(&path, &bytes, 0o600))
-            .await
-            .map_err(|e| Error::Storage(e.to_string()))??;
+        tokio::task::spawn_blocking(move || {
+            crate::security::keys::write_atomic(&path, &bytes, 0o600)
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))??;
         let version = copy.version;
         *self.data.lock().unwrap_or_else(|p| p.into_inner()) = copy;
         // The file now holds every pending registration too.
@@ -391,7 +393,7 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
                 let rec = crate::store::finalize(
                     t,
                     &id,
-                    crate::result::MessageState::Cancelled,
+                    crate::wire::result::MessageState::Cancelled,
                     None,
                     Some(reason.clone()),
                     0,
@@ -429,7 +431,7 @@ pub(crate) async fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Opt
             "key registration refused: {} is not central ({})",
             inner.cfg.name, inner.cfg.central
         );
-        crate::trust::refuse(inner, &env, &reply_to, ReplyStatus::Rejected, reason).await;
+        crate::security::trust::refuse(inner, &env, &reply_to, ReplyStatus::Rejected, reason).await;
         return;
     };
     let Ok(slot) = reg.slots.clone().acquire_owned().await else {
@@ -446,12 +448,13 @@ pub(crate) async fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Opt
                         MethodResult::ok(serde_json::to_string(&answer).unwrap_or_default());
                     res.node = i.cfg.name.clone();
                     r.result = Some(res);
-                    crate::receiver::send_reply(&i, &to, &r).await;
+                    crate::delivery::receiver::send_reply(&i, &to, &r).await;
                 }
             }
             Err(reason) => {
                 let reason = format!("key registration refused: {reason}");
-                crate::trust::refuse(&i, &env, &reply_to, ReplyStatus::Rejected, reason).await;
+                crate::security::trust::refuse(&i, &env, &reply_to, ReplyStatus::Rejected, reason)
+                    .await;
             }
         }
     });
@@ -468,7 +471,7 @@ async fn register(
             env.to, inner.cfg.name
         ));
     }
-    crate::names::node(&env.from).map_err(|e| format!("bad sender: {e}"))?;
+    crate::wire::names::node(&env.from).map_err(|e| format!("bad sender: {e}"))?;
     if env
         .expires_ms
         .is_some_and(|e| now_ms() > e.saturating_add(inner.cfg.clock_skew.as_millis() as u64))
@@ -481,7 +484,7 @@ async fn register(
             env.from
         ));
     }
-    let key = crate::signing::verify(env)
+    let key = crate::security::signing::verify(env)
         .map_err(|e| format!("it must be signed by the key it registers ({e:?})"))?;
     let registration = env
         .data
@@ -659,7 +662,7 @@ impl Node {
     /// # Ok(()) }
     /// ```
     pub async fn approve_key(&self, node: &str, key: Option<PublicKey>) -> Result<u64> {
-        crate::names::node(node)?;
+        crate::wire::names::node(node)?;
         if node == self.inner.cfg.central {
             return Err(Error::Trust(format!(
                 "{node} is central: nodes trust it by its pinned key (central_key), never by approval"
@@ -737,7 +740,7 @@ impl Node {
     /// pending) — and sends every node a new trust bundle; from then on messages signed with it
     /// are refused. Returns the new trust version.
     pub async fn revoke_key(&self, node: &str, key: Option<PublicKey>) -> Result<u64> {
-        crate::names::node(node)?;
+        crate::wire::names::node(node)?;
         let owned = node.to_owned();
         let reg = registry(&self.inner)?;
         let (_, version) = reg
@@ -857,7 +860,7 @@ impl Node {
     /// trust bundle; that node then uses it instead of its configured list. Returns the new
     /// trust version.
     pub async fn set_node_access(&self, node: &str, access: Option<AccessList>) -> Result<u64> {
-        crate::names::node(node)?;
+        crate::wire::names::node(node)?;
         let owned = node.to_owned();
         let reg = registry(&self.inner)?;
         let (_, version) = reg

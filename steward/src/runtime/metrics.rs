@@ -32,11 +32,11 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::envelope::{now_ms, Envelope, ReplyStatus};
 use crate::error::{Error, Result};
 use crate::node::Inner;
-use crate::result::{MessageState, MessageStatus, MethodResult, ResultStatus};
 use crate::store::Store;
+use crate::wire::envelope::{now_ms, Envelope, ReplyStatus};
+use crate::wire::result::{MessageState, MessageStatus, MethodResult, ResultStatus};
 
 /// The path the metrics endpoint answers on.
 pub const METRICS_PATH: &str = "/metrics";

@@ -11,12 +11,12 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::envelope::{now_ms, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
 use crate::node::Inner;
-use crate::notify::ErrorReportKind;
-use crate::result::{MessageState, MethodResult};
+use crate::runtime::notify::ErrorReportKind;
+use crate::security::trust::SignaturePolicy;
 use crate::store::{self, decode_outbox};
-use crate::trust::SignaturePolicy;
+use crate::wire::envelope::{now_ms, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
+use crate::wire::result::{MessageState, MethodResult};
 
 /// What a publisher is told.
 pub(crate) enum PubEvent {
@@ -60,7 +60,7 @@ struct Entry {
     /// When `send` accepted it (ms), for the delivery-latency metric.
     accepted_ms: u64,
     /// Holds it in the in-flight gauge from its first publish until it leaves the window.
-    in_flight: Option<crate::metrics::InFlight>,
+    in_flight: Option<crate::runtime::metrics::InFlight>,
     /// Why the last answer was not taken (its signature did not hold), for the failure reason.
     ignored: Option<String>,
     /// How often the receiver was asked again for a result that is taking long.
@@ -156,7 +156,7 @@ struct Publisher {
     /// Messages the receiver confirmed, not yet recorded as received: most complete within
     /// milliseconds, so the record is written only for those still waiting after a moment.
     unrecorded: std::collections::VecDeque<(u64, Instant)>,
-    metrics: crate::metrics::StreamMetrics,
+    metrics: crate::runtime::metrics::StreamMetrics,
 }
 
 /// How long a confirmed message may wait for its result before "received" is written down.
@@ -206,7 +206,7 @@ impl Publisher {
                     self.record_received(true);
                     return Ok(());
                 }
-                _ = tokio::time::sleep(crate::executor::IDLE_RETIRE), if self.is_idle() => {
+                _ = tokio::time::sleep(crate::delivery::executor::IDLE_RETIRE), if self.is_idle() => {
                     // Retire unless an event arrived meanwhile; senders hold the map lock.
                     let inner = self.inner.clone();
                     let mut map = inner.publishers.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,7 +251,7 @@ impl Publisher {
                     continue;
                 }
             };
-            crate::signing::seal(&self.inner, &mut item.envelope, seq);
+            crate::security::signing::seal(&self.inner, &mut item.envelope, seq);
             let payload = Bytes::from(serde_json::to_vec(&item.envelope).unwrap_or_default());
             self.window.insert(
                 seq,
@@ -332,7 +332,7 @@ impl Publisher {
         };
         let mut headers = HeaderMap::new();
         headers.insert(FLOOR_HEADER, floor.to_string().as_str());
-        crate::signing::floor_header(&self.inner, &self.subject, floor, &mut headers);
+        crate::security::signing::floor_header(&self.inner, &self.subject, floor, &mut headers);
         // Received long ago and still no result: ask again (answered from the receiver's record).
         for (&seq, e) in self.window.iter_mut() {
             if e.phase != Phase::Received || e.deadline > now {

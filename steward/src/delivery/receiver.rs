@@ -8,14 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 
-use crate::envelope::{
+use crate::delivery::executor::{Inline, Work};
+use crate::delivery::publisher::PubEvent;
+use crate::node::Inner;
+use crate::store::{self, InboxRecord, InboxState};
+use crate::wire::envelope::{
     now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER, RESULT_METHOD,
 };
-use crate::executor::{Inline, Work};
-use crate::node::Inner;
-use crate::publisher::PubEvent;
-use crate::result::MessageState;
-use crate::store::{self, InboxRecord, InboxState};
+use crate::wire::result::MessageState;
 
 /// What one decided item writes: (stream, seq, inbox record, incoming result, sender).
 type PlannedWrite = (
@@ -99,16 +99,19 @@ async fn process(
     let mut in_batch: HashMap<String, ReplyStatus> = HashMap::new();
     for msg in batch {
         if msg.subject.as_str().strip_prefix(inner.cfg.name.as_str())
-            == Some(&format!(".command.{}", crate::confirm::FLOOR_QUERY))
+            == Some(&format!(
+                ".command.{}",
+                crate::delivery::confirm::FLOOR_QUERY
+            ))
         {
-            crate::confirm::answer(inner, &msg).await;
+            crate::delivery::confirm::answer(inner, &msg).await;
             continue;
         }
         let reply_to = msg.reply.as_ref().map(|r| r.to_string());
         let env: Envelope = match serde_json::from_slice(&msg.payload) {
             Ok(e) => e,
             Err(e) => {
-                if crate::trust::log_admit(&inner.cfg.name, &msg.subject) {
+                if crate::security::trust::log_admit(&inner.cfg.name, &msg.subject) {
                     tracing::warn!(subject = %msg.subject, "refused a malformed envelope: {e}");
                 } else {
                     tracing::debug!(subject = %msg.subject, "refused a malformed envelope: {e}");
@@ -121,12 +124,12 @@ async fn process(
                 continue;
             }
         };
-        let Some(env) = crate::trust::screen(inner, env, &reply_to).await else {
+        let Some(env) = crate::security::trust::screen(inner, env, &reply_to).await else {
             continue;
         };
-        let confirmed_floor = match crate::confirm::gate(inner, &env, &msg) {
-            crate::confirm::Gate::Pass(floor) => floor,
-            crate::confirm::Gate::Held => continue,
+        let confirmed_floor = match crate::delivery::confirm::gate(inner, &env, &msg) {
+            crate::delivery::confirm::Gate::Pass(floor) => floor,
+            crate::delivery::confirm::Gate::Held => continue,
         };
         let floor = msg
             .headers
@@ -134,8 +137,14 @@ async fn process(
             .and_then(|h| h.get(FLOOR_HEADER))
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(0);
-        let floor = crate::trust::checked_floor(inner, &env, floor, msg.headers.as_ref(), expected)
-            .max(confirmed_floor);
+        let floor = crate::security::trust::checked_floor(
+            inner,
+            &env,
+            floor,
+            msg.headers.as_ref(),
+            expected,
+        )
+        .max(confirmed_floor);
         let item = decide(inner, env, floor, reply_to, expected, &mut in_batch);
         items.push(item);
     }
@@ -212,7 +221,9 @@ async fn process(
     let marks: Vec<(String, u64)> = items
         .iter()
         .filter_map(|it| match &it.action {
-            Action::RunUnacked { env } => crate::trust::unacked_mark(inner, &it.stream, env),
+            Action::RunUnacked { env } => {
+                crate::security::trust::unacked_mark(inner, &it.stream, env)
+            }
             Action::Refuse { .. } if it.seq > 0 => Some((it.stream.clone(), it.seq + 1)),
             _ => None,
         })
@@ -344,7 +355,7 @@ async fn process(
                     .split_once('/')
                     .map(|(_, id)| id.to_owned())
                     .unwrap_or_default();
-                crate::trust::refused_after_check(inner, &key, &reason);
+                crate::security::trust::refused_after_check(inner, &key, &reason);
                 let mut r = Reply::new(&id, status);
                 r.reason = Some(reason);
                 Some(r)
@@ -362,7 +373,7 @@ async fn process(
                         inner.after_final(rec.into_status());
                     }
                     Some(ResultOutcome::Refused(reason)) => {
-                        if crate::trust::log_admit(&inner.cfg.name, &env.from) {
+                        if crate::security::trust::log_admit(&inner.cfg.name, &env.from) {
                             tracing::warn!(msg_id = env.result_of.as_deref(), from = %env.from, result_id = %env.id, "refused a result: {reason}");
                         }
                         r.status = ReplyStatus::Rejected;
@@ -374,7 +385,14 @@ async fn process(
             }
             Action::Ran { key, env, result } => {
                 if promised(inner, &key) {
-                    crate::executor::finish_then(inner, &key, &env, result.clone(), None, || {});
+                    crate::delivery::executor::finish_then(
+                        inner,
+                        &key,
+                        &env,
+                        result.clone(),
+                        None,
+                        || {},
+                    );
                 }
                 let mut r = Reply::new(&env.id, ReplyStatus::Done);
                 r.result = Some(result);
@@ -453,7 +471,12 @@ async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
             queued.insert(it.stream.clone());
             continue;
         };
-        match tokio::time::timeout_at(deadline, crate::executor::call(inner, env, &method)).await {
+        match tokio::time::timeout_at(
+            deadline,
+            crate::delivery::executor::call(inner, env, &method),
+        )
+        .await
+        {
             Ok(result) => {
                 it.action = Action::Ran {
                     key: key.clone(),
@@ -576,7 +599,7 @@ fn decide(
         seq: 0,
         action,
     };
-    if let Err(e) = crate::names::node(&env.from) {
+    if let Err(e) = crate::wire::names::node(&env.from) {
         return item(Action::Reply(rejected(&env.id, format!("bad sender: {e}"))));
     }
     if env.kind == WireKind::Result {
@@ -589,7 +612,7 @@ fn decide(
         return item(Action::Reply(r));
     }
     if !env.ack {
-        if let Some(r) = crate::trust::unacked_replayed(inner, &stream, &env, expected) {
+        if let Some(r) = crate::security::trust::unacked_replayed(inner, &stream, &env, expected) {
             return item(Action::Reply(r));
         }
         if let Some(r) = too_many_streams(inner, &env, &stream, expected) {
@@ -602,7 +625,7 @@ fn decide(
             }
             Err((status, reason)) => {
                 inner.metrics.refused(inner, &env, status);
-                crate::trust::refused_after_check(
+                crate::security::trust::refused_after_check(
                     inner,
                     &format!("{}/{}", env.from, env.id),
                     &reason,
@@ -740,7 +763,7 @@ fn note_epoch(env: &Envelope, expected: &mut HashMap<String, u64>) {
 
 /// Whether an accepted message of this epoch may raise its sender's epoch floor.
 fn epoch_may_raise(epoch: u64) -> bool {
-    store::epoch_time(epoch).is_some_and(|t| t <= crate::envelope::now_ms() + EPOCH_AHEAD_MS)
+    store::epoch_time(epoch).is_some_and(|t| t <= crate::wire::envelope::now_ms() + EPOCH_AHEAD_MS)
 }
 
 /// Refuses a message that would open a stream position beyond [`MAX_STREAMS_PER_SENDER`] for
@@ -812,10 +835,10 @@ fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
             format!("addressed to {}, but this is {me}", env.to),
         ));
     }
-    if let Err(e) = crate::names::method(&env.method) {
+    if let Err(e) = crate::wire::names::method(&env.method) {
         return Err((ReplyStatus::Rejected, e.to_string()));
     }
-    if let Err(reason) = crate::trust::access(inner, env) {
+    if let Err(reason) = crate::security::trust::access(inner, env) {
         return Err((ReplyStatus::Rejected, reason));
     }
     let methods = inner
@@ -829,7 +852,7 @@ fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
                 format!("{me} does not serve the method {:?}", env.method),
             ))
         }
-        Some(m) if crate::envelope::WireKind::from(m.kind) != env.kind => {
+        Some(m) if crate::wire::envelope::WireKind::from(m.kind) != env.kind => {
             return Err((
                 ReplyStatus::Rejected,
                 format!(
@@ -856,11 +879,11 @@ fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
 /// Sends an answer, signed when its sender asked for that (see `signing`).
 pub(crate) async fn send_reply(inner: &Inner, to: &str, r: &Reply) {
     let signed;
-    let r = if inner.security.policy != crate::trust::SignaturePolicy::Unsigned
-        && crate::signing::wants_signed_reply(to)
+    let r = if inner.security.policy != crate::security::trust::SignaturePolicy::Unsigned
+        && crate::security::signing::wants_signed_reply(to)
     {
         let mut s = r.clone();
-        crate::signing::sign_reply(&inner.security.keys, &inner.cfg.name, to, &mut s);
+        crate::security::signing::sign_reply(&inner.security.keys, &inner.cfg.name, to, &mut s);
         signed = s;
         &signed
     } else {

@@ -1,4 +1,10 @@
-//! The node: a cheap-to-clone handle in front of the tasks that deliver, receive and run messages.
+//! Layer 10, the node: a cheap-to-clone handle in front of the tasks that deliver, receive and
+//! run messages; the only place that wires the layers together. Also the ways into a running
+//! node from outside: the control socket and `inmsg.txt`.
+
+pub(crate) mod control;
+pub(crate) mod ingest;
+pub(crate) mod supervisor;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,18 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::access::AccessList;
 use crate::config::NodeConfig;
-use crate::envelope::{now_ms, Envelope, WireKind};
+use crate::delivery::publisher;
+use crate::delivery::publisher::PubEvent;
 use crate::error::{Error, Result};
-use crate::handler::Method;
-use crate::message::{Expiry, Message, ParsedBatch};
-use crate::notify::{Dispatcher, ErrorReport, ErrorReportKind, ListenerId, Notification};
-use crate::publisher::PubEvent;
-use crate::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
-use crate::security::{BrokerAuth, BrokerTls, Secret};
+use crate::runtime::notify::{Dispatcher, ErrorReport, ErrorReportKind, ListenerId, Notification};
+use crate::security::access::AccessList;
+use crate::security::broker_auth::{BrokerAuth, BrokerTls, Secret};
 use crate::store::{self, Enqueued, MessageRecord, NewMessage, OutboxItem, Store};
-use crate::{names, publisher, supervisor};
+use crate::wire::envelope::{now_ms, Envelope, WireKind};
+use crate::wire::handler::Method;
+use crate::wire::message::{Expiry, Message, ParsedBatch};
+use crate::wire::names;
+use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
 
 /// Builds and starts a [`Node`].
 ///
@@ -41,7 +48,7 @@ pub struct NodeBuilder {
     cfg: NodeConfig,
     access_set: bool,
     methods: Vec<(String, Method)>,
-    listeners: Vec<crate::notify::Listener>,
+    listeners: Vec<crate::runtime::notify::Listener>,
 }
 
 impl NodeBuilder {
@@ -304,7 +311,7 @@ pub(crate) struct Inner {
     pub client: async_nats::Client,
     pub reply_prefix: String,
     pub publishers: Mutex<HashMap<u64, mpsc::UnboundedSender<PubEvent>>>,
-    pub executors: Mutex<HashMap<String, crate::executor::ExecutorHandle>>,
+    pub executors: Mutex<HashMap<String, crate::delivery::executor::ExecutorHandle>>,
     /// Repeatable methods that once ran too long to be run by the receiver itself.
     pub slow_methods: Mutex<std::collections::HashSet<String>>,
     /// Inbox keys of messages whose resend was answered "received": their senders now wait
@@ -320,13 +327,13 @@ pub(crate) struct Inner {
     /// Wakes the audit writer when a message reaches a final state.
     pub audit_wake: tokio::sync::Notify,
     /// Counters, gauges and histograms (see `metrics.rs`).
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::runtime::metrics::Metrics,
     /// Where `GET /metrics` is served, once bound.
     pub metrics_address: Option<SocketAddr>,
     /// This node's keys, the keys it trusts and its signature policy.
-    pub security: crate::trust::Security,
+    pub security: crate::security::trust::Security,
     /// Streams whose position the sender confirmed since the last connect (see `confirm.rs`).
-    pub confirm: crate::confirm::Confirmations,
+    pub confirm: crate::delivery::confirm::Confirmations,
 }
 
 /// Proof that a message was durably accepted; await its result through it.
@@ -391,7 +398,7 @@ impl Node {
     async fn start(
         cfg: NodeConfig,
         extra: Vec<(String, Method)>,
-        listeners: Vec<crate::notify::Listener>,
+        listeners: Vec<crate::runtime::notify::Listener>,
     ) -> Result<Node> {
         names::node(&cfg.name)?;
         names::node(&cfg.central).map_err(|e| Error::Config(format!("central: {e}")))?;
@@ -405,7 +412,7 @@ impl Node {
             names::method(name)?;
         }
         let metrics_listener = match cfg.metrics_address {
-            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            Some(addr) => Some(crate::runtime::metrics::bind(addr).await?),
             None => None,
         };
         let metrics_address = match &metrics_listener {
@@ -417,13 +424,13 @@ impl Node {
         // Keys and trust first: a refusal (a key others can read, a trust.json that does not
         // verify) must not leave the store open behind it.
         let (cfg, security) = tokio::task::spawn_blocking(move || {
-            let cfg = crate::enrol::resolve(cfg)?;
-            let security = crate::trust::Security::open(&cfg)?;
+            let cfg = crate::central::enrol::resolve(cfg)?;
+            let security = crate::security::trust::Security::open(&cfg)?;
             Ok::<_, Error>((cfg, security))
         })
         .await
         .map_err(|e| Error::Config(e.to_string()))??;
-        crate::enrol::say_how_trust_stands(&cfg);
+        crate::central::enrol::say_how_trust_stands(&cfg);
         let store = {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -443,14 +450,14 @@ impl Node {
                 }
             };
         }
-        let control = or_close!(crate::control::bind(&cfg));
+        let control = or_close!(crate::node::control::bind(&cfg));
         let (conn_tx, conn_rx) = watch::channel(false);
         let conn_tx = Arc::new(conn_tx);
         // A broker that refuses us fails the start here; an unreachable one does not.
-        let crate::connect::Connected {
+        let crate::runtime::connect::Connected {
             client,
             watch: conn_watch,
-        } = match crate::connect::connect(&cfg, conn_tx.clone()).await {
+        } = match crate::runtime::connect::connect(&cfg, conn_tx.clone()).await {
             Ok(c) => c,
             Err(e) => {
                 store.close().await;
@@ -461,12 +468,12 @@ impl Node {
             let _ = conn_tx.send(true);
         }
         // A sender that checks signatures asks for signed answers by its reply subjects.
-        let reply_prefix = if security.policy == crate::trust::SignaturePolicy::Required {
+        let reply_prefix = if security.policy == crate::security::trust::SignaturePolicy::Required {
             format!(
                 "{}.{}.{}",
                 client.new_inbox(),
                 cfg.name,
-                crate::signing::SIGNED_REPLIES
+                crate::security::signing::SIGNED_REPLIES
             )
         } else {
             format!("{}.{}", client.new_inbox(), cfg.name)
@@ -498,7 +505,7 @@ impl Node {
         for (name, m) in extra {
             methods.insert(name, m);
         }
-        let metrics = crate::metrics::Metrics::new(store.clone(), conn_rx.clone());
+        let metrics = crate::runtime::metrics::Metrics::new(store.clone(), conn_rx.clone());
         let inner = Arc::new(Inner {
             cfg,
             rt: tokio::runtime::Handle::current(),
@@ -520,22 +527,22 @@ impl Node {
             metrics,
             metrics_address,
             security,
-            confirm: crate::confirm::Confirmations::new(conn_rx.clone()),
+            confirm: crate::delivery::confirm::Confirmations::new(conn_rx.clone()),
         });
         conn_watch.spawn(&inner);
         let started = async {
             // Resume unfinished received messages (in arrival order) before the receiver
             // starts, so a new message of the same stream can never overtake them; then the
             // outbox.
-            crate::executor::resume(&inner).await?;
+            crate::delivery::executor::resume(&inner).await?;
             let ev = futures::stream::select(cmd_sub, ev_sub);
             supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
-            crate::trust::start(&inner);
+            crate::security::trust::start(&inner);
             for (stream_id, subject) in inner.store.active_streams()? {
                 inner.publisher(stream_id, &subject);
             }
             if let Some(bound) = control {
-                crate::control::serve(&inner, bound)?;
+                crate::node::control::serve(&inner, bound)?;
             }
             Ok::<(), Error>(())
         };
@@ -549,8 +556,8 @@ impl Node {
             return Err(e);
         }
         if let Some(listener) = metrics_listener {
-            crate::metrics::serve(&inner, listener);
-            tracing::info!(node = %inner.cfg.name, address = ?inner.metrics_address, "metrics served at {}", crate::metrics::METRICS_PATH);
+            crate::runtime::metrics::serve(&inner, listener);
+            tracing::info!(node = %inner.cfg.name, address = ?inner.metrics_address, "metrics served at {}", crate::runtime::metrics::METRICS_PATH);
         }
         tracing::info!(node = %inner.cfg.name, data_dir = %inner.cfg.data_dir.display(), "node started");
         Ok(Node { inner })
@@ -577,7 +584,7 @@ impl Node {
     pub fn metrics_text(&self) -> String {
         self.inner
             .metrics
-            .encode(crate::metrics::Format::Prometheus)
+            .encode(crate::runtime::metrics::Format::Prometheus)
     }
 
     /// True while connected to a broker.
@@ -609,7 +616,7 @@ impl Node {
     /// Accepts messages in the original JSON format (an array, or one object). Valid elements
     /// are sent even when others are invalid; each invalid one is reported with its index.
     pub async fn send_json(&self, text: &str) -> Result<SendReport> {
-        let parsed = crate::message::parse_json(text)?;
+        let parsed = crate::wire::message::parse_json(text)?;
         self.send_parsed(parsed).await
     }
 
@@ -799,7 +806,7 @@ impl Node {
     /// Forgets finished messages older than the retention period now (this also runs hourly).
     /// Returns how many receiver dedup records and sent-message records were removed.
     pub async fn prune(&self) -> Result<(usize, usize)> {
-        crate::retention::prune_now(&self.inner).await
+        crate::ops::retention::prune_now(&self.inner).await
     }
 
     /// Stops serving a method; later messages for it are rejected.

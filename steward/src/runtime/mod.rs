@@ -1,0 +1,7 @@
+//! Layer 5, the runtime: the link to the broker (connect, reconnect, refusals), listeners and
+//! their thread, metrics, and the embedded nats-server.
+
+pub(crate) mod broker;
+pub(crate) mod connect;
+pub(crate) mod metrics;
+pub(crate) mod notify;
