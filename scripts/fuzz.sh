@@ -3,7 +3,7 @@
 #   bash scripts/fuzz.sh [SECONDS per target, default 60]
 # cargo fuzz needs nightly compiler flags; on a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
 # A crash leaves its input in steward/fuzz/artifacts/<target>/: add it as a regression test
-# (e.g. in steward/src/message.rs or ingest.rs tests) before fixing.
+# (e.g. in steward/src/wire/message.rs or node/ingest.rs tests) before fixing.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_PER_TARGET="${1:-60}"

@@ -35,7 +35,7 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// The wire format's canonical signing encoding (steward/src/signing.rs), rebuilt here so the
+/// The wire format's canonical signing encoding (steward/src/security/signing.rs), rebuilt here so the
 /// test can sign envelopes with keys no node has.
 struct Canon(Vec<u8>);
 
@@ -425,7 +425,7 @@ async fn refused_flood_does_not_grow_the_store_and_resends_stay_refused() {
     node.stop().await;
 }
 
-/// A time-based epoch as a store made at `ms` has (steward/src/store.rs: tag bit 62, the time
+/// A time-based epoch as a store made at `ms` has (steward/src/store/mod.rs: tag bit 62, the time
 /// in ms from bit 16).
 fn epoch_at(ms: u64) -> u64 {
     (1 << 62) | (ms << 16) | 0x5a5a

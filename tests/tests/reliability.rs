@@ -1387,7 +1387,7 @@ fn copy_dir(from: &Path, to: &Path) {
 // 11. Clock skew
 // ---------------------------------------------------------------------------
 
-/// Publishes one hand-made envelope (the wire format of `steward/src/envelope.rs`) from a
+/// Publishes one hand-made envelope (the wire format of `steward/src/wire/envelope.rs`) from a
 /// sender called `from` whose clock is `skew_ms` off, and returns the receiver's reply status.
 async fn skewed_send(
     client: &async_nats::Client,
