@@ -35,8 +35,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("delivery/receiver.rs", "node"),
     ("methods/error_log.rs", "node"),
     ("methods/hello.rs", "node"),
-    ("ops/audit.rs", "node"),
-    ("ops/retention.rs", "node"),
     ("runtime/connect.rs", "node"),
     ("runtime/metrics.rs", "node"),
     ("security/signing.rs", "node"),

@@ -325,7 +325,7 @@ pub(crate) struct Inner {
     pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub error_log: Mutex<()>,
     /// Wakes the audit writer when a message reaches a final state.
-    pub audit_wake: tokio::sync::Notify,
+    pub audit_wake: Arc<tokio::sync::Notify>,
     /// Counters, gauges and histograms (see `metrics.rs`).
     pub metrics: crate::runtime::metrics::Metrics,
     /// Where `GET /metrics` is served, once bound.
@@ -523,7 +523,7 @@ impl Node {
             connected: conn_rx.clone(),
             tasks: Mutex::default(),
             error_log: Mutex::new(()),
-            audit_wake: tokio::sync::Notify::new(),
+            audit_wake: Arc::new(tokio::sync::Notify::new()),
             metrics,
             metrics_address,
             security,
@@ -806,7 +806,7 @@ impl Node {
     /// Forgets finished messages older than the retention period now (this also runs hourly).
     /// Returns how many receiver dedup records and sent-message records were removed.
     pub async fn prune(&self) -> Result<(usize, usize)> {
-        crate::ops::retention::prune_now(&self.inner).await
+        crate::ops::retention::prune_now(&self.inner.store, self.inner.cfg.retention).await
     }
 
     /// Stops serving a method; later messages for it are rejected.

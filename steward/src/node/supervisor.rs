@@ -82,13 +82,19 @@ where
             Ok(())
         }
     });
-    let i = inner.clone();
+    let (store, dir, wake) = (
+        inner.store.clone(),
+        inner.cfg.data_dir.clone(),
+        inner.audit_wake.clone(),
+    );
+    let shutdown = inner.shutdown.subscribe();
     supervise(inner, "audit log writer", move || {
-        crate::ops::audit::run(i.clone())
+        crate::ops::audit::run(store.clone(), dir.clone(), wake.clone(), shutdown.clone())
     });
-    let i = inner.clone();
+    let (store, retention) = (inner.store.clone(), inner.cfg.retention);
+    let shutdown = inner.shutdown.subscribe();
     supervise(inner, "pruner", move || {
-        crate::ops::retention::run(i.clone())
+        crate::ops::retention::run(store.clone(), retention, shutdown.clone())
     });
     if let Some(every) = inner.cfg.hello_interval.filter(|d| !d.is_zero()) {
         let i = inner.clone();

@@ -5,11 +5,13 @@
 //! fsync'd here and only then removed from the queue: a crash can repeat a line, never lose one.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::node::Inner;
-use crate::store;
+use tokio::sync::{watch, Notify};
+
+use crate::store::Store;
 
 /// File name of the audit log inside the data directory.
 pub const AUDIT_LOG: &str = "audit.log";
@@ -19,20 +21,27 @@ pub const AUDIT_LOG: &str = "audit.log";
 /// store's other writes. The lines are durable in the store meanwhile.
 const GATHER: Duration = Duration::from_millis(200);
 
-pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
-    let mut shutdown = inner.shutdown.subscribe();
+/// Appends the queued lines of `store` to `<data_dir>/audit.log` whenever `wake` is notified
+/// (and every 5 s), until `shutdown` turns true; then flushes once more.
+pub(crate) async fn run(
+    store: Store,
+    data_dir: PathBuf,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) -> crate::Result<()> {
+    let path = data_dir.join(AUDIT_LOG);
     loop {
-        let wrote = flush_once(&inner).await?;
+        let wrote = flush_once(&store, &path).await?;
         if *shutdown.borrow() {
             return Ok(());
         }
         if wrote == 0 {
             tokio::select! {
-                _ = inner.audit_wake.notified() => {}
+                _ = wake.notified() => {}
                 // A safety net: lines queued by a finalization that woke nobody (e.g. at start).
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 _ = shutdown.changed() => {
-                    flush_once(&inner).await?;
+                    flush_once(&store, &path).await?;
                     return Ok(());
                 }
             }
@@ -40,19 +49,19 @@ pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
         tokio::select! {
             _ = tokio::time::sleep(GATHER) => {}
             _ = shutdown.changed() => {
-                flush_once(&inner).await?;
+                flush_once(&store, &path).await?;
                 return Ok(());
             }
         }
     }
 }
 
-async fn flush_once(inner: &Arc<Inner>) -> crate::Result<usize> {
-    let rows = inner.store.audit_pending(4096)?;
+async fn flush_once(store: &Store, path: &std::path::Path) -> crate::Result<usize> {
+    let rows = store.audit_pending(4096)?;
     if rows.is_empty() {
         return Ok(0);
     }
-    let path = inner.cfg.data_dir.join(AUDIT_LOG);
+    let path = path.to_path_buf();
     let keys: Vec<u64> = rows.iter().map(|(k, _)| *k).collect();
     let p = path.clone();
     tokio::task::spawn_blocking(move || -> crate::Result<()> {
@@ -69,9 +78,8 @@ async fn flush_once(inner: &Arc<Inner>) -> crate::Result<usize> {
     .await
     .map_err(|e| crate::Error::Storage(e.to_string()))??;
     let n = keys.len();
-    inner
-        .store
-        .write(move |txn| store::audit_done(txn, &keys))
+    store
+        .write(move |txn| crate::store::audit_done(txn, &keys))
         .await?;
     Ok(n)
 }
