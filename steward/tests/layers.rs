@@ -37,7 +37,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("methods/hello.rs", "node"),
     ("runtime/connect.rs", "node"),
     ("runtime/metrics.rs", "node"),
-    ("security/signing.rs", "node"),
     ("security/trust.rs", "central"),
     ("security/trust.rs", "config"),
     ("security/trust.rs", "delivery"),

@@ -385,39 +385,45 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
         "superseded by trust version {}",
         inner.security.state().version
     );
-    let (done, cancelled) = inner
-        .store
-        .write(move |t| {
-            let mut cancelled = Vec::new();
-            for id in older {
-                let rec = crate::store::finalize(
-                    t,
-                    &id,
-                    crate::wire::result::MessageState::Cancelled,
-                    None,
-                    Some(reason.clone()),
-                    0,
-                )?;
-                cancelled.extend(rec);
-            }
-            Ok((crate::store::enqueue(t, prepared)?, cancelled))
-        })
+    let i = inner.clone();
+    inner
+        .outbox
+        .queue_with(
+            move |t| {
+                let mut cancelled = Vec::new();
+                for id in older {
+                    let rec = crate::store::finalize(
+                        t,
+                        &id,
+                        crate::wire::result::MessageState::Cancelled,
+                        None,
+                        Some(reason.clone()),
+                        0,
+                    )?;
+                    cancelled.extend(rec);
+                }
+                Ok(cancelled)
+            },
+            prepared,
+            move |cancelled| {
+                if let Ok(reg) = registry(&i) {
+                    reg.last_update
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(queued);
+                }
+                // The superseded bundles end before the new ones wake their publishers.
+                for rec in cancelled {
+                    i.publisher_event(
+                        rec.stream_id,
+                        &rec.status.subject,
+                        PubEvent::Finished(rec.seq),
+                    );
+                    i.after_final(rec.clone().into_status());
+                }
+            },
+        )
         .await?;
-    reg.last_update
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(queued);
-    for rec in cancelled {
-        inner.publisher_event(
-            rec.stream_id,
-            &rec.status.subject,
-            PubEvent::Finished(rec.seq),
-        );
-        inner.after_final(rec.into_status());
-    }
-    for d in done {
-        inner.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
-    }
     Ok(())
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::delivery::publisher::PubEvent;
 use crate::node::Inner;
 use crate::runtime::notify::ErrorReportKind;
 use crate::store::{self, InboxRecord, InboxState, NewMessage, OutboxItem};
@@ -348,23 +347,20 @@ pub(crate) fn finish_then(
     let e = env.clone();
     let id = env.id.clone();
     let i = inner.clone();
-    let submitted = inner.store.submit(
+    let submitted = inner.outbox.submit_with(
         move |txn| {
             let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
             rec.state = InboxState::Done;
             rec.reply = Some(outcome.unwrap_or(ReplyStatus::Done));
             rec.result = Some(result);
-            store::put_inbox(txn, &k, &mut rec)?;
-            store::enqueue(txn, vec![new])
+            store::put_inbox(txn, &k, &mut rec)
         },
+        vec![new],
         move |written| {
             match written {
-                Ok(done) => {
-                    // The result goes as a message: any promise of one is kept.
+                // The result goes as a message: any promise of one is kept.
+                Ok(_) => {
                     crate::delivery::receiver::promised(&i, &pk);
-                    for d in done {
-                        i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
-                    }
                 }
                 Err(err) => tracing::error!(msg_id = %id, "cannot record the result: {err}"),
             }

@@ -4,5 +4,6 @@
 
 pub(crate) mod confirm;
 pub(crate) mod executor;
+pub(crate) mod outbox;
 pub(crate) mod publisher;
 pub(crate) mod receiver;

@@ -251,7 +251,7 @@ impl Publisher {
                     continue;
                 }
             };
-            crate::security::signing::seal(&self.inner, &mut item.envelope, seq);
+            crate::security::signing::seal(&self.inner.security, &mut item.envelope, seq);
             let payload = Bytes::from(serde_json::to_vec(&item.envelope).unwrap_or_default());
             self.window.insert(
                 seq,
@@ -332,7 +332,14 @@ impl Publisher {
         };
         let mut headers = HeaderMap::new();
         headers.insert(FLOOR_HEADER, floor.to_string().as_str());
-        crate::security::signing::floor_header(&self.inner, &self.subject, floor, &mut headers);
+        crate::security::signing::floor_header(
+            &self.inner.security,
+            &self.inner.cfg.name,
+            self.inner.store.epoch(),
+            &self.subject,
+            floor,
+            &mut headers,
+        );
         // Received long ago and still no result: ask again (answered from the receiver's record).
         for (&seq, e) in self.window.iter_mut() {
             if e.phase != Phase::Received || e.deadline > now {

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::delivery::publisher::PubEvent;
 use crate::node::Inner;
 use crate::runtime::notify::ErrorReport;
 use crate::wire::handler::Request;
@@ -78,16 +77,11 @@ pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
             return;
         }
     };
-    let i = inner.clone();
-    let r = inner.store.submit(
-        move |txn| crate::store::enqueue(txn, vec![prepared]),
+    let r = inner.outbox.submit_with(
+        |_| Ok(()),
+        vec![prepared],
         move |r| match r {
-            Ok(done) => {
-                for d in done {
-                    i.metrics.accepted(&d.to_node, &d.subject);
-                    i.publisher_event(d.stream_id, &d.subject, PubEvent::Enqueued(d.seq));
-                }
-            }
+            Ok(_) => {}
             Err(e) => tracing::error!(
                 msg_id = about.as_deref(),
                 "cannot queue an error report for central: {e}"

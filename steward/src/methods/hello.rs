@@ -52,7 +52,7 @@ pub(crate) async fn run(inner: Arc<Inner>, every: Duration) -> crate::Result<()>
             outcome: None,
             sig: None,
         };
-        crate::security::signing::sign(&inner, &mut env);
+        crate::security::signing::sign(&inner.security, &mut env);
         let payload = Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
         if let Err(e) = inner.client.publish(env.subject(), payload).await {
             tracing::debug!("hello not sent: {e}");

@@ -332,6 +332,8 @@ pub(crate) struct Inner {
     pub metrics_address: Option<SocketAddr>,
     /// This node's keys, the keys it trusts and its signature policy.
     pub security: crate::security::trust::Security,
+    /// Queues messages and wakes their publishers (the only way to queue; see `outbox.rs`).
+    pub outbox: crate::delivery::outbox::Outbox,
     /// Streams whose position the sender confirmed since the last connect (see `confirm.rs`).
     pub confirm: crate::delivery::confirm::Confirmations,
 }
@@ -506,7 +508,19 @@ impl Node {
             methods.insert(name, m);
         }
         let metrics = crate::runtime::metrics::Metrics::new(store.clone(), conn_rx.clone());
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| Inner {
+            outbox: {
+                let me = me.clone();
+                crate::delivery::outbox::Outbox::new(
+                    store.clone(),
+                    Arc::new(move |e: &Enqueued| {
+                        if let Some(i) = me.upgrade() {
+                            i.metrics.accepted(&e.to_node, &e.subject);
+                            i.publisher_event(e.stream_id, &e.subject, PubEvent::Enqueued(e.seq));
+                        }
+                    }),
+                )
+            },
             cfg,
             rt: tokio::runtime::Handle::current(),
             store,
@@ -661,25 +675,14 @@ impl Node {
     }
 
     async fn enqueue(&self, prepared: Vec<NewMessage>) -> Result<Vec<Receipt>> {
-        let done: Vec<Enqueued> = self
-            .inner
-            .store
-            .write(move |txn| store::enqueue(txn, prepared))
-            .await?;
+        let done: Vec<Enqueued> = self.inner.outbox.queue(prepared).await?;
         let receipts = done
             .into_iter()
-            .map(|e| {
-                if !e.existed {
-                    self.inner.metrics.accepted(&e.to_node, &e.subject);
-                    self.inner
-                        .publisher_event(e.stream_id, &e.subject, PubEvent::Enqueued(e.seq));
-                }
-                Receipt {
-                    id: e.id,
-                    to_node: e.to_node,
-                    subject: e.subject,
-                    node: self.clone(),
-                }
+            .map(|e| Receipt {
+                id: e.id,
+                to_node: e.to_node,
+                subject: e.subject,
+                node: self.clone(),
             })
             .collect();
         Ok(receipts)

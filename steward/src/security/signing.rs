@@ -26,9 +26,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::node::Inner;
 use crate::security::keys::{KeyPair, PublicKey};
-use crate::security::trust::SignaturePolicy;
+use crate::security::trust::{Security, SignaturePolicy};
 use crate::wire::envelope::{Envelope, Reply, ReplyStatus, Seal, WireKind};
 use crate::wire::result::{MethodResult, ResultStatus};
 
@@ -323,45 +322,44 @@ pub(crate) fn confirm_bytes(
 /// known by then): a fire-and-forget message gets its stream position too (so a receiver can
 /// recognise a replay of it), then the envelope is signed. Deterministic: a reload after a
 /// restart produces the same bytes.
-pub(crate) fn seal(inner: &Inner, env: &mut Envelope, seq: u64) {
+pub(crate) fn seal(sec: &Security, env: &mut Envelope, seq: u64) {
     if !env.ack && env.seq == 0 && env.kind != WireKind::Result {
         env.seq = seq;
     }
-    if inner.security.policy != SignaturePolicy::Unsigned {
-        sign_with(&inner.security.keys, env);
+    if sec.policy != SignaturePolicy::Unsigned {
+        sign_with(&sec.keys, env);
     }
 }
 
 /// Signs an envelope that does not go through the outbox (`hello`).
-pub(crate) fn sign(inner: &Inner, env: &mut Envelope) {
-    if inner.security.policy != SignaturePolicy::Unsigned {
-        sign_with(&inner.security.keys, env);
+pub(crate) fn sign(sec: &Security, env: &mut Envelope) {
+    if sec.policy != SignaturePolicy::Unsigned {
+        sign_with(&sec.keys, env);
     }
 }
 
 /// Publisher hook: signs the floor header of a stream (sender, epoch, subject, floor), so a
 /// third party cannot make a receiver skip messages by replaying one with a forged floor. One
-/// signature per new floor value of a subject (cached).
+/// signature per new floor value of a subject (cached). `me` and `epoch`: the sender's name and
+/// store epoch.
 pub(crate) fn floor_header(
-    inner: &Inner,
+    sec: &Security,
+    me: &str,
+    epoch: u64,
     subject: &str,
     floor: u64,
     headers: &mut async_nats::HeaderMap,
 ) {
-    if inner.security.policy == SignaturePolicy::Unsigned {
+    if sec.policy == SignaturePolicy::Unsigned {
         return;
     }
     let sig = {
-        let mut cache = inner
-            .security
-            .floor_sigs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = sec.floor_sigs.lock().unwrap_or_else(|p| p.into_inner());
         match cache.get(subject) {
             Some((f, sig)) if *f == floor => sig.clone(),
             _ => {
-                let bytes = floor_bytes(&inner.cfg.name, inner.store.epoch(), subject, floor);
-                let sig = B64.encode(inner.security.keys.sign(&bytes).to_bytes());
+                let bytes = floor_bytes(me, epoch, subject, floor);
+                let sig = B64.encode(sec.keys.sign(&bytes).to_bytes());
                 cache.insert(subject.to_owned(), (floor, sig.clone()));
                 sig
             }

@@ -514,6 +514,12 @@ impl Store {
         self.submit(f, move |r| {
             let _ = tx.send(r);
         })?;
+        self.outcome(rx).await
+    }
+
+    /// Waits for the outcome a submitted job's completion sends on `rx`; a job the writer
+    /// dropped unrun (it could not start a transaction) is a storage error.
+    pub(crate) async fn outcome<R>(&self, rx: oneshot::Receiver<Result<R>>) -> Result<R> {
         match rx.await {
             Ok(r) => r,
             Err(_) if self.is_closed() => Err(Error::Stopped),
