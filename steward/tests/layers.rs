@@ -36,7 +36,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("methods/error_log.rs", "node"),
     ("methods/hello.rs", "node"),
     ("runtime/connect.rs", "node"),
-    ("runtime/metrics.rs", "node"),
     ("security/trust.rs", "central"),
     ("security/trust.rs", "config"),
     ("security/trust.rs", "delivery"),

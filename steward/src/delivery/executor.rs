@@ -124,7 +124,9 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
         .is_some_and(|exp| now_ms() > exp.saturating_add(skew))
     {
         let r = MethodResult::failed("expired before it ran");
-        inner.metrics.refused(inner, &env, ReplyStatus::Expired);
+        inner
+            .metrics
+            .refused(inner.serves(&env.method), &env, ReplyStatus::Expired);
         finish_inline(inner, &key, &env, r, Some(ReplyStatus::Expired), inline);
         return;
     }

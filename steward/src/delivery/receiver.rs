@@ -624,7 +624,9 @@ fn decide(
                 item(Action::RunUnacked { env })
             }
             Err((status, reason)) => {
-                inner.metrics.refused(inner, &env, status);
+                inner
+                    .metrics
+                    .refused(inner.serves(&env.method), &env, status);
                 crate::security::trust::refused_after_check(
                     inner,
                     &format!("{}/{}", env.from, env.id),
@@ -698,7 +700,9 @@ fn decide(
             it.action = Action::Accept { key, env };
         }
         Err((status, reason)) => {
-            inner.metrics.refused(inner, &env, status);
+            inner
+                .metrics
+                .refused(inner.serves(&env.method), &env, status);
             in_batch.insert(key.clone(), status);
             it.action = Action::Refuse {
                 key,

@@ -327,7 +327,7 @@ pub(crate) struct Inner {
     /// Wakes the audit writer when a message reaches a final state.
     pub audit_wake: Arc<tokio::sync::Notify>,
     /// Counters, gauges and histograms (see `metrics.rs`).
-    pub metrics: crate::runtime::metrics::Metrics,
+    pub metrics: Arc<crate::runtime::metrics::Metrics>,
     /// Where `GET /metrics` is served, once bound.
     pub metrics_address: Option<SocketAddr>,
     /// This node's keys, the keys it trusts and its signature policy.
@@ -507,7 +507,10 @@ impl Node {
         for (name, m) in extra {
             methods.insert(name, m);
         }
-        let metrics = crate::runtime::metrics::Metrics::new(store.clone(), conn_rx.clone());
+        let metrics = Arc::new(crate::runtime::metrics::Metrics::new(
+            store.clone(),
+            conn_rx.clone(),
+        ));
         let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| Inner {
             outbox: {
                 let me = me.clone();
@@ -570,7 +573,14 @@ impl Node {
             return Err(e);
         }
         if let Some(listener) = metrics_listener {
-            crate::runtime::metrics::serve(&inner, listener);
+            let handle = crate::runtime::metrics::serve(
+                inner.metrics.clone(),
+                inner.shutdown.subscribe(),
+                listener,
+            );
+            if let Ok(mut t) = inner.tasks.lock() {
+                t.push(handle);
+            }
             tracing::info!(node = %inner.cfg.name, address = ?inner.metrics_address, "metrics served at {}", crate::runtime::metrics::METRICS_PATH);
         }
         tracing::info!(node = %inner.cfg.name, data_dir = %inner.cfg.data_dir.display(), "node started");
@@ -1056,6 +1066,14 @@ impl Inner {
         let mut map = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
         let tx = self.publisher_locked(&mut map, stream_id, subject);
         let _ = tx.send(ev);
+    }
+
+    /// Whether this node serves `method` now.
+    pub(crate) fn serves(&self, method: &str) -> bool {
+        self.methods
+            .read()
+            .map(|m| m.contains_key(method))
+            .unwrap_or(false)
     }
 
     /// The status with the publisher's live view (sent / attempts) merged in.

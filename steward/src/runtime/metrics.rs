@@ -33,7 +33,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::node::Inner;
 use crate::store::Store;
 use crate::wire::envelope::{now_ms, Envelope, ReplyStatus};
 use crate::wire::result::{MessageState, MessageStatus, MethodResult, ResultStatus};
@@ -258,13 +257,9 @@ impl Metrics {
     }
 
     /// An incoming message was answered without running it. Methods this node does not serve
-    /// are counted as `_unserved`, so a sender cannot grow the label set at will.
-    pub(crate) fn refused(&self, inner: &Inner, env: &Envelope, status: ReplyStatus) {
-        let served = inner
-            .methods
-            .read()
-            .map(|m| m.contains_key(&env.method))
-            .unwrap_or(false);
+    /// (`served` false) are counted as `_unserved`, so a sender cannot grow the label set at
+    /// will.
+    pub(crate) fn refused(&self, served: bool, env: &Envelope, status: ReplyStatus) {
         let reason = match status {
             ReplyStatus::Expired => "expired",
             _ => "rejected",
@@ -526,11 +521,14 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-/// Serves `GET /metrics` on the bound listener until the node stops.
-pub(crate) fn serve(inner: &Arc<Inner>, listener: TcpListener) {
-    let i = inner.clone();
-    let handle = inner.rt.spawn(async move {
-        let mut shutdown = i.shutdown.subscribe();
+/// Serves `GET /metrics` from `metrics` on the bound listener until `shutdown` turns true;
+/// the caller keeps the task's handle with the node's other tasks.
+pub(crate) fn serve(
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+    listener: TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
                 r = listener.accept() => match r {
@@ -544,13 +542,10 @@ pub(crate) fn serve(inner: &Arc<Inner>, listener: TcpListener) {
                 },
                 _ = stopped(&mut shutdown) => return,
             };
-            let conn_inner = i.clone();
-            i.rt.spawn(async move { connection(conn_inner, stream).await });
+            let (m, stop) = (metrics.clone(), shutdown.clone());
+            tokio::spawn(async move { connection(m, stop, stream).await });
         }
-    });
-    if let Ok(mut t) = inner.tasks.lock() {
-        t.push(handle);
-    }
+    })
 }
 
 /// Resolves once the node is stopping (also if it already was when subscribing).
@@ -558,11 +553,13 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
-    let mut stop = inner.shutdown.subscribe();
-    let service_inner = inner.clone();
+async fn connection(
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+    stream: tokio::net::TcpStream,
+) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let response = respond(&service_inner, &req);
+        let response = respond(&metrics, &req);
         async move { Ok::<_, Infallible>(response) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -583,7 +580,7 @@ async fn connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
     }
 }
 
-fn respond(inner: &Inner, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -619,7 +616,7 @@ fn respond(inner: &Inner, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     } else {
         (Format::Prometheus, PROMETHEUS_CONTENT_TYPE)
     };
-    let body = inner.metrics.encode(format);
+    let body = metrics.encode(format);
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
