@@ -35,7 +35,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("delivery/receiver.rs", "node"),
     ("methods/error_log.rs", "node"),
     ("methods/hello.rs", "node"),
-    ("runtime/connect.rs", "node"),
     ("security/trust.rs", "central"),
     ("security/trust.rs", "config"),
     ("security/trust.rs", "delivery"),

@@ -546,7 +546,21 @@ impl Node {
             security,
             confirm: crate::delivery::confirm::Confirmations::new(conn_rx.clone()),
         });
-        conn_watch.spawn(&inner);
+        {
+            // A refusal while reconnecting is reported like any error (log, listeners, central).
+            let me = Arc::downgrade(&inner);
+            let handle = conn_watch.spawn(
+                inner.shutdown.subscribe(),
+                Box::new(move |text| {
+                    if let Some(i) = me.upgrade() {
+                        i.report(None, ErrorReportKind::BrokerAuth, text);
+                    }
+                }),
+            );
+            if let Ok(mut t) = inner.tasks.lock() {
+                t.push(handle);
+            }
+        }
         let started = async {
             // Resume unfinished received messages (in arrival order) before the receiver
             // starts, so a new message of the same stream can never overtake them; then the

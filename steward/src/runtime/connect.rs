@@ -22,8 +22,6 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
-use crate::node::Inner;
-use crate::runtime::notify::ErrorReportKind;
 use crate::security::broker_auth::{self, Prepared};
 
 /// How long start waits for the first attempt to tell a refusal from an unreachable broker.
@@ -269,23 +267,26 @@ fn is_auth_text(text: &str) -> bool {
     (t.contains("authorization") || t.contains("authentication")) && !t.contains("timeout")
 }
 
+/// Where the watcher sends a refusal, as text: the node reports it (log, listeners, central).
+pub(crate) type Report = Box<dyn Fn(String) + Send + Sync>;
+
 impl Watch {
-    /// Follows the events until the node stops.
-    pub(crate) fn spawn(self, inner: &Arc<Inner>) {
-        let weak = Arc::downgrade(inner);
-        let mut shutdown = inner.shutdown.subscribe();
-        let handle = inner.rt.spawn(async move {
+    /// Follows the events until `shutdown` turns true; a refusal goes to `report` once per
+    /// outage. Returns the task's handle for the node to keep.
+    pub(crate) fn spawn(
+        self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        report: Report,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
             tokio::select! {
-                _ = self.run(weak) => {}
+                _ = self.run(report) => {}
                 _ = shutdown.wait_for(|s| *s) => {}
             }
-        });
-        if let Ok(mut t) = inner.tasks.lock() {
-            t.push(handle);
-        }
+        })
     }
 
-    async fn run(mut self, inner: std::sync::Weak<Inner>) {
+    async fn run(mut self, report: Report) {
         let mut connected = false;
         let mut reported = false;
         let mut last_check: Option<Instant> = None;
@@ -324,14 +325,12 @@ impl Watch {
             if reported {
                 continue;
             }
-            let Some(inner) = inner.upgrade() else { return };
             reported = true;
             let err = Error::BrokerAuth {
                 broker: self.brokers.clone(),
                 reason,
             };
-            // `report` logs it, tells the listeners and queues it for central.
-            inner.report(None, ErrorReportKind::BrokerAuth, err.to_string());
+            report(err.to_string());
         }
     }
 }
