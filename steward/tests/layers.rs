@@ -34,7 +34,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("delivery/publisher.rs", "node"),
     ("delivery/receiver.rs", "node"),
     ("methods/error_log.rs", "node"),
-    ("methods/hello.rs", "node"),
     ("security/trust.rs", "central"),
     ("security/trust.rs", "config"),
     ("security/trust.rs", "delivery"),

@@ -331,7 +331,7 @@ pub(crate) struct Inner {
     /// Where `GET /metrics` is served, once bound.
     pub metrics_address: Option<SocketAddr>,
     /// This node's keys, the keys it trusts and its signature policy.
-    pub security: crate::security::trust::Security,
+    pub security: Arc<crate::security::trust::Security>,
     /// Queues messages and wakes their publishers (the only way to queue; see `outbox.rs`).
     pub outbox: crate::delivery::outbox::Outbox,
     /// Streams whose position the sender confirmed since the last connect (see `confirm.rs`).
@@ -543,7 +543,7 @@ impl Node {
             audit_wake: Arc::new(tokio::sync::Notify::new()),
             metrics,
             metrics_address,
-            security,
+            security: Arc::new(security),
             confirm: crate::delivery::confirm::Confirmations::new(conn_rx.clone()),
         });
         {

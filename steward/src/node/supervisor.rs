@@ -97,9 +97,17 @@ where
         crate::ops::retention::run(store.clone(), retention, shutdown.clone())
     });
     if let Some(every) = inner.cfg.hello_interval.filter(|d| !d.is_zero()) {
-        let i = inner.clone();
+        let hello = crate::methods::hello::Hello {
+            name: inner.cfg.name.clone(),
+            central: inner.cfg.central.clone(),
+            epoch: inner.store.epoch(),
+            security: inner.security.clone(),
+            client: inner.client.clone(),
+            connected: inner.connected.clone(),
+            shutdown: inner.shutdown.subscribe(),
+        };
         supervise(inner, "hello sender", move || {
-            crate::methods::hello::run(i.clone(), every)
+            crate::methods::hello::run(hello.clone(), every)
         });
     }
     if inner.cfg.watch_inmsg {
