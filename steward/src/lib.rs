@@ -22,7 +22,7 @@ mod store;
 mod wire;
 
 pub use central::enrol::CENTRAL_KEY_FILE;
-pub use central::registry::{KeyState, REGISTRY_FILE};
+pub use central::registry::{KeyInfo, KeyState, REGISTRY_FILE};
 pub use config::NodeConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use methods::error_log::ERRORS_LOG;
@@ -37,7 +37,7 @@ pub use security::access::{AccessList, Argv, Pattern, Rule, RuleSpec};
 pub use security::broker_auth::{BrokerAuth, BrokerTls, Secret};
 pub use security::join::{JoinToken, JoinTokenInfo, DEFAULT_TOKEN_VALIDITY};
 pub use security::keys::{public_key_path, PublicKey, KEY_FILE, PUBLIC_KEY_FILE};
-pub use security::trust::{KeyInfo, SignaturePolicy, TrustedKey, TRUST_FILE};
+pub use security::trust::{SignaturePolicy, TrustedKey, TRUST_FILE};
 pub use store::StoreStats;
 pub use wire::handler::{Handler, HandlerFuture, Method, Request};
 pub use wire::message::{

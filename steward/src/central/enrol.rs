@@ -21,10 +21,18 @@
 //! approved, logged as a warning).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::node::Inner;
 use crate::security::keys::PublicKey;
+use crate::security::signing;
+use crate::security::trust::{SignedBundle, KEY_REGISTER};
+use crate::wire::envelope::{now_ms, Envelope, Reply, ReplyStatus, WireKind};
 
 /// File in a node's data directory that holds central's pinned key, written when the node
 /// joins with a token and read at every later start that gives no central key.
@@ -127,4 +135,157 @@ fn pin(dir: &Path, file: &PathBuf, key: &PublicKey) -> Result<()> {
         }
     }
     crate::security::keys::write_atomic(file, format!("{key}\n").as_bytes(), 0o644)
+}
+
+// ----- registration with central, at start -----
+
+/// Starts what the node does for trust at start: a node that knows central's key registers
+/// its own key with central (until central answers).
+pub(crate) fn start(inner: &Arc<Inner>) {
+    if inner.cfg.name == inner.cfg.central || inner.cfg.central_key.is_none() {
+        return;
+    }
+    let i = inner.clone();
+    let handle = inner.rt.spawn(async move { register(i).await });
+    if let Ok(mut t) = inner.tasks.lock() {
+        t.push(handle);
+    }
+}
+
+/// What a node sends with its registration.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Registration {
+    /// The trust version the node has, so central can send a newer one.
+    pub trust_version: u64,
+    /// Proof of a join token, to have the key approved at once (see `enrol.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<crate::security::join::JoinProof>,
+}
+
+/// Central's answer to a registration (the result's text).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RegistrationAnswer {
+    pub state: crate::central::registry::KeyState,
+    pub trust_version: u64,
+    /// Central's current bundle, when the node is behind: a pending node gets it only here
+    /// (central queues nothing to names nobody approved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<SignedBundle>,
+    /// Why a key stays pending although the node asked for more (a join token expired, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+async fn register(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut connected = inner.connected.clone();
+    let mut wait = Duration::from_secs(1);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if !*connected.borrow() {
+            tokio::select! {
+                _ = connected.changed() => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
+        let data = serde_json::to_string(&Registration {
+            trust_version: inner.security.state().version,
+            join: inner
+                .cfg
+                .join
+                .as_ref()
+                .map(|t| t.prove(&inner.cfg.name, &inner.security.keys.public())),
+        })
+        .unwrap_or_default();
+        let mut env = Envelope {
+            id: ulid::Ulid::new().to_string(),
+            from: inner.cfg.name.clone(),
+            to: inner.cfg.central.clone(),
+            kind: WireKind::Event,
+            method: KEY_REGISTER.into(),
+            data: vec![data],
+            epoch: inner.store.epoch(),
+            seq: 0,
+            ack: true,
+            expires_ms: Some(now_ms() + 60_000),
+            method_timeout_ms: 0,
+            result_of: None,
+            result: None,
+            outcome: None,
+            sig: None,
+        };
+        // Always signed: central accepts a registration only with the key it carries.
+        signing::sign_with(&inner.security.keys, &mut env);
+        let payload = bytes::Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
+        let req = inner.client.request(env.subject(), payload);
+        let answer = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(10), req) => r,
+            _ = shutdown.changed() => return,
+        };
+        match answer {
+            Ok(Ok(msg)) => match serde_json::from_slice::<Reply>(&msg.payload) {
+                Ok(r) if r.status == ReplyStatus::Done => {
+                    inner.security.registered.send_replace(true);
+                    let mut ans = r.result.and_then(|res| {
+                        serde_json::from_str::<RegistrationAnswer>(&res.stdout).ok()
+                    });
+                    if let Some(text) = ans.as_mut().and_then(|a| a.bundle.take()) {
+                        let text = serde_json::to_string(&text).unwrap_or_default();
+                        match crate::delivery::screen::apply_bundle(&inner, &text).await {
+                            Ok(done) => tracing::info!("{done}"),
+                            Err((_, why)) => tracing::warn!("the trust bundle in central's answer to the key registration was not applied: {why}"),
+                        }
+                    }
+                    match ans {
+                        Some(a) if a.state == crate::central::registry::KeyState::Pending => {
+                            match &a.note {
+                                Some(why) => tracing::warn!(
+                                    key = %inner.security.keys.public(),
+                                    "this node's key waits for approval on central: {why}"
+                                ),
+                                None => tracing::warn!(
+                                    key = %inner.security.keys.public(),
+                                    "this node's key waits for approval on central: run `steward keys approve {}` there after comparing the key, or start this node with --join TOKEN (`steward keys token` on central)",
+                                    inner.cfg.name
+                                ),
+                            }
+                            // Registering again keeps the key among the newest pending ones
+                            // (central forgets the oldest under a flood) and brings newer bundles.
+                            tokio::select! {
+                                _ = tokio::time::sleep(crate::central::registry::PENDING_REREGISTER) => {}
+                                _ = shutdown.changed() => return,
+                            }
+                            wait = Duration::from_secs(1);
+                            continue;
+                        }
+                        Some(a) => {
+                            tracing::info!(state = ?a.state, trust_version = a.trust_version, "registered this node's key with central")
+                        }
+                        None => tracing::info!("registered this node's key with central"),
+                    }
+                    return;
+                }
+                Ok(r) => {
+                    inner.security.registered.send_replace(true);
+                    tracing::warn!(
+                        "central refused this node's key registration: {}",
+                        r.reason.unwrap_or_default()
+                    );
+                    return;
+                }
+                Err(e) => tracing::debug!("unreadable answer to the key registration: {e}"),
+            },
+            Ok(Err(e)) => tracing::debug!("key registration not answered yet: {e}"),
+            Err(_) => tracing::debug!("key registration not answered within 10 s"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(300));
+    }
 }

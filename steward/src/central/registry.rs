@@ -18,15 +18,14 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::central::enrol::{Registration, RegistrationAnswer};
 use crate::delivery::publisher::PubEvent;
 use crate::error::{Error, Result};
 use crate::node::{Inner, Node};
 use crate::security::access::AccessList;
 use crate::security::join::{token_id, JoinProof, JoinToken, JoinTokenInfo};
 use crate::security::keys::{KeyPair, PublicKey};
-use crate::security::trust::{
-    sign_bundle, Bundle, KeyInfo, Registration, RegistrationAnswer, TrustState, TRUST_UPDATE,
-};
+use crate::security::trust::{sign_bundle, Bundle, TrustState, TRUST_UPDATE};
 use crate::wire::envelope::{now_ms, Envelope, Reply, ReplyStatus};
 use crate::wire::message::Message;
 use crate::wire::result::MethodResult;
@@ -107,6 +106,20 @@ struct KeyEntry {
     key: PublicKey,
     state: KeyState,
     since_ms: u64,
+}
+
+/// A key in central's registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    /// The node the key belongs to.
+    pub node: String,
+    /// The public key.
+    pub key: PublicKey,
+    /// Pending approval, approved, or revoked.
+    pub state: KeyState,
+    /// When it entered this state (ms since the Unix epoch).
+    pub since_ms: u64,
 }
 
 /// The registry (central only).
@@ -327,7 +340,7 @@ fn remove_pending(d: &mut RegistryData, node: &str, key: Option<PublicKey>) -> u
 }
 
 fn registry(inner: &Inner) -> Result<&Registry> {
-    inner.security.registry.as_ref().ok_or_else(|| {
+    inner.registry.as_ref().ok_or_else(|| {
         Error::Trust(format!(
             "{} is not central ({}); keys are listed, approved and revoked on the central node",
             inner.cfg.name, inner.cfg.central
@@ -365,7 +378,7 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
     let mut queued = Vec::with_capacity(nodes.len());
     for n in nodes {
         let msg = Message::event(n.clone(), TRUST_UPDATE, [text.clone()]);
-        let mut p = inner.prepare(msg, None, true)?;
+        let mut p = inner.outbox.prepare(msg, None, true)?;
         // Tracked like a user message: its state and audit line show who has which version.
         p.internal = false;
         queued.push((n, p.item.envelope.id.clone()));
@@ -437,7 +450,8 @@ pub(crate) async fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Opt
             "key registration refused: {} is not central ({})",
             inner.cfg.name, inner.cfg.central
         );
-        crate::security::trust::refuse(inner, &env, &reply_to, ReplyStatus::Rejected, reason).await;
+        crate::delivery::screen::refuse(inner, &env, &reply_to, ReplyStatus::Rejected, reason)
+            .await;
         return;
     };
     let Ok(slot) = reg.slots.clone().acquire_owned().await else {
@@ -459,7 +473,7 @@ pub(crate) async fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Opt
             }
             Err(reason) => {
                 let reason = format!("key registration refused: {reason}");
-                crate::security::trust::refuse(&i, &env, &reply_to, ReplyStatus::Rejected, reason)
+                crate::delivery::screen::refuse(&i, &env, &reply_to, ReplyStatus::Rejected, reason)
                     .await;
             }
         }

@@ -7,3 +7,4 @@ pub(crate) mod executor;
 pub(crate) mod outbox;
 pub(crate) mod publisher;
 pub(crate) mod receiver;
+pub(crate) mod screen;

@@ -488,10 +488,10 @@ impl Publisher {
         }
         if self.inner.security.policy == SignaturePolicy::Required {
             let reply_to = reply_subject(&self.reply_prefix, seq);
-            if let Err(why) =
-                self.inner
-                    .security
-                    .check_reply(&self.inner.cfg, &self.to_node, &reply_to, &reply)
+            if let Err(why) = self
+                .inner
+                .security
+                .check_reply(&self.to_node, &reply_to, &reply)
             {
                 // Not an answer: it changes nothing, and the ACK timeout runs on. Said once
                 // until an answer holds again (each resend brings the same answer).

@@ -124,7 +124,7 @@ async fn process(
                 continue;
             }
         };
-        let Some(env) = crate::security::trust::screen(inner, env, &reply_to).await else {
+        let Some(env) = crate::delivery::screen::screen(inner, env, &reply_to).await else {
             continue;
         };
         let confirmed_floor = match crate::delivery::confirm::gate(inner, &env, &msg) {
@@ -137,7 +137,7 @@ async fn process(
             .and_then(|h| h.get(FLOOR_HEADER))
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .unwrap_or(0);
-        let floor = crate::security::trust::checked_floor(
+        let floor = crate::delivery::screen::checked_floor(
             inner,
             &env,
             floor,
@@ -222,7 +222,7 @@ async fn process(
         .iter()
         .filter_map(|it| match &it.action {
             Action::RunUnacked { env } => {
-                crate::security::trust::unacked_mark(inner, &it.stream, env)
+                crate::delivery::screen::unacked_mark(inner, &it.stream, env)
             }
             Action::Refuse { .. } if it.seq > 0 => Some((it.stream.clone(), it.seq + 1)),
             _ => None,
@@ -355,7 +355,7 @@ async fn process(
                     .split_once('/')
                     .map(|(_, id)| id.to_owned())
                     .unwrap_or_default();
-                crate::security::trust::refused_after_check(inner, &key, &reason);
+                crate::delivery::screen::refused_after_check(inner, &key, &reason);
                 let mut r = Reply::new(&id, status);
                 r.reason = Some(reason);
                 Some(r)
@@ -612,7 +612,7 @@ fn decide(
         return item(Action::Reply(r));
     }
     if !env.ack {
-        if let Some(r) = crate::security::trust::unacked_replayed(inner, &stream, &env, expected) {
+        if let Some(r) = crate::delivery::screen::unacked_replayed(inner, &stream, &env, expected) {
             return item(Action::Reply(r));
         }
         if let Some(r) = too_many_streams(inner, &env, &stream, expected) {
@@ -627,7 +627,7 @@ fn decide(
                 inner
                     .metrics
                     .refused(inner.serves(&env.method), &env, status);
-                crate::security::trust::refused_after_check(
+                crate::delivery::screen::refused_after_check(
                     inner,
                     &format!("{}/{}", env.from, env.id),
                     &reason,
@@ -842,7 +842,7 @@ fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
     if let Err(e) = crate::wire::names::method(&env.method) {
         return Err((ReplyStatus::Rejected, e.to_string()));
     }
-    if let Err(reason) = crate::security::trust::access(inner, env) {
+    if let Err(reason) = crate::delivery::screen::access(inner, env) {
         return Err((ReplyStatus::Rejected, reason));
     }
     let methods = inner

@@ -3,9 +3,10 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::Mutex;
 
-use crate::node::Inner;
+use crate::config::NodeConfig;
+use crate::delivery::outbox::Outbox;
 use crate::runtime::notify::ErrorReport;
 use crate::wire::handler::Request;
 use crate::wire::message::Message;
@@ -48,14 +49,15 @@ fn append(path: &Path, lines: &[serde_json::Value]) -> std::io::Result<()> {
     f.sync_data()
 }
 
-/// Sends a report to central's `errorLog`, or appends it directly when this node is central.
-pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
+/// Sends a report to central's `errorLog` through `outbox`, or appends it directly when this
+/// node (`cfg`) is central (`lock` serializes those appends).
+pub(crate) fn forward(outbox: &Outbox, cfg: &NodeConfig, lock: &Mutex<()>, report: ErrorReport) {
     // The message the report is about, for the log lines below.
     let about = report.message_id.clone();
-    if inner.cfg.name == inner.cfg.central {
-        let path = inner.cfg.data_dir.join(ERRORS_LOG);
+    if cfg.name == cfg.central {
+        let path = cfg.data_dir.join(ERRORS_LOG);
         let line = serde_json::to_value(&report).unwrap_or_default();
-        let _guard = inner.error_log.lock();
+        let _guard = lock.lock();
         if let Err(e) = append(&path, &[line]) {
             tracing::error!(
                 msg_id = about.as_deref(),
@@ -66,8 +68,8 @@ pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
         return;
     }
     let data = serde_json::to_string(&report).unwrap_or_default();
-    let msg = Message::event(inner.cfg.central.clone(), "errorLog", [data]);
-    let prepared = match inner.prepare(msg, None, false) {
+    let msg = Message::event(cfg.central.clone(), "errorLog", [data]);
+    let prepared = match outbox.prepare(msg, None, false) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(
@@ -77,7 +79,7 @@ pub(crate) fn forward(inner: &Arc<Inner>, report: ErrorReport) {
             return;
         }
     };
-    let r = inner.outbox.submit_with(
+    let r = outbox.submit_with(
         |_| Ok(()),
         vec![prepared],
         move |r| match r {

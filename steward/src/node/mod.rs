@@ -5,12 +5,13 @@
 pub(crate) mod control;
 pub(crate) mod ingest;
 pub(crate) mod supervisor;
+mod trust;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -21,10 +22,11 @@ use crate::error::{Error, Result};
 use crate::runtime::notify::{Dispatcher, ErrorReport, ErrorReportKind, ListenerId, Notification};
 use crate::security::access::AccessList;
 use crate::security::broker_auth::{BrokerAuth, BrokerTls, Secret};
-use crate::store::{self, Enqueued, MessageRecord, NewMessage, OutboxItem, Store};
-use crate::wire::envelope::{now_ms, Envelope, WireKind};
+use crate::security::trust::TrustSettings;
+use crate::store::{self, Enqueued, MessageRecord, NewMessage, Store};
+use crate::wire::envelope::now_ms;
 use crate::wire::handler::Method;
-use crate::wire::message::{Expiry, Message, ParsedBatch};
+use crate::wire::message::{Message, ParsedBatch};
 use crate::wire::names;
 use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
 
@@ -332,6 +334,8 @@ pub(crate) struct Inner {
     pub metrics_address: Option<SocketAddr>,
     /// This node's keys, the keys it trusts and its signature policy.
     pub security: Arc<crate::security::trust::Security>,
+    /// The key registry, on central only.
+    pub registry: Option<crate::central::registry::Registry>,
     /// Queues messages and wakes their publishers (the only way to queue; see `outbox.rs`).
     pub outbox: crate::delivery::outbox::Outbox,
     /// Streams whose position the sender confirmed since the last connect (see `confirm.rs`).
@@ -425,10 +429,27 @@ impl Node {
         };
         // Keys and trust first: a refusal (a key others can read, a trust.json that does not
         // verify) must not leave the store open behind it.
-        let (cfg, security) = tokio::task::spawn_blocking(move || {
+        let (cfg, security, registry) = tokio::task::spawn_blocking(move || {
             let cfg = crate::central::enrol::resolve(cfg)?;
-            let security = crate::security::trust::Security::open(&cfg)?;
-            Ok::<_, Error>((cfg, security))
+            let security = crate::security::trust::Security::open(&TrustSettings {
+                name: &cfg.name,
+                central: &cfg.central,
+                data_dir: &cfg.data_dir,
+                key_file: cfg.key_file.as_deref(),
+                central_key: cfg.central_key,
+                trusted_keys: &cfg.trusted_keys,
+                policy: cfg.signatures,
+                joining: cfg.join.is_some(),
+            })?;
+            // Central keeps the key registry; its own trust is the registry's current bundle.
+            let registry = if cfg.name == cfg.central {
+                let reg = crate::central::registry::Registry::open(&cfg.data_dir)?;
+                security.set_state(reg.state(&cfg.name, &security.keys));
+                Some(reg)
+            } else {
+                None
+            };
+            Ok::<_, Error>((cfg, security, registry))
         })
         .await
         .map_err(|e| Error::Config(e.to_string()))??;
@@ -522,6 +543,8 @@ impl Node {
                             i.publisher_event(e.stream_id, &e.subject, PubEvent::Enqueued(e.seq));
                         }
                     }),
+                    Arc::new(cfg.clone()),
+                    client.clone(),
                 )
             },
             cfg,
@@ -544,6 +567,7 @@ impl Node {
             metrics,
             metrics_address,
             security: Arc::new(security),
+            registry,
             confirm: crate::delivery::confirm::Confirmations::new(conn_rx.clone()),
         });
         {
@@ -568,7 +592,7 @@ impl Node {
             crate::delivery::executor::resume(&inner).await?;
             let ev = futures::stream::select(cmd_sub, ev_sub);
             supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
-            crate::security::trust::start(&inner);
+            crate::central::enrol::start(&inner);
             for (stream_id, subject) in inner.store.active_streams()? {
                 inner.publisher(stream_id, &subject);
             }
@@ -646,7 +670,7 @@ impl Node {
             } else {
                 Some(i)
             };
-            prepared.push(self.inner.prepare(m, index, false)?);
+            prepared.push(self.inner.outbox.prepare(m, index, false)?);
         }
         self.enqueue(prepared).await
     }
@@ -675,7 +699,7 @@ impl Node {
                     continue;
                 }
             }
-            match self.inner.prepare(m, Some(i), false) {
+            match self.inner.outbox.prepare(m, Some(i), false) {
                 Ok(p) => {
                     prepared.push(p);
                     indices.push(i);
@@ -948,103 +972,6 @@ pub(crate) fn status_to_result(st: MessageStatus) -> Result<MethodResult> {
 }
 
 impl Inner {
-    /// Validates a message and turns it into an outbox entry.
-    pub(crate) fn prepare(
-        &self,
-        m: Message,
-        index: Option<usize>,
-        internal: bool,
-    ) -> Result<NewMessage> {
-        m.validate(index)?;
-        if m.method.starts_with('_') && !internal {
-            return Err(Error::invalid(
-                index,
-                Some("method"),
-                "names starting with '_' are reserved for steward",
-            ));
-        }
-        let fresh_id = m.id.is_none();
-        let id =
-            m.id.clone()
-                .unwrap_or_else(|| ulid::Ulid::new().to_string());
-        let now = SystemTime::now();
-        let expires = match m.expiry.or(self.cfg.ttl.map(Expiry::Ttl)) {
-            Some(Expiry::Ttl(d)) => Some(now + d),
-            Some(Expiry::At(t)) => Some(t),
-            None => None,
-        };
-        let expires_ms = expires.map(|t| {
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0)
-        });
-        if let Some(ms) = expires_ms {
-            if ms <= now_ms() {
-                return Err(Error::invalid(
-                    index,
-                    Some("expiresAt"),
-                    "is already in the past",
-                ));
-            }
-        }
-        let ack_timeout = m.ack_timeout.unwrap_or(self.cfg.ack_timeout);
-        let envelope = Envelope {
-            id: id.clone(),
-            from: self.cfg.name.clone(),
-            to: m.to_node.clone(),
-            kind: WireKind::from(m.kind),
-            method: m.method.clone(),
-            data: m.data.clone(),
-            epoch: self.store.epoch(),
-            seq: 0,
-            ack: !ack_timeout.is_zero(),
-            expires_ms,
-            method_timeout_ms: m
-                .method_timeout
-                .unwrap_or(self.cfg.method_timeout)
-                .as_millis() as u64,
-            result_of: None,
-            result: None,
-            outcome: None,
-            sig: None,
-        };
-        let size = serde_json::to_vec(&envelope).map(|v| v.len()).unwrap_or(0) + 256;
-        let max = self.max_payload();
-        if size > max {
-            return Err(Error::invalid(
-                index,
-                Some("data"),
-                format!("the message is about {size} bytes, more than the broker's max_payload of {max} bytes; send less data per message"),
-            ));
-        }
-        let subject = m.subject();
-        let mut json = m.to_json();
-        if let Some(o) = json.as_object_mut() {
-            o.insert("id".into(), id.into());
-        }
-        Ok(NewMessage {
-            item: OutboxItem {
-                envelope,
-                ack_timeout_ms: ack_timeout.as_millis() as u64,
-                retries: m.retries.or(self.cfg.retries),
-                retry_wait_ms: m.retry_wait.unwrap_or(self.cfg.retry_wait).as_millis() as u64,
-                accepted_ms: now_ms(),
-                attempts: 0,
-            },
-            subject,
-            json,
-            internal,
-            fresh_id,
-        })
-    }
-
-    fn max_payload(&self) -> usize {
-        match self.client.max_payload() {
-            0 => 1 << 20,
-            n => n,
-        }
-    }
-
     /// Returns the publisher of a stream, starting it if needed.
     pub(crate) fn publisher(
         self: &Arc<Self>,
@@ -1216,7 +1143,7 @@ impl Inner {
         let report = self.error_report(message_id, kind, reason);
         tracing::warn!(msg_id = report.message_id.as_deref(), kind = ?report.kind, "{}", report.reason);
         self.dispatcher.notify(Notification::Error(report.clone()));
-        crate::methods::error_log::forward(self, report);
+        crate::methods::error_log::forward(&self.outbox, &self.cfg, &self.error_log, report);
     }
 }
 

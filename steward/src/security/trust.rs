@@ -1,6 +1,6 @@
-//! The receiving side of signatures: which keys this node trusts for which sender, the signed
-//! and versioned trust bundle from central, and the receiver's hooks that refuse what does not
-//! verify before anything is recorded.
+//! The receiving side of signatures: which keys this node trusts for which sender, and the
+//! signed and versioned trust bundle from central. The receiver's hooks that use it are in
+//! `delivery/screen.rs`; registering this node's key with central is in `central/enrol.rs`.
 //!
 //! Trust comes from three places: this node's own key, the local list in the configuration
 //! (`trusted_keys`, and central's pinned `central_key` for messages from central), and the
@@ -11,21 +11,17 @@
 //! central stops working here when the bundle that revokes it arrives.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::NodeConfig;
 use crate::error::{Error, Result};
-use crate::node::Inner;
-use crate::runtime::notify::ErrorReportKind;
 use crate::security::access::AccessList;
 use crate::security::keys::{KeyPair, PublicKey, KEY_FILE};
-use crate::security::signing::{self, SigError, BUNDLE_DOMAIN, FLOOR_SIG_HEADER};
-use crate::wire::envelope::{now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
-use crate::wire::result::MethodResult;
+use crate::security::signing::{self, SigError, BUNDLE_DOMAIN};
+use crate::wire::envelope::{Envelope, WireKind};
 
 /// Reserved method: a node registers its public key with central.
 pub(crate) const KEY_REGISTER: &str = "_keyRegister";
@@ -217,32 +213,49 @@ pub(crate) fn log_admit(me: &str, sender: &str) -> bool {
 
 /// A node's keys, trust and policy; lives in the node for its lifetime.
 pub(crate) struct Security {
+    /// This node's name and its central's.
+    me: String,
+    central: String,
     pub keys: KeyPair,
     pub policy: SignaturePolicy,
-    central_key: Option<PublicKey>,
+    pub(crate) central_key: Option<PublicKey>,
     local: HashMap<String, Vec<PublicKey>>,
     state: RwLock<Arc<TrustState>>,
     /// Serializes applying trust updates (check version, write the file, swap the state).
-    apply: tokio::sync::Mutex<()>,
-    trust_file: PathBuf,
+    pub(crate) apply: tokio::sync::Mutex<()>,
+    pub(crate) trust_file: PathBuf,
     /// Per outgoing subject: the last floor signed and its signature.
     pub floor_sigs: Mutex<HashMap<String, (u64, String)>>,
     /// Per inbound stream: the highest floor whose signature was checked.
-    verified_floors: Mutex<HashMap<String, u64>>,
-    reports: Mutex<Limiter>,
-    /// The key registry, on central only.
-    pub registry: Option<crate::central::registry::Registry>,
+    pub(crate) verified_floors: Mutex<HashMap<String, u64>>,
+    pub(crate) reports: Mutex<Limiter>,
     /// False while a node that joins with a token has no answer to its registration yet.
     pub registered: tokio::sync::watch::Sender<bool>,
 }
 
+/// What [`Security::open`] needs to know of the node's settings.
+pub(crate) struct TrustSettings<'a> {
+    /// This node's name and its central's.
+    pub name: &'a str,
+    pub central: &'a str,
+    pub data_dir: &'a Path,
+    /// The private key file (`None`: `<data_dir>/node.key`).
+    pub key_file: Option<&'a Path>,
+    /// Central's key, pinned.
+    pub central_key: Option<PublicKey>,
+    pub trusted_keys: &'a [TrustedKey],
+    pub policy: SignaturePolicy,
+    /// The node joins with a token (its first hello waits for the registration's answer).
+    pub joining: bool,
+}
+
 impl Security {
-    /// Loads (or creates) the key pair, the local trust list and the newest trust bundle; on
-    /// central, the key registry. Runs after the store is open (the data directory is ours).
-    pub(crate) fn open(cfg: &NodeConfig) -> Result<Security> {
+    /// Loads (or creates) the key pair, the local trust list and, on a node that is not
+    /// central, the newest trust bundle (central's comes from its registry: the node sets it).
+    pub(crate) fn open(cfg: &TrustSettings<'_>) -> Result<Security> {
         let key_path = cfg
             .key_file
-            .clone()
+            .map(Path::to_path_buf)
             .unwrap_or_else(|| cfg.data_dir.join(KEY_FILE));
         let keys = KeyPair::load_or_create(&key_path)?;
         let is_central = cfg.name == cfg.central;
@@ -255,22 +268,22 @@ impl Security {
             }
         }
         let mut local: HashMap<String, Vec<PublicKey>> = HashMap::new();
-        for t in &cfg.trusted_keys {
+        for t in cfg.trusted_keys {
             crate::wire::names::node(&t.node)
                 .map_err(|e| Error::Config(format!("trusted key for {:?}: {e}", t.node)))?;
             local.entry(t.node.clone()).or_default().push(t.key);
         }
         let trust_file = cfg.data_dir.join(TRUST_FILE);
-        let (registry, state) = if is_central {
-            let reg = crate::central::registry::Registry::open(&cfg.data_dir)?;
-            let state = reg.state(&cfg.name, &keys);
-            (Some(reg), state)
+        let state = if is_central {
+            TrustState::default()
         } else {
-            (None, load_trust_file(cfg, &trust_file)?)
+            load_trust_file(cfg, &trust_file)?
         };
         Ok(Security {
+            me: cfg.name.to_owned(),
+            central: cfg.central.to_owned(),
             keys,
-            policy: cfg.signatures,
+            policy: cfg.policy,
             central_key: if is_central { None } else { cfg.central_key },
             local,
             state: RwLock::new(Arc::new(state)),
@@ -279,8 +292,7 @@ impl Security {
             floor_sigs: Mutex::default(),
             verified_floors: Mutex::default(),
             reports: Mutex::new(Limiter::new()),
-            registry,
-            registered: tokio::sync::watch::Sender::new(cfg.join.is_none() || is_central),
+            registered: tokio::sync::watch::Sender::new(!cfg.joining || is_central),
         })
     }
 
@@ -297,8 +309,8 @@ impl Security {
     }
 
     /// Central's key as this node knows it: pinned, or its own when it is central.
-    fn central_key(&self, cfg: &NodeConfig) -> Option<PublicKey> {
-        if cfg.name == cfg.central {
+    fn central_key(&self) -> Option<PublicKey> {
+        if self.me == self.central {
             Some(self.keys.public())
         } else {
             self.central_key
@@ -310,7 +322,6 @@ impl Security {
     /// `responder`, the node the message went to.
     pub(crate) fn check_reply(
         &self,
-        cfg: &NodeConfig,
         responder: &str,
         reply_to: &str,
         r: &crate::wire::envelope::Reply,
@@ -327,18 +338,18 @@ impl Security {
                 "the answer does not carry a valid signature by {responder} (forged, altered, or meant for another message)"
             )),
         };
-        self.key_trusted(cfg, responder, &key)
+        self.key_trusted(responder, &key)
             .map_err(|why| format!("the answer from {responder}: {why}"))
     }
 
-    fn key_trusted(&self, cfg: &NodeConfig, from: &str, key: &PublicKey) -> Result<(), String> {
-        let me = &cfg.name;
+    fn key_trusted(&self, from: &str, key: &PublicKey) -> Result<(), String> {
+        let me = &self.me;
         let st = self.state();
         // Central is trusted only with its pinned key: a bundle cannot name another one.
         if (from == me && *key == self.keys.public())
-            || (from == cfg.central && self.central_key(cfg) == Some(*key))
+            || (*from == self.central && self.central_key() == Some(*key))
             || self.local.get(from).is_some_and(|ks| ks.contains(key))
-            || (from != cfg.central && st.approved.get(from) == Some(key))
+            || (*from != self.central && st.approved.get(from) == Some(key))
         {
             return Ok(());
         }
@@ -353,7 +364,7 @@ impl Security {
             .get(key)
             .cloned()
             .or_else(|| (*key == self.keys.public()).then(|| me.clone()))
-            .or_else(|| (self.central_key(cfg) == Some(*key)).then(|| cfg.central.clone()))
+            .or_else(|| (self.central_key() == Some(*key)).then(|| self.central.clone()))
             .or_else(|| {
                 self.local
                     .iter()
@@ -364,7 +375,7 @@ impl Security {
             Some(owner) => format!(
                 "signed with {owner}'s key, but it claims to be from {from}; the key does not match the sender"
             ),
-            None if *from == cfg.central => format!(
+            None if *from == self.central => format!(
                 "signed with a key that {me} does not trust for {from} (unknown key {key}): this node has not pinned central's key; start it with --join TOKEN (print one on {from} with `steward keys token`) or give the key with --central-key-file"
             ),
             None => format!(
@@ -374,19 +385,19 @@ impl Security {
     }
 
     /// The signature checks of the `Required` policy.
-    fn admit(&self, cfg: &NodeConfig, env: &Envelope) -> Result<(), String> {
+    pub(crate) fn admit(&self, env: &Envelope) -> Result<(), String> {
         let (key, vk) = match signing::signer(env) {
             Ok(k) => k,
             Err(SigError::Unsigned) => {
                 return Err(format!(
                 "unsigned message: {} requires every message to be signed (signatures = required)",
-                cfg.name
+                self.me
             ))
             }
             Err(SigError::Malformed(why)) => return Err(format!("malformed signature: {why}")),
             Err(SigError::Bad) => return Err("bad signature".into()),
         };
-        self.key_trusted(cfg, &env.from, &key)?;
+        self.key_trusted(&env.from, &key)?;
         match signing::verify_envelope_with(env, &vk) {
             Ok(_) => {}
             Err(SigError::Bad) => {
@@ -409,7 +420,7 @@ impl Security {
 
 /// Loads `trust.json` if present; one that does not verify stops the start (fail closed: an
 /// older bundle must never be accepted because the newer one was lost).
-fn load_trust_file(cfg: &NodeConfig, path: &std::path::Path) -> Result<TrustState> {
+fn load_trust_file(cfg: &TrustSettings<'_>, path: &Path) -> Result<TrustState> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TrustState::default()),
@@ -422,13 +433,13 @@ fn load_trust_file(cfg: &NodeConfig, path: &std::path::Path) -> Result<TrustStat
         );
         return Ok(TrustState::default());
     };
-    let (bundle, signed) = verify_bundle(&ck, &cfg.central, &text).map_err(|why| {
+    let (bundle, signed) = verify_bundle(&ck, cfg.central, &text).map_err(|why| {
         Error::Config(format!(
             "{} is not a valid trust bundle from central ({why}); if central_key changed, move the file aside and let central send the current bundle",
             path.display()
         ))
     })?;
-    Ok(TrustState::from_bundle(&cfg.name, &bundle, Some(signed)))
+    Ok(TrustState::from_bundle(cfg.name, &bundle, Some(signed)))
 }
 
 /// Checks a signed bundle's signature against central's key and parses it.
@@ -472,499 +483,7 @@ pub(crate) fn sign_bundle(keys: &KeyPair, bundle: &Bundle) -> SignedBundle {
     SignedBundle { payload, sig }
 }
 
-// ----- the receiver's hooks -----
-
-/// Receiver hook, for every envelope before anything is decided or recorded. Handles the
-/// protocol's own messages (key registration, trust updates) and, when signatures are
-/// required, refuses what does not verify: answered `rejected` with the reason, logged,
-/// reported to central, never run, and nothing written (so a forged message cannot occupy
-/// the id or sequence number of a real one). Returns the envelope if it goes on.
-pub(crate) async fn screen(
-    inner: &Arc<Inner>,
-    env: Envelope,
-    reply_to: &Option<String>,
-) -> Option<Envelope> {
-    if env.method == KEY_REGISTER {
-        crate::central::registry::on_register(inner, env, reply_to.clone()).await;
-        return None;
-    }
-    if env.method == TRUST_UPDATE {
-        on_update(inner, env, reply_to).await;
-        return None;
-    }
-    if inner.security.policy != SignaturePolicy::Required {
-        return Some(env);
-    }
-    match inner.security.admit(&inner.cfg, &env) {
-        Ok(()) => Some(env),
-        Err(reason) => {
-            refuse(inner, &env, reply_to, ReplyStatus::Rejected, reason).await;
-            None
-        }
-    }
-}
-
-/// Logs and reports a refusal (rate-limited) and answers it.
-pub(crate) async fn refuse(
-    inner: &Arc<Inner>,
-    env: &Envelope,
-    reply_to: &Option<String>,
-    status: ReplyStatus,
-    reason: String,
-) {
-    note_refusal(inner, env, &reason);
-    if let Some(to) = reply_to {
-        let mut r = Reply::new(&env.id, status);
-        r.reason = Some(reason);
-        crate::delivery::receiver::send_reply(inner, to, &r).await;
-    }
-}
-
-fn note_refusal(inner: &Arc<Inner>, env: &Envelope, reason: &str) {
-    let text = format!(
-        "{} refused a message from {} ({}): {reason}",
-        inner.cfg.name,
-        env.from,
-        env.subject()
-    );
-    report_refusal(inner, &env.id, &env.from, text, reason);
-}
-
-/// Reports a refusal to the listeners and central, at most 20 a minute (then one line with the
-/// count left out); the rest are only logged.
-fn report_refusal(inner: &Arc<Inner>, id: &str, from: &str, text: String, reason: &str) {
-    let (report, left_out) = inner
-        .security
-        .reports
-        .lock()
-        .map(|mut l| l.admit())
-        .unwrap_or((true, 0));
-    if left_out > 0 {
-        inner.report(
-            None,
-            ErrorReportKind::Rejected,
-            format!(
-                "{left_out} more refused messages were not reported one by one in the last minute"
-            ),
-        );
-    }
-    if report {
-        inner.report(Some(id.to_owned()), ErrorReportKind::Rejected, text);
-    } else {
-        tracing::debug!(msg_id = id, from, "refused: {reason}");
-    }
-}
-
-/// Receiver hook for a message refused after its signature held (not addressed here, not in
-/// the access list, not served, expired): logged; with signatures required also reported to
-/// central, since the real sender may never learn of it (a retargeted copy, say). Without
-/// signatures the sender reports its rejection itself, as before.
-pub(crate) fn refused_after_check(inner: &Arc<Inner>, key: &str, reason: &str) {
-    let (from, id) = key.split_once('/').unwrap_or(("", key));
-    if inner.security.policy != SignaturePolicy::Required {
-        if log_admit(&inner.cfg.name, from) {
-            tracing::warn!(msg_id = id, from, "refused: {reason}");
-        } else {
-            tracing::debug!(msg_id = id, from, "refused: {reason}");
-        }
-        return;
-    }
-    let text = format!(
-        "{} refused message {id} from {from}: {reason}",
-        inner.cfg.name
-    );
-    report_refusal(inner, id, from, text, reason);
-}
-
-/// Receiver hook: the sender's floor header counts only if its signature holds (so nobody can
-/// make this node skip messages by replaying one with a forged floor). Checked only when the
-/// floor would move the stream forward, once per new floor.
-pub(crate) fn checked_floor(
-    inner: &Inner,
-    env: &Envelope,
-    floor: u64,
-    headers: Option<&async_nats::HeaderMap>,
-    expected: &HashMap<String, u64>,
-) -> u64 {
-    if inner.security.policy != SignaturePolicy::Required
-        || floor == 0
-        || env.kind == WireKind::Result
-    {
-        return floor;
-    }
-    let stream = format!("{}/{:x}/{}", env.from, env.epoch, env.subject());
-    if expected.get(&stream).is_some_and(|e| *e >= floor) {
-        return floor;
-    }
-    let mut verified = inner
-        .security
-        .verified_floors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if verified.get(&stream).is_some_and(|v| *v >= floor) {
-        return floor;
-    }
-    let sig = headers
-        .and_then(|h| h.get(FLOOR_SIG_HEADER))
-        .map(|v| v.as_str().to_owned());
-    let key = env.sig.as_ref().and_then(|s| PublicKey::parse(&s.key).ok());
-    let ok = match (sig, key) {
-        (Some(sig), Some(key)) => {
-            let bytes = signing::floor_bytes(&env.from, env.epoch, &env.subject(), floor);
-            signing::verify_bytes(&key, &bytes, &sig).is_ok()
-        }
-        _ => false,
-    };
-    if ok {
-        verified.insert(stream, floor);
-        floor
-    } else {
-        if log_admit(&inner.cfg.name, &env.from) {
-            tracing::warn!(id = %env.id, from = %env.from, floor, "ignored a {FLOOR_HEADER} header without a valid signature");
-        }
-        0
-    }
-}
-
-fn unacked_key(stream: &str) -> String {
-    format!("{stream}#unacked")
-}
-
-/// Receiver hook for a fire-and-forget message: with signatures required, one already seen
-/// (its stream position is not past the last one run) is a replay and never runs again, also
-/// after a restart.
-pub(crate) fn unacked_replayed(
-    inner: &Arc<Inner>,
-    stream: &str,
-    env: &Envelope,
-    expected: &mut HashMap<String, u64>,
-) -> Option<Reply> {
-    if inner.security.policy != SignaturePolicy::Required || env.seq == 0 {
-        return None;
-    }
-    let key = unacked_key(stream);
-    let next = *expected
-        .entry(key.clone())
-        .or_insert_with(|| inner.store.inbox_expected(&key).unwrap_or(1));
-    if env.seq < next {
-        let reason = format!(
-            "fire-and-forget message {} of {stream} was received before; a replay never runs",
-            env.seq
-        );
-        note_refusal(inner, env, &reason);
-        let mut r = Reply::new(&env.id, ReplyStatus::Stale);
-        r.reason = Some(reason);
-        return Some(r);
-    }
-    expected.insert(key, env.seq + 1);
-    None
-}
-
-/// What the receiver's batch commit writes for a fire-and-forget message about to run: the
-/// next stream position it accepts (see [`unacked_replayed`]).
-pub(crate) fn unacked_mark(inner: &Inner, stream: &str, env: &Envelope) -> Option<(String, u64)> {
-    (inner.security.policy == SignaturePolicy::Required && env.seq > 0)
-        .then(|| (unacked_key(stream), env.seq + 1))
-}
-
-/// Receiver hook: the access list in force (central's for this node if it sent one, else the
-/// configured one) decides; the error is the reason.
-pub(crate) fn access(inner: &Inner, env: &Envelope) -> std::result::Result<(), String> {
-    let st = inner.security.state();
-    let list = st.access.as_ref().unwrap_or(&inner.cfg.access);
-    list.check(&inner.cfg.name, &env.from, &env.method, &env.data)
-}
-
-/// A trust update from central: verified, applied if newer, answered.
-async fn on_update(inner: &Arc<Inner>, env: Envelope, reply_to: &Option<String>) {
-    let outcome = apply_update(inner, &env).await;
-    match outcome {
-        Ok(text) => {
-            tracing::info!(id = %env.id, "{text}");
-            if let Some(to) = reply_to {
-                let mut r = Reply::new(&env.id, ReplyStatus::Done);
-                let mut res = MethodResult::ok(text);
-                res.node = inner.cfg.name.clone();
-                r.result = Some(res);
-                crate::delivery::receiver::send_reply(inner, to, &r).await;
-            }
-        }
-        Err((status, reason)) => {
-            let reason = format!("trust update refused: {reason}");
-            if status == ReplyStatus::Retry {
-                tracing::error!(id = %env.id, "{reason}");
-                if let Some(to) = reply_to {
-                    let mut r = Reply::new(&env.id, status);
-                    r.reason = Some(reason);
-                    crate::delivery::receiver::send_reply(inner, to, &r).await;
-                }
-            } else {
-                refuse(inner, &env, reply_to, status, reason).await;
-            }
-        }
-    }
-}
-
-async fn apply_update(
-    inner: &Arc<Inner>,
-    env: &Envelope,
-) -> std::result::Result<String, (ReplyStatus, String)> {
-    let rejected = |s: String| (ReplyStatus::Rejected, s);
-    let cfg = &inner.cfg;
-    let sec = &inner.security;
-    if cfg.name == cfg.central {
-        return Err(rejected(format!(
-            "{} is central and keeps the key registry itself",
-            cfg.name
-        )));
-    }
-    if env.from != cfg.central {
-        return Err(rejected(format!(
-            "sent by {}, but trust updates come only from central ({})",
-            env.from, cfg.central
-        )));
-    }
-    if env.to != cfg.name {
-        return Err(rejected(format!(
-            "addressed to {}, but this is {}",
-            env.to, cfg.name
-        )));
-    }
-    if sec.policy == SignaturePolicy::Required {
-        sec.admit(cfg, env).map_err(rejected)?;
-    }
-    let text = env
-        .data
-        .first()
-        .ok_or_else(|| rejected("it carries no bundle".into()))?;
-    apply_bundle(inner, text).await
-}
-
-/// Verifies a signed bundle (from a trust update, or from the answer to this node's
-/// registration) against the pinned central key and applies it if newer.
-async fn apply_bundle(
-    inner: &Arc<Inner>,
-    text: &str,
-) -> std::result::Result<String, (ReplyStatus, String)> {
-    let rejected = |s: String| (ReplyStatus::Rejected, s);
-    let cfg = &inner.cfg;
-    let sec = &inner.security;
-    let Some(ck) = sec.central_key else {
-        return Err(rejected(format!(
-            "{} has no central_key configured, so it cannot verify trust updates; configure central's public key",
-            cfg.name
-        )));
-    };
-    let (bundle, signed) = verify_bundle(&ck, &cfg.central, text).map_err(rejected)?;
-    let _guard = sec.apply.lock().await;
-    let current = sec.state();
-    if bundle.version < current.version {
-        return Err(rejected(format!(
-            "stale: version {} is older than version {} that {} has",
-            bundle.version, current.version, cfg.name
-        )));
-    }
-    if bundle.version == current.version {
-        return if current.signed.as_ref().map(|s| &s.payload) == Some(&signed.payload) {
-            Ok(format!(
-                "trust version {} is already applied",
-                bundle.version
-            ))
-        } else {
-            Err(rejected(format!(
-                "version {} differs from the bundle of the same version that {} has",
-                bundle.version, cfg.name
-            )))
-        };
-    }
-    let path = sec.trust_file.clone();
-    let bytes = serde_json::to_vec(&signed).unwrap_or_default();
-    tokio::task::spawn_blocking(move || crate::security::keys::write_atomic(&path, &bytes, 0o600))
-        .await
-        .map_err(|e| (ReplyStatus::Retry, e.to_string()))?
-        .map_err(|e| (ReplyStatus::Retry, format!("cannot store it: {e}")))?;
-    let version = bundle.version;
-    sec.set_state(TrustState::from_bundle(&cfg.name, &bundle, Some(signed)));
-    Ok(format!(
-        "applied trust version {version} from {} ({} approved keys{})",
-        cfg.central,
-        bundle.keys.len(),
-        if bundle.access.contains_key(&cfg.name) {
-            ", with an access list for this node"
-        } else {
-            ""
-        }
-    ))
-}
-
-// ----- registration with central, at start -----
-
-/// Starts what the node does for trust at start: a node that knows central's key registers
-/// its own key with central (until central answers).
-pub(crate) fn start(inner: &Arc<Inner>) {
-    if inner.cfg.name == inner.cfg.central || inner.cfg.central_key.is_none() {
-        return;
-    }
-    let i = inner.clone();
-    let handle = inner.rt.spawn(async move { register(i).await });
-    if let Ok(mut t) = inner.tasks.lock() {
-        t.push(handle);
-    }
-}
-
-/// What a node sends with its registration.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Registration {
-    /// The trust version the node has, so central can send a newer one.
-    pub trust_version: u64,
-    /// Proof of a join token, to have the key approved at once (see `enrol.rs`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub join: Option<crate::security::join::JoinProof>,
-}
-
-/// Central's answer to a registration (the result's text).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct RegistrationAnswer {
-    pub state: crate::central::registry::KeyState,
-    pub trust_version: u64,
-    /// Central's current bundle, when the node is behind: a pending node gets it only here
-    /// (central queues nothing to names nobody approved).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bundle: Option<SignedBundle>,
-    /// Why a key stays pending although the node asked for more (a join token expired, say).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-async fn register(inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut connected = inner.connected.clone();
-    let mut wait = Duration::from_secs(1);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if !*connected.borrow() {
-            tokio::select! {
-                _ = connected.changed() => continue,
-                _ = shutdown.changed() => return,
-            }
-        }
-        let data = serde_json::to_string(&Registration {
-            trust_version: inner.security.state().version,
-            join: inner
-                .cfg
-                .join
-                .as_ref()
-                .map(|t| t.prove(&inner.cfg.name, &inner.security.keys.public())),
-        })
-        .unwrap_or_default();
-        let mut env = Envelope {
-            id: ulid::Ulid::new().to_string(),
-            from: inner.cfg.name.clone(),
-            to: inner.cfg.central.clone(),
-            kind: WireKind::Event,
-            method: KEY_REGISTER.into(),
-            data: vec![data],
-            epoch: inner.store.epoch(),
-            seq: 0,
-            ack: true,
-            expires_ms: Some(now_ms() + 60_000),
-            method_timeout_ms: 0,
-            result_of: None,
-            result: None,
-            outcome: None,
-            sig: None,
-        };
-        // Always signed: central accepts a registration only with the key it carries.
-        signing::sign_with(&inner.security.keys, &mut env);
-        let payload = bytes::Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
-        let req = inner.client.request(env.subject(), payload);
-        let answer = tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(10), req) => r,
-            _ = shutdown.changed() => return,
-        };
-        match answer {
-            Ok(Ok(msg)) => match serde_json::from_slice::<Reply>(&msg.payload) {
-                Ok(r) if r.status == ReplyStatus::Done => {
-                    inner.security.registered.send_replace(true);
-                    let mut ans = r.result.and_then(|res| {
-                        serde_json::from_str::<RegistrationAnswer>(&res.stdout).ok()
-                    });
-                    if let Some(text) = ans.as_mut().and_then(|a| a.bundle.take()) {
-                        let text = serde_json::to_string(&text).unwrap_or_default();
-                        match apply_bundle(&inner, &text).await {
-                            Ok(done) => tracing::info!("{done}"),
-                            Err((_, why)) => tracing::warn!("the trust bundle in central's answer to the key registration was not applied: {why}"),
-                        }
-                    }
-                    match ans {
-                        Some(a) if a.state == crate::central::registry::KeyState::Pending => {
-                            match &a.note {
-                                Some(why) => tracing::warn!(
-                                    key = %inner.security.keys.public(),
-                                    "this node's key waits for approval on central: {why}"
-                                ),
-                                None => tracing::warn!(
-                                    key = %inner.security.keys.public(),
-                                    "this node's key waits for approval on central: run `steward keys approve {}` there after comparing the key, or start this node with --join TOKEN (`steward keys token` on central)",
-                                    inner.cfg.name
-                                ),
-                            }
-                            // Registering again keeps the key among the newest pending ones
-                            // (central forgets the oldest under a flood) and brings newer bundles.
-                            tokio::select! {
-                                _ = tokio::time::sleep(crate::central::registry::PENDING_REREGISTER) => {}
-                                _ = shutdown.changed() => return,
-                            }
-                            wait = Duration::from_secs(1);
-                            continue;
-                        }
-                        Some(a) => {
-                            tracing::info!(state = ?a.state, trust_version = a.trust_version, "registered this node's key with central")
-                        }
-                        None => tracing::info!("registered this node's key with central"),
-                    }
-                    return;
-                }
-                Ok(r) => {
-                    inner.security.registered.send_replace(true);
-                    tracing::warn!(
-                        "central refused this node's key registration: {}",
-                        r.reason.unwrap_or_default()
-                    );
-                    return;
-                }
-                Err(e) => tracing::debug!("unreadable answer to the key registration: {e}"),
-            },
-            Ok(Err(e)) => tracing::debug!("key registration not answered yet: {e}"),
-            Err(_) => tracing::debug!("key registration not answered within 10 s"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
-        }
-        wait = (wait * 2).min(Duration::from_secs(300));
-    }
-}
-
 // ----- the public API -----
-
-/// A key in central's registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyInfo {
-    /// The node the key belongs to.
-    pub node: String,
-    /// The public key.
-    pub key: PublicKey,
-    /// Pending approval, approved, or revoked.
-    pub state: crate::central::registry::KeyState,
-    /// When it entered this state (ms since the Unix epoch).
-    pub since_ms: u64,
-}
 
 /// A public key trusted locally for a node (a `trusted_keys` entry of the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -973,26 +492,6 @@ pub struct TrustedKey {
     pub node: String,
     /// Its key.
     pub key: PublicKey,
-}
-
-impl crate::Node {
-    /// This node's public key (also in `node.pub` beside its private key).
-    pub fn public_key(&self) -> PublicKey {
-        self.inner.security.keys.public()
-    }
-
-    /// The version of the newest trust bundle this node applied (0: none).
-    pub fn trust_version(&self) -> u64 {
-        self.inner.security.state().version
-    }
-
-    /// The access list in force: central's for this node if it sent one, else the configured one.
-    pub fn access_list(&self) -> AccessList {
-        let st = self.inner.security.state();
-        st.access
-            .clone()
-            .unwrap_or_else(|| self.inner.cfg.access.clone())
-    }
 }
 
 #[cfg(test)]
