@@ -272,6 +272,20 @@ fn start_default(logs: &Path, name: &str, url: &str, dir: &Path, extra: &[&str])
     p
 }
 
+/// Whether `steward keys list` on the central running on `central_dir` shows a key of `node`
+/// in `state` (pending, approved, revoked).
+fn has_key(central_dir: &Path, node: &str, state: &str) -> bool {
+    let r = steward(
+        &["keys", "list", "--json", "--data-dir", s(central_dir)],
+        &[],
+    );
+    serde_json::from_str::<Value>(&r.stdout).is_ok_and(|v| {
+        v["keys"]
+            .as_array()
+            .is_some_and(|ks| ks.iter().any(|k| k["node"] == node && k["state"] == state))
+    })
+}
+
 /// A join token from the central node running on `central_dir`: `steward keys token`.
 fn join_token(central_dir: &Path) -> String {
     let r = steward(&["keys", "token", "--data-dir", s(central_dir)], &[]);
@@ -293,18 +307,7 @@ fn start_joined(
     let mut args = vec!["--join", token.as_str()];
     args.extend_from_slice(extra);
     let p = start_default(logs, name, url, dir, &args);
-    let approved = wait_until(WAIT, || {
-        let r = steward(
-            &["keys", "list", "--json", "--data-dir", s(central_dir)],
-            &[],
-        );
-        serde_json::from_str::<Value>(&r.stdout).is_ok_and(|v| {
-            v["keys"].as_array().is_some_and(|ks| {
-                ks.iter()
-                    .any(|k| k["node"] == name && k["state"] == "approved")
-            })
-        })
-    });
+    let approved = wait_until(WAIT, || has_key(central_dir, name, "approved"));
     assert!(
         approved,
         "central never approved {name}; its stderr:\n{}",
@@ -1578,15 +1581,7 @@ fn join_tokens_from_the_command_line() {
     assert_eq!(again.code, 1, "{}", again.stderr);
 
     let mut s2 = start_default(t.root(), "ship2", &url, &ship2, &["--join", &token]);
-    let pending = wait_until(WAIT, || {
-        let r = steward(&["keys", "list", "--json", "--data-dir", s(&central)], &[]);
-        serde_json::from_str::<Value>(&r.stdout).is_ok_and(|v| {
-            v["keys"].as_array().is_some_and(|ks| {
-                ks.iter()
-                    .any(|k| k["node"] == "ship2" && k["state"] == "pending")
-            })
-        })
-    });
+    let pending = wait_until(WAIT, || has_key(&central, "ship2", "pending"));
     assert!(pending, "ship2 never showed as pending");
 
     let bad = steward(

@@ -45,6 +45,39 @@ async fn started(b: NodeBuilder) -> Node {
     b.start().await.expect("node start")
 }
 
+/// A broker, a data directory and a default (closed) central on it.
+struct Lab {
+    _nats: NatsServer,
+    urls: Vec<String>,
+    dir: tempfile::TempDir,
+    central: Node,
+}
+
+impl Lab {
+    /// `central` is given the default builder, to change it (e.g. `auto_approve`).
+    async fn start(central: impl FnOnce(NodeBuilder) -> NodeBuilder) -> Lab {
+        let nats = NatsServer::start();
+        let urls = vec![nats.url()];
+        let dir = tempfile::tempdir().unwrap();
+        let central = started(central(default_node("central", &urls, dir.path()))).await;
+        Lab {
+            _nats: nats,
+            urls,
+            dir,
+            central,
+        }
+    }
+}
+
+/// Sends `m` from `from` and waits for its result.
+async fn result_of(from: &Node, m: Message) -> steward::MethodResult {
+    let r = from.send(m).await.unwrap();
+    tokio::time::timeout(WAIT, r.result())
+        .await
+        .expect("no result in time")
+        .unwrap()
+}
+
 /// Publishes `env` on `subject` with a reply inbox until a node answers; returns the answer.
 async fn request(client: &async_nats::Client, subject: &str, env: &Value) -> Value {
     let inbox = client.new_inbox();
@@ -76,16 +109,14 @@ async fn request(client: &async_nats::Client, subject: &str, env: &Value) -> Val
 /// before the node joined — and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_node_runs_nothing_an_unapproved_party_published() {
-    let nats = NatsServer::start();
-    let urls = vec![nats.url()];
-    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(|b| b).await;
+    let (urls, dir, central) = (&lab.urls, &lab.dir, lab.central.clone());
     let file = dir.path().join("ran.txt");
-    let central = started(default_node("central", &urls, dir.path())).await;
     let ship1 =
-        started(default_node("ship1", &urls, dir.path()).ack_timeout(Duration::from_secs(1))).await;
+        started(default_node("ship1", urls, dir.path()).ack_timeout(Duration::from_secs(1))).await;
 
     // Any client of the broker, forging central's name without a signature.
-    let attacker = async_nats::connect(nats.url()).await.unwrap();
+    let attacker = async_nats::connect(urls[0].as_str()).await.unwrap();
     let forged = json!({
         "id": "forged-1", "from": "central", "to": "ship1", "kind": "command",
         "method": "shellCommand", "data": witness(&file, "forged"),
@@ -119,12 +150,10 @@ async fn a_default_node_runs_nothing_an_unapproved_party_published() {
 /// central.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_token_enrols_a_node_in_one_step() {
-    let nats = NatsServer::start();
-    let urls = vec![nats.url()];
-    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(|b| b).await;
+    let (urls, dir, central) = (&lab.urls, &lab.dir, lab.central.clone());
     let file = dir.path().join("ran.txt");
-    let central = started(default_node("central", &urls, dir.path())).await;
-    let ship1 = enrolled_node(&central, "ship1", &urls, dir.path())
+    let ship1 = enrolled_node(&central, "ship1", urls, dir.path())
         .await
         .unwrap();
     assert_eq!(key_state(&central, "ship1"), vec![KeyState::Approved]);
@@ -132,18 +161,11 @@ async fn a_join_token_enrols_a_node_in_one_step() {
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0].approved, 1);
 
-    let r = central
-        .send(Message::command(
-            "ship1",
-            "shellCommand",
-            witness(&file, "one"),
-        ))
-        .await
-        .unwrap();
-    let res = tokio::time::timeout(WAIT, r.result())
-        .await
-        .unwrap()
-        .unwrap();
+    let res = result_of(
+        &central,
+        Message::command("ship1", "shellCommand", witness(&file, "one")),
+    )
+    .await;
     assert_eq!(res.exit_code, Some(0), "{res:?}");
     let ev = ship1
         .send(Message::event("central", "textLogging", ["from ship1"]))
@@ -167,19 +189,12 @@ async fn a_join_token_enrols_a_node_in_one_step() {
         std::fs::read_to_string(dir.path().join("ship1").join(steward::CENTRAL_KEY_FILE)).unwrap();
     assert_eq!(pinned.trim(), central.public_key().to_string());
     ship1.stop().await;
-    let again = started(default_node("ship1", &urls, dir.path())).await;
-    let r = central
-        .send(Message::command(
-            "ship1",
-            "shellCommand",
-            witness(&file, "two"),
-        ))
-        .await
-        .unwrap();
-    let res = tokio::time::timeout(WAIT, r.result())
-        .await
-        .unwrap()
-        .unwrap();
+    let again = started(default_node("ship1", urls, dir.path())).await;
+    let res = result_of(
+        &central,
+        Message::command("ship1", "shellCommand", witness(&file, "two")),
+    )
+    .await;
     assert_eq!(res.exit_code, Some(0), "{res:?}");
     assert_eq!(runs(&file), vec!["one", "two"]);
     again.stop().await;
@@ -193,10 +208,8 @@ async fn a_join_token_enrols_a_node_in_one_step() {
 /// token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_that_do_not_hold_leave_the_key_pending() {
-    let nats = NatsServer::start();
-    let urls = vec![nats.url()];
-    let dir = tempfile::tempdir().unwrap();
-    let central = started(default_node("central", &urls, dir.path())).await;
+    let lab = Lab::start(|b| b).await;
+    let (urls, dir, central) = (&lab.urls, &lab.dir, lab.central.clone());
 
     // Revoked before use.
     let revoked = central.join_token(None).await.unwrap();
@@ -209,7 +222,7 @@ async fn tokens_that_do_not_hold_leave_the_key_pending() {
             .kind(),
         ErrorKind::NotFound
     );
-    let ship1 = started(default_node("ship1", &urls, dir.path()).join(revoked)).await;
+    let ship1 = started(default_node("ship1", urls, dir.path()).join(revoked)).await;
     let pending = wait_until_async(WAIT, || {
         key_state(&central, "ship1") == vec![KeyState::Pending]
     })
@@ -222,7 +235,7 @@ async fn tokens_that_do_not_hold_leave_the_key_pending() {
         .join_token(Some(Duration::from_secs(3600)))
         .await
         .unwrap();
-    let ship1 = started(default_node("ship1", &urls, dir.path()).join(good.clone())).await;
+    let ship1 = started(default_node("ship1", urls, dir.path()).join(good.clone())).await;
     let approved = wait_until_async(WAIT, || {
         key_state(&central, "ship1") == vec![KeyState::Approved]
     })
@@ -234,7 +247,7 @@ async fn tokens_that_do_not_hold_leave_the_key_pending() {
     // Another machine claims the name ship1 with the same (valid) token: its key stays pending,
     // the approved key stays.
     let other_dir = dir.path().join("elsewhere");
-    let impostor = started(default_node("ship1", &urls, &other_dir).join(good.clone())).await;
+    let impostor = started(default_node("ship1", urls, &other_dir).join(good.clone())).await;
     let pending = wait_until_async(WAIT, || {
         central.keys().unwrap().iter().any(|k| {
             k.node == "ship1" && k.key == impostor.public_key() && k.state == KeyState::Pending
@@ -251,7 +264,7 @@ async fn tokens_that_do_not_hold_leave_the_key_pending() {
 
     // Revoked by the operator: the token (still valid) does not bring the key back.
     central.revoke_key("ship1", Some(first_key)).await.unwrap();
-    let ship1 = started(default_node("ship1", &urls, dir.path()).join(good)).await;
+    let ship1 = started(default_node("ship1", urls, dir.path()).join(good)).await;
     let registered =
         wait_until_async(WAIT, || ship1.trust_version() >= central.trust_version()).await;
     assert!(registered);
@@ -269,28 +282,19 @@ async fn tokens_that_do_not_hold_leave_the_key_pending() {
 /// start with a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_approve_enrols_without_a_token_and_only_on_central() {
-    let nats = NatsServer::start();
-    let urls = vec![nats.url()];
-    let dir = tempfile::tempdir().unwrap();
-    let central = started(default_node("central", &urls, dir.path()).auto_approve(true)).await;
+    let lab = Lab::start(|b| b.auto_approve(true)).await;
+    let (urls, dir, central) = (&lab.urls, &lab.dir, lab.central.clone());
     let ship1 =
-        started(default_node("ship1", &urls, dir.path()).central_key(central.public_key())).await;
+        started(default_node("ship1", urls, dir.path()).central_key(central.public_key())).await;
     let approved = wait_until_async(WAIT, || {
         key_state(&central, "ship1") == vec![KeyState::Approved]
     })
     .await;
     assert!(approved, "{:?}", central.keys());
-    let r = central
-        .send(Message::command("ship1", "echo", ["hi"]))
-        .await
-        .unwrap();
-    let res = tokio::time::timeout(WAIT, r.result())
-        .await
-        .unwrap()
-        .unwrap();
+    let res = result_of(&central, Message::command("ship1", "echo", ["hi"])).await;
     assert_eq!(res.stdout, "hi");
 
-    let e = default_node("ship2", &urls, dir.path())
+    let e = default_node("ship2", urls, dir.path())
         .auto_approve(true)
         .start()
         .await
@@ -304,7 +308,7 @@ async fn auto_approve_enrols_without_a_token_and_only_on_central() {
     );
 
     let token = central.join_token(None).await.unwrap();
-    let e = default_node("ship3", &urls, dir.path())
+    let e = default_node("ship3", urls, dir.path())
         .join(token)
         .central_key(ship1.public_key())
         .start()
