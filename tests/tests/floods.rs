@@ -446,8 +446,8 @@ fn positions_of(db: &Path, from: &str) -> usize {
 /// Finding 7 (stream positions). 20,000 (5,000 in the short suite) echoes each from a new store (epoch) of the same sender
 /// left 20,000 stream positions, kept forever (+9 MB). Epochs are now the store's creation
 /// time: a receiver forgets the positions of a sender's earlier stores once a newer one sends,
-/// and answers anything from an earlier store *stale* — so deduplication holds: a captured
-/// command of an old store never runs, and the current store's stream still refuses replays.
+/// and refuses anything from an earlier store — so deduplication holds: a captured command of
+/// an old store never runs, and the current store's stream still refuses replays.
 /// Within one store, at most 1,024 streams (subjects) per sender are kept; a new one beyond is
 /// refused with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,10 +529,10 @@ async fn stream_positions_stay_bounded_without_weakening_deduplication() {
     .await;
     assert!(newest_ran);
 
-    // Replays: the first store's command is stale (its positions are gone, it still never
+    // Replays: the first store's command is refused (its positions are gone, it still never
     // runs); the newest store's command is answered from its record, not run again.
     let replay = ask(&client, &first).await;
-    assert_eq!(replay["status"], "stale", "{replay}");
+    assert_eq!(replay["status"], "rejected", "{replay}");
     assert!(
         replay["reason"]
             .as_str()

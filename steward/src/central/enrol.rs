@@ -99,10 +99,16 @@ pub(crate) fn say_how_trust_stands(cfg: &NodeConfig) {
             "signatures = {}: this node checks no signatures, so anyone who can publish on the broker can make it run what its access list allows, under any name; use signatures = required (the default) and enrol nodes with `steward keys token`",
             cfg.signatures
         ),
-        SignaturePolicy::Required if !is_central && cfg.central_key.is_none() => tracing::warn!(
+        SignaturePolicy::Required
+            if !is_central
+                && cfg.central_key.is_none()
+                && !cfg.trusted_keys.iter().any(|t| t.node == cfg.central) =>
+        {
+            tracing::warn!(
             "{} trusts no key of {} yet, so it runs nothing {} sends: start it with --join TOKEN (print one on {} with `steward keys token`), or pin central's key with --central-key-file",
             cfg.name, cfg.central, cfg.central, cfg.central
-        ),
+            )
+        }
         SignaturePolicy::Required => {}
     }
     if cfg.auto_approve && is_central {

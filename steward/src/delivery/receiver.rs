@@ -722,8 +722,11 @@ pub(crate) const MAX_STREAMS_PER_SENDER: usize = 1024;
 const EPOCH_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// A message from an earlier store of its sender (a time-based epoch below the newest one
-/// accepted from it) is stale: that store is gone, so only a replay can bring it. Its stream
-/// positions were forgotten when the newer epoch arrived (see `store::raise_epoch_floor`).
+/// accepted from it) never runs: that store is gone, so only a replay can bring it. Its stream
+/// positions were forgotten when the newer epoch arrived (see `store::raise_epoch_floor`). It
+/// is refused, not answered *stale* (which a sender takes for "ran long ago"): should a real
+/// sender's clock have gone back when its store was rebuilt, it learns that nothing ran, and
+/// why.
 fn stale_epoch(
     inner: &Inner,
     env: &Envelope,
@@ -735,12 +738,17 @@ fn stale_epoch(
         .entry(key.clone())
         .or_insert_with(|| inner.store.inbox_expected(&key).unwrap_or(1));
     (env.epoch < floor).then(|| {
-        let mut r = Reply::new(&env.id, ReplyStatus::Stale);
-        r.reason = Some(format!(
-            "from an earlier store of {} (epoch {:x}; a newer one, {floor:x}, has sent since): that store is gone, so this is a copy, and it never runs",
-            env.from, env.epoch
-        ));
-        r
+        let made = |e: u64| store::epoch_time(e).unwrap_or(0) / 1000;
+        rejected(
+            &env.id,
+            format!(
+                "from an earlier store of {} (made at {} s since 1970; a newer one, made at {} s, has sent since): a copy of a message of a store that is gone never runs; if {} rebuilt its data directory, check its clock",
+                env.from,
+                made(env.epoch),
+                made(floor),
+                env.from
+            ),
+        )
     })
 }
 
