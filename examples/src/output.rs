@@ -281,6 +281,7 @@ mod tests {
             attempts: 1,
             result,
             reason: Some("why".into()),
+            refusal: None,
             created_ms: 0,
             updated_ms: 0,
         }

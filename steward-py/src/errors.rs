@@ -3,7 +3,8 @@
 //! The classes are defined in Python (`python/steward/_errors.py`), so that `TimedOut` can also
 //! be a `TimeoutError`, `InvalidMessage` a `ValueError`, and every `InvalidMessage` has
 //! `receipts` and `errors`. Here they are imported by name; which one is raised depends only on
-//! the core's error kind.
+//! the core's error kind — and, for `NotAllowed`, on the variant `steward::Error::NotAllowed` (the
+//! receiver's refusal code), never on message text.
 
 use pyo3::import_exception;
 use pyo3::prelude::*;
@@ -27,14 +28,14 @@ import_exception!(steward._errors, Cancelled);
 import_exception!(steward._errors, NoResult);
 import_exception!(steward._errors, IoError);
 
-/// The receiver's wording for an access-list refusal (see the core's receiver).
-const ACCESS_LIST_REFUSAL: &str = "not in its access list";
-
 /// Turns a core error into the matching Python exception. Needs no attached thread: the
 /// exception object is created lazily when Python raises it.
 pub(crate) fn to_py(err: steward::Error) -> PyErr {
     use steward::ErrorKind as K;
     let msg = err.to_string();
+    if let steward::Error::NotAllowed { .. } = err {
+        return NotAllowed::new_err(msg);
+    }
     match err.kind() {
         K::InvalidName => InvalidName::new_err(msg),
         K::InvalidMessage => InvalidMessage::new_err(msg),
@@ -47,7 +48,6 @@ pub(crate) fn to_py(err: steward::Error) -> PyErr {
         K::NotFound => NotFound::new_err(msg),
         K::TimedOut => TimedOut::new_err(msg),
         K::Expired => Expired::new_err(msg),
-        K::Rejected if msg.contains(ACCESS_LIST_REFUSAL) => NotAllowed::new_err(msg),
         K::Rejected => Rejected::new_err(msg),
         K::DeliveryFailed => DeliveryFailed::new_err(msg),
         K::Cancelled => Cancelled::new_err(msg),

@@ -115,6 +115,17 @@ pub enum Error {
         /// The receiver's reason.
         reason: String,
     },
+    /// The receiver's access list does not let this node call the method (a kind of
+    /// [`ErrorKind::Rejected`]).
+    #[error("message {id} was rejected by {node}: {reason}")]
+    NotAllowed {
+        /// Message id.
+        id: String,
+        /// The refusing node.
+        node: String,
+        /// The receiver's reason.
+        reason: String,
+    },
     /// Retries ran out.
     #[error("message {id} to {node} failed: {reason}")]
     DeliveryFailed {
@@ -160,7 +171,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::TimedOut(_) => ErrorKind::TimedOut,
             Error::Expired { .. } => ErrorKind::Expired,
-            Error::Rejected { .. } => ErrorKind::Rejected,
+            Error::Rejected { .. } | Error::NotAllowed { .. } => ErrorKind::Rejected,
             Error::DeliveryFailed { .. } => ErrorKind::DeliveryFailed,
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::NoResult(_) => ErrorKind::NoResult,

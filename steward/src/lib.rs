@@ -24,8 +24,8 @@ mod wire;
 pub use central::enrol::CENTRAL_KEY_FILE;
 pub use central::registry::{KeyInfo, KeyState, REGISTRY_FILE};
 pub use config::NodeConfig;
+pub use delivery::report::ERRORS_LOG;
 pub use error::{Error, ErrorKind, Result};
-pub use methods::error_log::ERRORS_LOG;
 pub use node::control::{cancel_offline, inspect, Inspection, CONTROL_SOCKET};
 pub use node::ingest::{INMSG, MAX_INMSG_BYTES, REJECTED_DIR};
 pub use node::{Node, NodeBuilder, Receipt, SendReport};
@@ -46,7 +46,7 @@ pub use wire::message::{
 };
 pub use wire::names::{validate as validate_name, MAX_NAME_LEN};
 pub use wire::result::{
-    DestinationStatus, MessageState, MessageStatus, MethodResult, ResultStatus,
+    DestinationStatus, MessageState, MessageStatus, MethodResult, Refusal, ResultStatus,
 };
 
 /// Entry points for the fuzz targets in `steward/fuzz` (not part of the API).

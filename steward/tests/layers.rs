@@ -3,9 +3,8 @@
 //! the root re-exports such as `crate::Node`, counted as the layer that defines them — and one
 //! that reaches a lower layer fails the test, naming the file and the path.
 //!
-//! `KNOWN` lists the imports against the order that remain while `node::Inner` is split into
-//! narrow handles (issue 13). It may only shrink: an entry that is no longer needed fails too,
-//! so the list stays true.
+//! A second test keeps `Node` in the node layer: a task below it gets the narrow handles it
+//! uses (see `delivery/mod.rs`), never the node.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,18 +23,6 @@ const ORDER: &[&str] = &[
     "central",
     "ops",
     "node",
-];
-
-/// (file under `steward/src`, layer it still reaches against the order).
-const KNOWN: &[(&str, &str)] = &[
-    ("central/enrol.rs", "node"),
-    ("delivery/screen.rs", "central"),
-    ("delivery/screen.rs", "node"),
-    ("central/registry.rs", "node"),
-    ("delivery/confirm.rs", "node"),
-    ("delivery/executor.rs", "node"),
-    ("delivery/publisher.rs", "node"),
-    ("delivery/receiver.rs", "node"),
 ];
 
 fn rank(layer: &str) -> Option<usize> {
@@ -143,25 +130,39 @@ fn modules_use_only_the_layers_above_them() {
             }
         }
     }
-    let known: BTreeSet<(String, String)> = KNOWN
-        .iter()
-        .map(|(f, l)| (f.to_string(), l.to_string()))
-        .collect();
-    let new: Vec<_> = against.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&against).collect();
     assert!(
-        new.is_empty(),
+        against.is_empty(),
         "these files use a layer below their own (top down: {ORDER:?}); pass them a narrow \
-         handle instead: {new:?}"
+         handle instead: {against:?}"
     );
+    println!("{} files, each using only the layers above it", files.len());
+}
+
+/// Whether `code` names the type `Node` (not `NodeConfig`, `NodeBuilder`, …).
+fn names_node(code: &str) -> bool {
+    code.match_indices("Node").any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + "Node".len()..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !word(before) && !word(after)
+    })
+}
+
+#[test]
+fn nothing_below_the_node_layer_names_node() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut naming: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&src).unwrap().to_string_lossy().into_owned())
+        .filter(|rel| rel != "lib.rs" && !rel.starts_with("node/"))
+        .filter(|rel| names_node(&code(&src.join(rel))))
+        .collect();
+    naming.sort();
     assert!(
-        gone.is_empty(),
-        "these imports against the order are gone: remove them from KNOWN: {gone:?}"
-    );
-    println!(
-        "{} files, {} imports against the layer order left (KNOWN)",
-        files.len(),
-        against.len()
+        naming.is_empty(),
+        "these files below node/ name `Node`; give them the handles they use instead: {naming:?}"
     );
 }
 
@@ -180,4 +181,6 @@ fn the_reader_sees_grouped_paths_and_root_names() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(used, want);
+    assert!(names_node("fn f(n: &Node)") && names_node("crate::Node::send"));
+    assert!(!names_node("NodeConfig, NodeBuilder, MyNode"));
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use steward::{ErrorKind, Kind, Message, MessageState, ResultStatus};
+use steward::{ErrorKind, Kind, Message, MessageState, Refusal, ResultStatus};
 use steward_tests::nodes::test_node;
 use steward_tests::recorder::recording_node;
 use steward_tests::NatsServer;
@@ -131,6 +131,11 @@ async fn rejections_reach_the_sender() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected);
     assert!(e.to_string().contains("access list"), "{e}");
+    // The receiver says why as a code, not only in words: the sender's API tells an access
+    // refusal by its variant (Python raises `NotAllowed` by it).
+    assert!(matches!(e, steward::Error::NotAllowed { .. }), "{e:?}");
+    let st = r.status().await.unwrap();
+    assert_eq!(st.refusal, Some(Refusal::NotAllowed), "{st:?}");
     // Unknown method.
     let central = test_node("central", &urls, dir.path())
         .start()
@@ -143,6 +148,8 @@ async fn rejections_reach_the_sender() {
     let e = r.result().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected);
     assert!(e.to_string().contains("does not serve"), "{e}");
+    assert!(matches!(e, steward::Error::Rejected { .. }), "{e:?}");
+    assert_eq!(r.status().await.unwrap().refusal, Some(Refusal::NotServed));
     // Kind mismatch.
     let r = central
         .send(Message::event("ship1", "shellCommand", ["true"]))
@@ -154,6 +161,7 @@ async fn rejections_reach_the_sender() {
         .unwrap_err()
         .to_string()
         .contains("served as a command"));
+    assert_eq!(r.status().await.unwrap().refusal, Some(Refusal::NotServed));
     drop(errors);
     for n in [ship1, ship2, central] {
         n.stop().await;

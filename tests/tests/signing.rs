@@ -528,14 +528,16 @@ async fn unknown_revoked_and_mismatched_keys_are_refused() {
             .any(|k| k.node == "ship2" && k.state == KeyState::Pending))
         .await
     );
-    let e = ship2
+    let pending = ship2
         .send(Message::command("ship1", "echo", ["pending"]))
         .await
-        .unwrap()
-        .result()
-        .await
-        .unwrap_err();
+        .unwrap();
+    let e = pending.result().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e}");
+    assert_eq!(
+        pending.status().await.unwrap().refusal,
+        Some(steward::Refusal::Untrusted)
+    );
     assert!(e.to_string().contains("does not trust for ship2"), "{e}");
     assert!(e.to_string().contains("steward keys approve ship2"), "{e}");
 

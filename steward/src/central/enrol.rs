@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::NodeConfig;
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
-use crate::node::Inner;
 use crate::security::keys::PublicKey;
 use crate::security::signing;
 use crate::security::trust::{SignedBundle, KEY_REGISTER};
@@ -147,15 +147,12 @@ fn pin(dir: &Path, file: &PathBuf, key: &PublicKey) -> Result<()> {
 
 /// Starts what the node does for trust at start: a node that knows central's key registers
 /// its own key with central (until central answers).
-pub(crate) fn start(inner: &Arc<Inner>) {
+pub(crate) fn start(inner: &Arc<Delivery>) {
     if inner.cfg.name == inner.cfg.central || inner.cfg.central_key.is_none() {
         return;
     }
     let i = inner.clone();
-    let handle = inner.rt.spawn(async move { register(i).await });
-    if let Ok(mut t) = inner.tasks.lock() {
-        t.push(handle);
-    }
+    inner.tasks.spawn(async move { register(i).await });
 }
 
 /// What a node sends with its registration.
@@ -184,9 +181,9 @@ pub(crate) struct RegistrationAnswer {
     pub note: Option<String>,
 }
 
-async fn register(inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut connected = inner.connected.clone();
+async fn register(inner: Arc<Delivery>) {
+    let mut shutdown = inner.tasks.subscribe();
+    let mut connected = inner.link.connected.clone();
     let mut wait = Duration::from_secs(1);
     loop {
         if *shutdown.borrow() {
@@ -227,7 +224,7 @@ async fn register(inner: Arc<Inner>) {
         // Always signed: central accepts a registration only with the key it carries.
         signing::sign_with(&inner.security.keys, &mut env);
         let payload = bytes::Bytes::from(serde_json::to_vec(&env).unwrap_or_default());
-        let req = inner.client.request(env.subject(), payload);
+        let req = inner.link.client.request(env.subject(), payload);
         let answer = tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(10), req) => r,
             _ = shutdown.changed() => return,

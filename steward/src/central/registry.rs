@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::central::enrol::{Registration, RegistrationAnswer};
+use crate::central::Central;
 use crate::delivery::publisher::PubEvent;
 use crate::error::{Error, Result};
-use crate::node::{Inner, Node};
 use crate::security::access::AccessList;
 use crate::security::join::{token_id, JoinProof, JoinToken, JoinTokenInfo};
 use crate::security::keys::{KeyPair, PublicKey};
@@ -339,46 +339,38 @@ fn remove_pending(d: &mut RegistryData, node: &str, key: Option<PublicKey>) -> u
     removed
 }
 
-fn registry(inner: &Inner) -> Result<&Registry> {
-    inner.registry.as_ref().ok_or_else(|| {
-        Error::Trust(format!(
-            "{} is not central ({}); keys are listed, approved and revoked on the central node",
-            inner.cfg.name, inner.cfg.central
-        ))
-    })
-}
-
 /// After a change: central trusts the new bundle at once and queues it to every node with an
 /// approved key or an access list (see [`Registry::bundle_targets`]).
-async fn distribute(inner: &Arc<Inner>) -> Result<()> {
-    let reg = registry(inner)?;
+async fn distribute(inner: &Arc<Central>) -> Result<()> {
+    let reg = &inner.reg;
     // A bundle is signed once per version: nodes refuse a second, different bundle of the
     // same version (one may have gone out in a registration answer already).
-    if inner.security.state().version != reg.snapshot().version {
+    if inner.d.security.state().version != reg.snapshot().version {
         inner
+            .d
             .security
-            .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
+            .set_state(reg.state(&inner.d.cfg.name, &inner.d.security.keys));
     }
     let mut targets: BTreeSet<String> = reg.bundle_targets().into_iter().collect();
-    targets.remove(&inner.cfg.name);
+    targets.remove(&inner.d.cfg.name);
     send_bundle(inner, targets.into_iter().collect()).await
 }
 
 /// Queues the current signed bundle to `nodes` (durably; retried like any message).
-async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
+async fn send_bundle(inner: &Arc<Central>, nodes: Vec<String>) -> Result<()> {
     if nodes.is_empty() {
         return Ok(());
     }
-    let Some(signed) = inner.security.state().signed.clone() else {
+    let Some(signed) = inner.d.security.state().signed.clone() else {
         return Ok(());
     };
     let text = serde_json::to_string(&signed).unwrap_or_default();
-    let reg = registry(inner)?;
+    let reg = &inner.reg;
     let mut prepared = Vec::with_capacity(nodes.len());
     let mut queued = Vec::with_capacity(nodes.len());
     for n in nodes {
         let msg = Message::event(n.clone(), TRUST_UPDATE, [text.clone()]);
-        let mut p = inner.outbox.prepare(msg, None, true)?;
+        let mut p = inner.d.outbox.prepare(msg, None, true)?;
         // Tracked like a user message: its state and audit line show who has which version.
         p.internal = false;
         queued.push((n, p.item.envelope.id.clone()));
@@ -396,10 +388,11 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
     };
     let reason = format!(
         "superseded by trust version {}",
-        inner.security.state().version
+        inner.d.security.state().version
     );
     let i = inner.clone();
     inner
+        .d
         .outbox
         .queue_with(
             move |t| {
@@ -419,7 +412,8 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
             },
             prepared,
             move |cancelled| {
-                if let Ok(reg) = registry(&i) {
+                {
+                    let reg = &i.reg;
                     reg.last_update
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -427,12 +421,12 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
                 }
                 // The superseded bundles end before the new ones wake their publishers.
                 for rec in cancelled {
-                    i.publisher_event(
+                    i.d.publisher_event(
                         rec.stream_id,
                         &rec.status.subject,
                         PubEvent::Finished(rec.seq),
                     );
-                    i.after_final(rec.clone().into_status());
+                    i.d.finals.after_final(rec.clone().into_status());
                 }
             },
         )
@@ -444,21 +438,13 @@ async fn send_bundle(inner: &Arc<Inner>, nodes: Vec<String>) -> Result<()> {
 /// (proof of possession); the key is recorded as pending unless known; a node behind on trust
 /// gets the current bundle in the answer (and, if approved, queued durably as well). Waits
 /// for one of [`REGISTERING`] slots, so a flood slows the receiver down instead of piling up.
-pub(crate) async fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Option<String>) {
-    let Ok(reg) = registry(inner) else {
-        let reason = format!(
-            "key registration refused: {} is not central ({})",
-            inner.cfg.name, inner.cfg.central
-        );
-        crate::delivery::screen::refuse(inner, &env, &reply_to, ReplyStatus::Rejected, reason)
-            .await;
-        return;
-    };
+pub(crate) async fn on_register(inner: &Arc<Central>, env: Envelope, reply_to: Option<String>) {
+    let reg = &inner.reg;
     let Ok(slot) = reg.slots.clone().acquire_owned().await else {
         return;
     };
     let i = inner.clone();
-    inner.rt.spawn(async move {
+    inner.d.tasks.rt.spawn(async move {
         let _slot = slot;
         match register(&i, &env).await {
             Ok(answer) => {
@@ -466,39 +452,45 @@ pub(crate) async fn on_register(inner: &Arc<Inner>, env: Envelope, reply_to: Opt
                     let mut r = Reply::new(&env.id, ReplyStatus::Done);
                     let mut res =
                         MethodResult::ok(serde_json::to_string(&answer).unwrap_or_default());
-                    res.node = i.cfg.name.clone();
+                    res.node = i.d.cfg.name.clone();
                     r.result = Some(res);
-                    crate::delivery::receiver::send_reply(&i, &to, &r).await;
+                    crate::delivery::receiver::send_reply(&i.d, &to, &r).await;
                 }
             }
             Err(reason) => {
                 let reason = format!("key registration refused: {reason}");
-                crate::delivery::screen::refuse(&i, &env, &reply_to, ReplyStatus::Rejected, reason)
-                    .await;
+                crate::delivery::screen::refuse(
+                    &i.d,
+                    &env,
+                    &reply_to,
+                    ReplyStatus::Rejected,
+                    reason,
+                )
+                .await;
             }
         }
     });
 }
 
 async fn register(
-    inner: &Arc<Inner>,
+    inner: &Arc<Central>,
     env: &Envelope,
 ) -> std::result::Result<RegistrationAnswer, String> {
-    let reg = registry(inner).map_err(|e| e.to_string())?;
-    if env.to != inner.cfg.name {
+    let reg = &inner.reg;
+    if env.to != inner.d.cfg.name {
         return Err(format!(
             "addressed to {}, but this is {}",
-            env.to, inner.cfg.name
+            env.to, inner.d.cfg.name
         ));
     }
     crate::wire::names::node(&env.from).map_err(|e| format!("bad sender: {e}"))?;
     if env
         .expires_ms
-        .is_some_and(|e| now_ms() > e.saturating_add(inner.cfg.clock_skew.as_millis() as u64))
+        .is_some_and(|e| now_ms() > e.saturating_add(inner.d.cfg.clock_skew.as_millis() as u64))
     {
         return Err("expired".into());
     }
-    if env.from == inner.cfg.central {
+    if env.from == inner.d.cfg.central {
         return Err(format!(
             "{} is central's own name; central's key is pinned on nodes, not registered",
             env.from
@@ -530,9 +522,10 @@ async fn register(
         && !reg.flushing.swap(true, std::sync::atomic::Ordering::SeqCst)
     {
         let i = inner.clone();
-        inner.rt.spawn(async move {
+        inner.d.tasks.rt.spawn(async move {
             tokio::time::sleep(PENDING_FLUSH).await;
-            if let Ok(reg) = registry(&i) {
+            {
+                let reg = &i.reg;
                 reg.flushing
                     .store(false, std::sync::atomic::Ordering::SeqCst);
                 if let Err(e) = reg.flush().await {
@@ -542,7 +535,7 @@ async fn register(
         });
     }
     let theirs = registration.map(|r| r.trust_version).unwrap_or(0);
-    let current = inner.security.state().version;
+    let current = inner.d.security.state().version;
     if state == KeyState::Pending && new {
         let (log, left_out) = reg.noted.lock().map(|mut l| l.admit()).unwrap_or((true, 0));
         if left_out > 0 {
@@ -561,7 +554,7 @@ async fn register(
     // send). Only an approved node also gets it queued durably: queuing to any name that
     // registers would let anyone grow central's store and traffic.
     let bundle = (theirs < current)
-        .then(|| inner.security.state().signed.clone())
+        .then(|| inner.d.security.state().signed.clone())
         .flatten();
     if state == KeyState::Approved && theirs < current && !new {
         tracing::info!(node = %env.from, theirs, current, "sending the current trust bundle to a node that is behind");
@@ -584,13 +577,13 @@ async fn register(
 /// shortly after, in one batch for all keys approved meanwhile. `Ok(false)`: no proof and no
 /// auto-approve; `Err`: why the key stays pending (told to the node).
 async fn enrol_at_once(
-    inner: &Arc<Inner>,
+    inner: &Arc<Central>,
     reg: &Registry,
     node: &str,
     key: PublicKey,
     proof: Option<&JoinProof>,
 ) -> std::result::Result<bool, String> {
-    let central = inner.cfg.name.clone();
+    let central = inner.d.cfg.name.clone();
     let how = match proof {
         Some(p) => {
             if !p.holds(&central, node, &key) {
@@ -606,7 +599,7 @@ async fn enrol_at_once(
                 Some(_) => format!("join token {}", token_id(&p.key)),
             }
         }
-        None if inner.cfg.auto_approve => "auto_approve".to_owned(),
+        None if inner.d.cfg.auto_approve => "auto_approve".to_owned(),
         None => return Ok(false),
     };
     let token = proof.map(|p| p.key);
@@ -634,22 +627,24 @@ async fn enrol_at_once(
     })
     .await
     .map_err(|e| e.to_string())?;
-    if inner.cfg.auto_approve && proof.is_none() {
+    if inner.d.cfg.auto_approve && proof.is_none() {
         tracing::warn!(node, %key, "approved a new key by auto_approve");
     } else {
         tracing::info!(node, %key, "approved a new key with {how}");
     }
     inner
+        .d
         .security
-        .set_state(reg.state(&inner.cfg.name, &inner.security.keys));
+        .set_state(reg.state(&inner.d.cfg.name, &inner.d.security.keys));
     if !reg
         .distributing
         .swap(true, std::sync::atomic::Ordering::SeqCst)
     {
         let i = inner.clone();
-        inner.rt.spawn(async move {
+        inner.d.tasks.rt.spawn(async move {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            if let Ok(reg) = registry(&i) {
+            {
+                let reg = &i.reg;
                 reg.distributing
                     .store(false, std::sync::atomic::Ordering::SeqCst);
             }
@@ -661,35 +656,26 @@ async fn enrol_at_once(
     Ok(true)
 }
 
-impl Node {
-    /// Central only: every key in the registry (pending, approved, revoked), by node.
-    pub fn keys(&self) -> Result<Vec<KeyInfo>> {
-        Ok(registry(&self.inner)?.list())
+impl Central {
+    /// Every key in the registry (pending, approved, revoked), by node.
+    pub(crate) fn keys(self: &Arc<Self>) -> Result<Vec<KeyInfo>> {
+        Ok(self.reg.list())
     }
 
-    /// Central only: approves a node's key — the one given, or its only pending key — and
-    /// sends every node a new trust bundle. A key approved for a node replaces (revokes) the
-    /// one approved before. A key not registered yet (read from the node's `node.pub`) may be
-    /// approved directly. Returns the new trust version.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo(central: steward::Node) -> steward::Result<()> {
-    /// for k in central.keys()? {
-    ///     println!("{} {:?} {}", k.node, k.state, k.key);
-    /// }
-    /// central.approve_key("ship1", None).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn approve_key(&self, node: &str, key: Option<PublicKey>) -> Result<u64> {
+    /// Approves a node's key (the one given, or its only pending key) and distributes a new bundle.
+    pub(crate) async fn approve_key(
+        self: &Arc<Self>,
+        node: &str,
+        key: Option<PublicKey>,
+    ) -> Result<u64> {
         crate::wire::names::node(node)?;
-        if node == self.inner.cfg.central {
+        if node == self.d.cfg.central {
             return Err(Error::Trust(format!(
                 "{node} is central: nodes trust it by its pinned key (central_key), never by approval"
             )));
         }
         let owned = node.to_owned();
-        let reg = registry(&self.inner)?;
+        let reg = &self.reg;
         let (_, version) = reg
             .change(true, move |d| {
                 let e = d.nodes.entry(owned.clone()).or_default();
@@ -752,17 +738,19 @@ impl Node {
             })
             .await?;
         tracing::info!(node, version, "approved a key");
-        distribute(&self.inner).await?;
+        distribute(self).await?;
         Ok(version)
     }
 
-    /// Central only: revokes a node's key — the one given, or all its keys (approved and
-    /// pending) — and sends every node a new trust bundle; from then on messages signed with it
-    /// are refused. Returns the new trust version.
-    pub async fn revoke_key(&self, node: &str, key: Option<PublicKey>) -> Result<u64> {
+    /// Revokes a node's key (the one given, or all) and distributes a new bundle.
+    pub(crate) async fn revoke_key(
+        self: &Arc<Self>,
+        node: &str,
+        key: Option<PublicKey>,
+    ) -> Result<u64> {
         crate::wire::names::node(node)?;
         let owned = node.to_owned();
-        let reg = registry(&self.inner)?;
+        let reg = &self.reg;
         let (_, version) = reg
             .change(true, move |d| {
                 let Some(e) = d.nodes.get_mut(&owned) else {
@@ -787,17 +775,13 @@ impl Node {
             })
             .await?;
         tracing::info!(node, version, "revoked a key");
-        distribute(&self.inner).await?;
+        distribute(self).await?;
         Ok(version)
     }
 
-    /// Central only: forgets every key waiting for approval (pending), for instance after a
-    /// flood of registrations from unknown parties. Approved and revoked keys, access lists and
-    /// the trust version stay as they are (pending keys are in no bundle). A real node whose key
-    /// was forgotten registers again at its next start or within 5 minutes; its key can also be
-    /// approved directly from its `node.pub`. Returns how many keys were forgotten.
-    pub async fn purge_pending_keys(&self) -> Result<usize> {
-        let reg = registry(&self.inner)?;
+    /// Forgets every key waiting for approval; returns how many.
+    pub(crate) async fn purge_pending_keys(self: &Arc<Self>) -> Result<usize> {
+        let reg = &self.reg;
         let (removed, _) = reg
             .change(false, |d| {
                 let names: Vec<String> = d.nodes.keys().cloned().collect();
@@ -811,21 +795,13 @@ impl Node {
         Ok(removed)
     }
 
-    /// Central only: makes a join token, valid for `valid_for` (`None`: until revoked). A node
-    /// started with it ([`crate::NodeBuilder::join`], `steward --join TOKEN`) pins central's key
-    /// and has its key approved when it registers — unless its name has an approved key
-    /// already. Central keeps only the public half of the token's join key.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # async fn demo(central: steward::Node) -> steward::Result<()> {
-    /// let token = central.join_token(Some(std::time::Duration::from_secs(3600))).await?;
-    /// println!("steward --node ship1 --join {token}");
-    /// # Ok(()) }
-    /// ```
-    pub async fn join_token(&self, valid_for: Option<std::time::Duration>) -> Result<JoinToken> {
-        let reg = registry(&self.inner)?;
-        let token = JoinToken::generate(&self.inner.cfg.name, self.inner.security.keys.public())?;
+    /// Makes a join token valid for `valid_for` (`None`: until revoked); keeps its public half.
+    pub(crate) async fn join_token(
+        self: &Arc<Self>,
+        valid_for: Option<std::time::Duration>,
+    ) -> Result<JoinToken> {
+        let reg = &self.reg;
+        let token = JoinToken::generate(&self.d.cfg.name, self.d.security.keys.public())?;
         let now = now_ms();
         let entry = TokenEntry {
             key: token.public(),
@@ -843,10 +819,11 @@ impl Node {
         Ok(token)
     }
 
-    /// Central only: the join tokens that can still enrol nodes (expired ones are left out).
-    pub fn join_tokens(&self) -> Result<Vec<JoinTokenInfo>> {
+    /// The join tokens that can still enrol nodes.
+    pub(crate) fn join_tokens(self: &Arc<Self>) -> Result<Vec<JoinTokenInfo>> {
         let now = now_ms();
-        Ok(registry(&self.inner)?
+        Ok(self
+            .reg
             .snapshot()
             .tokens
             .iter()
@@ -855,11 +832,9 @@ impl Node {
             .collect())
     }
 
-    /// Central only: revokes the join token with this id (as [`Node::join_tokens`] lists
-    /// it); nodes already enrolled with it stay approved. Errors with `NotFound` for an
-    /// unknown id.
-    pub async fn revoke_join_token(&self, id: &str) -> Result<()> {
-        let reg = registry(&self.inner)?;
+    /// Revokes the join token with this id.
+    pub(crate) async fn revoke_join_token(self: &Arc<Self>, id: &str) -> Result<()> {
+        let reg = &self.reg;
         let want = id.trim().to_ascii_lowercase();
         reg.change(false, move |d| {
             let before = d.tokens.len();
@@ -876,13 +851,15 @@ impl Node {
         Ok(())
     }
 
-    /// Central only: sets (or with `None` clears) the access list of `node`, sent in the next
-    /// trust bundle; that node then uses it instead of its configured list. Returns the new
-    /// trust version.
-    pub async fn set_node_access(&self, node: &str, access: Option<AccessList>) -> Result<u64> {
+    /// Sets or clears the access list of `node` and distributes a new bundle.
+    pub(crate) async fn set_node_access(
+        self: &Arc<Self>,
+        node: &str,
+        access: Option<AccessList>,
+    ) -> Result<u64> {
         crate::wire::names::node(node)?;
         let owned = node.to_owned();
-        let reg = registry(&self.inner)?;
+        let reg = &self.reg;
         let (_, version) = reg
             .change(true, move |d| {
                 if access.is_none() && !d.nodes.contains_key(&owned) {
@@ -892,7 +869,7 @@ impl Node {
                 Ok(())
             })
             .await?;
-        distribute(&self.inner).await?;
+        distribute(self).await?;
         Ok(version)
     }
 }

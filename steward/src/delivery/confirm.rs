@@ -20,7 +20,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::node::Inner;
+use crate::delivery::Delivery;
 use crate::security::keys::PublicKey;
 use crate::security::trust::SignaturePolicy;
 use crate::wire::envelope::{Envelope, WireKind};
@@ -86,7 +86,7 @@ impl Confirmations {
 
 /// Passes a message whose stream is confirmed (or needs no confirmation); otherwise holds it
 /// and, for the first one held, asks its sender.
-pub(crate) fn gate(inner: &Arc<Inner>, env: &Envelope, msg: &async_nats::Message) -> Gate {
+pub(crate) fn gate(inner: &Arc<Delivery>, env: &Envelope, msg: &async_nats::Message) -> Gate {
     if inner.security.policy != SignaturePolicy::Required
         || !env.ack
         || env.seq == 0
@@ -120,6 +120,7 @@ pub(crate) fn gate(inner: &Arc<Inner>, env: &Envelope, msg: &async_nats::Message
     if first {
         let (inner, from, epoch) = (inner.clone(), env.from.clone(), env.epoch);
         inner
+            .tasks
             .rt
             .clone()
             .spawn(ask(inner, stream, from, subject, epoch, key));
@@ -130,7 +131,7 @@ pub(crate) fn gate(inner: &Arc<Inner>, env: &Envelope, msg: &async_nats::Message
 /// Asks the sender for the stream's floor, then hands the held messages back to the receiver
 /// (confirmed) or drops them (not confirmed: nothing runs; the sender resends).
 async fn ask(
-    inner: Arc<Inner>,
+    inner: Arc<Delivery>,
     stream: String,
     from: String,
     subject: String,
@@ -150,7 +151,7 @@ async fn ask(
             epoch,
             nonce: nonce.clone(),
         };
-        let asked = inner.client.request(
+        let asked = inner.link.client.request(
             format!("{from}.command.{FLOOR_QUERY}"),
             serde_json::to_vec(&q).unwrap_or_default().into(),
         );
@@ -193,7 +194,7 @@ async fn ask(
 
 /// The sender's side: answers a receiver's challenge with the stream's floor, signed with the
 /// receiver's nonce (a floor of `u64::MAX` for an epoch or subject this node does not send on).
-pub(crate) async fn answer(inner: &Arc<Inner>, msg: &async_nats::Message) {
+pub(crate) async fn answer(inner: &Arc<Delivery>, msg: &async_nats::Message) {
     let Some(reply) = msg.reply.as_ref() else {
         return;
     };
@@ -223,7 +224,12 @@ pub(crate) async fn answer(inner: &Arc<Inner>, msg: &async_nats::Message) {
     );
     let sig = B64.encode(inner.security.keys.sign(&bytes).to_bytes());
     let payload = serde_json::to_vec(&Answer { floor, sig }).unwrap_or_default();
-    if let Err(e) = inner.client.publish(reply.clone(), payload.into()).await {
+    if let Err(e) = inner
+        .link
+        .client
+        .publish(reply.clone(), payload.into())
+        .await
+    {
         tracing::debug!("could not answer a position query: {e}");
     }
 }

@@ -1,14 +1,15 @@
 //! Per-stream executors: run received messages one after another in the sender's order,
 //! record "started" before anything with side effects, and send the result home durably.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::node::Inner;
+use crate::delivery::Delivery;
 use crate::runtime::notify::ErrorReportKind;
 use crate::store::{self, InboxRecord, InboxState, NewMessage, OutboxItem};
 use crate::wire::envelope::{now_ms, Envelope, ReplyStatus, WireKind, RESULT_METHOD};
@@ -41,11 +42,39 @@ pub(crate) struct ExecutorHandle {
     outstanding: Arc<AtomicUsize>,
 }
 
-impl Inner {
+/// The executor of each inbound stream, and what the receiver remembers about running them.
+#[derive(Default)]
+pub(crate) struct Executors {
+    map: Mutex<HashMap<String, ExecutorHandle>>,
+    /// Repeatable methods that once ran too long to be run by the receiver itself.
+    pub slow_methods: Mutex<HashSet<String>>,
+    /// Inbox keys of messages whose resend was answered "received": their senders now wait
+    /// for a result message, so a result that went out inline must also go as a message.
+    pub promised: Mutex<HashSet<String>>,
+}
+
+impl Executors {
+    /// True if nothing of `stream` is queued or running: a message of it may run right away
+    /// without overtaking an earlier one.
+    pub(crate) fn idle(&self, stream: &str) -> bool {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(stream)
+            .is_none_or(|h| h.tx.is_closed() || h.outstanding.load(Ordering::SeqCst) == 0)
+    }
+
+    /// Forgets every executor (at stop).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut e) = self.map.lock() {
+            e.clear();
+        }
+    }
+}
+
+impl Delivery {
     /// Hands a received message to its inbound stream's executor, starting it if needed. The
     /// send happens under the map lock, so an executor retiring while idle can never miss it.
     pub(crate) fn run_work(self: &Arc<Self>, stream: &str, work: Work) {
-        let mut map = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.executors.map.lock().unwrap_or_else(|p| p.into_inner());
         let h = match map.get(stream) {
             Some(h) if !h.tx.is_closed() => h.clone(),
             _ => {
@@ -54,16 +83,12 @@ impl Inner {
                     tx,
                     outstanding: Arc::default(),
                 };
-                let handle = self.rt.spawn(run(
+                self.tasks.spawn(run(
                     self.clone(),
                     stream.to_owned(),
                     rx,
                     h.outstanding.clone(),
                 ));
-                if let Ok(mut t) = self.tasks.lock() {
-                    t.retain(|h| !h.is_finished());
-                    t.push(handle);
-                }
                 map.insert(stream.to_owned(), h.clone());
                 h
             }
@@ -74,33 +99,25 @@ impl Inner {
             tracing::debug!("executor gone (node stopping); the message resumes at the next start");
         }
     }
-
-    /// True if nothing of `stream` is queued or running: a message of it may run right away
-    /// without overtaking an earlier one.
-    pub(crate) fn executor_idle(&self, stream: &str) -> bool {
-        let map = self.executors.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(stream)
-            .is_none_or(|h| h.tx.is_closed() || h.outstanding.load(Ordering::SeqCst) == 0)
-    }
 }
 
 /// An executor or publisher with nothing to do for this long retires (and is restarted on demand).
 pub(crate) const IDLE_RETIRE: Duration = Duration::from_secs(30);
 
 async fn run(
-    inner: Arc<Inner>,
+    inner: Arc<Delivery>,
     stream: String,
     mut rx: mpsc::UnboundedReceiver<Work>,
     outstanding: Arc<AtomicUsize>,
 ) {
-    let mut shutdown = inner.shutdown.subscribe();
+    let mut shutdown = inner.tasks.subscribe();
     loop {
         let work = tokio::select! {
             w = rx.recv() => match w { Some(w) => w, None => return },
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(IDLE_RETIRE) => {
                 // Retire unless work arrived meanwhile; senders hold the map lock while sending.
-                let mut map = inner.executors.lock().unwrap_or_else(|p| p.into_inner());
+                let mut map = inner.executors.map.lock().unwrap_or_else(|p| p.into_inner());
                 match rx.try_recv() {
                     Ok(w) => w,
                     Err(_) => {
@@ -116,7 +133,7 @@ async fn run(
     }
 }
 
-async fn run_one(inner: &Arc<Inner>, work: Work) {
+async fn run_one(inner: &Arc<Delivery>, work: Work) {
     let Work { key, env, inline } = work;
     let skew = inner.cfg.clock_skew.as_millis() as u64;
     if env
@@ -124,17 +141,15 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
         .is_some_and(|exp| now_ms() > exp.saturating_add(skew))
     {
         let r = MethodResult::failed("expired before it ran");
-        inner
-            .metrics
-            .refused(inner.serves(&env.method), &env, ReplyStatus::Expired);
+        inner.metrics.refused(
+            inner.methods.serves(&env.method),
+            &env,
+            ReplyStatus::Expired,
+        );
         finish_inline(inner, &key, &env, r, Some(ReplyStatus::Expired), inline);
         return;
     }
-    let method = inner
-        .methods
-        .read()
-        .ok()
-        .and_then(|m| m.get(&env.method).cloned());
+    let method = inner.methods.get(&env.method);
     let Some(method) = method else {
         let r = MethodResult::failed(format!(
             "{} no longer serves {}",
@@ -180,7 +195,7 @@ async fn run_one(inner: &Arc<Inner>, work: Work) {
 }
 
 /// Calls the method's handler for `env` (panics and overruns become failed results).
-pub(crate) async fn call(inner: &Arc<Inner>, env: &Envelope, method: &Method) -> MethodResult {
+pub(crate) async fn call(inner: &Arc<Delivery>, env: &Envelope, method: &Method) -> MethodResult {
     let kind = match env.kind {
         WireKind::Command => Kind::Command,
         _ => Kind::Event,
@@ -225,7 +240,7 @@ pub(crate) async fn call(inner: &Arc<Inner>, env: &Envelope, method: &Method) ->
 
 /// Finishes a message whose receiver may still be waiting to answer with the result inline.
 fn finish_inline(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     key: &str,
     env: &Envelope,
     result: MethodResult,
@@ -274,6 +289,7 @@ fn fresh(env: Envelope) -> InboxRecord {
         state: InboxState::Received,
         reply: None,
         reason: None,
+        refusal: None,
         result: None,
         envelope: Some(env),
         pending_key: 0,
@@ -284,7 +300,7 @@ fn fresh(env: Envelope) -> InboxRecord {
 /// Records the outcome and queues the result for the sender in the same transaction, and waits
 /// for the commit.
 pub(crate) async fn finish(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     key: &str,
     env: &Envelope,
     result: MethodResult,
@@ -301,7 +317,7 @@ pub(crate) async fn finish(
 /// is committed (in order, by the single store writer) together with its neighbours' results.
 /// A later "started" record of the same stream commits after this one, so nothing is reordered.
 pub(crate) fn finish_then(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     key: &str,
     env: &Envelope,
     result: MethodResult,
@@ -376,7 +392,7 @@ pub(crate) fn finish_then(
 
 /// At start: messages received but not finished before the last stop run now, in arrival
 /// order; those that had started are reported with an unknown outcome and not run again.
-pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
+pub(crate) async fn resume(inner: &Arc<Delivery>) -> crate::Result<()> {
     for (key, rec) in inner.store.inbox_pending()? {
         let rec = match rec {
             Ok(rec) => rec,
@@ -392,7 +408,7 @@ pub(crate) async fn resume(inner: &Arc<Inner>) -> crate::Result<()> {
                     .store
                     .write(move |t| store::quarantine_inbox(t, &k, r))
                     .await?;
-                inner.report(
+                inner.reporter.report(
                     None,
                     ErrorReportKind::TaskFailed,
                     format!("received message {key}: {reason}"),

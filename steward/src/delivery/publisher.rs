@@ -11,12 +11,12 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::node::Inner;
+use crate::delivery::Delivery;
 use crate::runtime::notify::ErrorReportKind;
 use crate::security::trust::SignaturePolicy;
 use crate::store::{self, decode_outbox};
 use crate::wire::envelope::{now_ms, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
-use crate::wire::result::{MessageState, MethodResult};
+use crate::wire::result::{MessageState, MethodResult, Refusal};
 
 /// What a publisher is told.
 pub(crate) enum PubEvent {
@@ -87,14 +87,14 @@ fn poll_after(ack_timeout: Duration, polls: u32) -> Duration {
 
 /// Starts a publisher for a stream under supervision; returns its event channel.
 pub(crate) fn spawn(
-    inner: Arc<Inner>,
+    inner: Arc<Delivery>,
     stream_id: u64,
     subject: String,
 ) -> mpsc::UnboundedSender<PubEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
     let to_node = subject.split('.').next().unwrap_or_default().to_owned();
     let p = Publisher {
-        reply_prefix: format!("{}.{stream_id}", inner.reply_prefix),
+        reply_prefix: format!("{}.{stream_id}", inner.link.reply_prefix),
         metrics: inner.metrics.stream(&subject),
         inner: inner.clone(),
         stream_id,
@@ -108,7 +108,7 @@ pub(crate) fn spawn(
         unrecorded: Default::default(),
     };
     let task_inner = inner.clone();
-    let handle = inner.rt.spawn(async move {
+    inner.tasks.spawn(async move {
         let run = std::panic::AssertUnwindSafe(p.run(rx)).catch_unwind().await;
         let failure = match run {
             Ok(Ok(())) => None,
@@ -116,30 +116,24 @@ pub(crate) fn spawn(
             Err(_) => Some("panicked".to_owned()),
         };
         if let Some(why) = failure {
-            if *task_inner.shutdown.borrow() {
+            if task_inner.tasks.stopping() {
                 return;
             }
-            task_inner.report(
+            task_inner.reporter.report(
                 None,
                 ErrorReportKind::TaskFailed,
                 format!("publisher for {subject} failed ({why}); restarting it from the outbox"),
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if let Ok(mut m) = task_inner.publishers.lock() {
-                m.remove(&stream_id);
-            }
+            task_inner.publishers.forget(stream_id);
             task_inner.publisher(stream_id, &subject);
         }
     });
-    if let Ok(mut t) = inner.tasks.lock() {
-        t.retain(|h| !h.is_finished());
-        t.push(handle);
-    }
     tx
 }
 
 struct Publisher {
-    inner: Arc<Inner>,
+    inner: Arc<Delivery>,
     stream_id: u64,
     subject: String,
     to_node: String,
@@ -164,8 +158,8 @@ const RECORD_RECEIVED_AFTER: Duration = Duration::from_millis(100);
 
 impl Publisher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PubEvent>) -> crate::Result<()> {
-        let mut shutdown = self.inner.shutdown.subscribe();
-        let mut connected = self.inner.connected.clone();
+        let mut shutdown = self.inner.tasks.subscribe();
+        let mut connected = self.inner.link.connected.clone();
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -176,7 +170,7 @@ impl Publisher {
             // event to follow: load the rest now instead of waiting for one that never comes.
             if self.more_on_disk
                 && self.window.len() < self.inner.cfg.window
-                && *self.inner.connected.borrow()
+                && self.inner.link.is_connected()
             {
                 tokio::task::yield_now().await;
                 continue;
@@ -208,17 +202,19 @@ impl Publisher {
                 }
                 _ = tokio::time::sleep(crate::delivery::executor::IDLE_RETIRE), if self.is_idle() => {
                     // Retire unless an event arrived meanwhile; senders hold the map lock.
-                    let inner = self.inner.clone();
-                    let mut map = inner.publishers.lock().unwrap_or_else(|p| p.into_inner());
-                    match rx.try_recv() {
+                    let mut arrived = None;
+                    let retired = self.inner.publishers.retire_if(self.stream_id, || match rx.try_recv() {
                         Ok(ev) => {
-                            drop(map);
-                            self.handle(ev);
+                            arrived = Some(ev);
+                            false
                         }
-                        Err(_) => {
-                            map.remove(&self.stream_id);
-                            return Ok(());
-                        }
+                        Err(_) => true,
+                    });
+                    if retired {
+                        return Ok(());
+                    }
+                    if let Some(ev) = arrived {
+                        self.handle(ev);
                     }
                 }
             }
@@ -288,8 +284,8 @@ impl Publisher {
         let _ = self.inner.store.submit(
             move |t| store::quarantine_outbox(t, stream_id, seq, r),
             move |done| match done {
-                Ok(Some(rec)) => inner.after_final(rec.into_status()),
-                Ok(None) => inner.report(
+                Ok(Some(rec)) => inner.finals.after_final(rec.into_status()),
+                Ok(None) => inner.reporter.report(
                     None,
                     ErrorReportKind::DeliveryFailed,
                     format!("message {seq} of {subject}: {reason}"),
@@ -322,7 +318,7 @@ impl Publisher {
     }
 
     async fn send_due(&mut self) {
-        if !*self.inner.connected.borrow() {
+        if !self.inner.link.is_connected() {
             return;
         }
         let now = Instant::now();
@@ -349,6 +345,7 @@ impl Publisher {
             let reply = reply_subject(&self.reply_prefix, seq);
             let _ = self
                 .inner
+                .link
                 .client
                 .publish_with_reply_and_headers(
                     self.subject.clone(),
@@ -384,6 +381,7 @@ impl Publisher {
             let r = if e.ack {
                 let reply = reply_subject(&self.reply_prefix, seq);
                 self.inner
+                    .link
                     .client
                     .publish_with_reply_and_headers(
                         self.subject.clone(),
@@ -394,6 +392,7 @@ impl Publisher {
                     .await
             } else {
                 self.inner
+                    .link
                     .client
                     .publish_with_headers(self.subject.clone(), headers.clone(), e.payload.clone())
                     .await
@@ -402,7 +401,7 @@ impl Publisher {
                 if err.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
                     // Accepted while the broker's limit was unknown (offline): it can never be
                     // sent, so it fails clearly instead of blocking its subject forever.
-                    let max = self.inner.client.max_payload();
+                    let max = self.inner.link.client.max_payload();
                     finished.push((
                         seq,
                         MessageState::Failed,
@@ -435,7 +434,7 @@ impl Publisher {
             }
         }
         if sent_any {
-            let _ = self.inner.client.flush().await;
+            let _ = self.inner.link.client.flush().await;
         }
         for (seq, state, result, reason) in finished {
             self.finish(seq, state, result, reason);
@@ -534,7 +533,13 @@ impl Publisher {
             }
             ReplyStatus::Rejected => {
                 self.probing = false;
-                self.finish(seq, MessageState::Rejected, None, reply.reason);
+                self.finish_as(
+                    seq,
+                    MessageState::Rejected,
+                    None,
+                    reply.reason,
+                    reply.refusal,
+                );
             }
             ReplyStatus::Expired => {
                 self.probing = false;
@@ -700,6 +705,18 @@ impl Publisher {
         result: Option<MethodResult>,
         reason: Option<String>,
     ) {
+        self.finish_as(seq, state, result, reason, None);
+    }
+
+    /// [`Self::finish`] with the receiver's code for a refusal.
+    fn finish_as(
+        &mut self,
+        seq: u64,
+        state: MessageState,
+        result: Option<MethodResult>,
+        reason: Option<String>,
+        refusal: Option<Refusal>,
+    ) {
         let Some(e) = self.window.remove(&seq) else {
             return;
         };
@@ -718,9 +735,9 @@ impl Publisher {
         let (id, attempts) = (e.id, e.attempts);
         let msg_id = id.clone();
         let r = self.inner.store.submit(
-            move |txn| store::finalize(txn, &id, state, result, reason, attempts),
+            move |txn| store::finalize_with(txn, &id, state, result, reason, refusal, attempts),
             move |r| match r {
-                Ok(Some(rec)) => inner.after_final(rec.into_status()),
+                Ok(Some(rec)) => inner.finals.after_final(rec.into_status()),
                 Ok(None) => {}
                 Err(err) => {
                     tracing::error!(msg_id = %msg_id, "could not record a final state: {err}")

@@ -10,12 +10,12 @@ use futures::{FutureExt, Stream, StreamExt};
 
 use crate::delivery::executor::{Inline, Work};
 use crate::delivery::publisher::PubEvent;
-use crate::node::Inner;
+use crate::delivery::Delivery;
 use crate::store::{self, InboxRecord, InboxState};
 use crate::wire::envelope::{
     now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER, RESULT_METHOD,
 };
-use crate::wire::result::MessageState;
+use crate::wire::result::{MessageState, Refusal};
 
 /// What one decided item writes: (stream, seq, inbox record, incoming result, sender).
 type PlannedWrite = (
@@ -40,6 +40,7 @@ enum Action {
         key: String,
         status: ReplyStatus,
         reason: String,
+        refusal: Option<Refusal>,
     },
     /// A result coming home for a message we sent.
     Result { env: Envelope },
@@ -61,12 +62,12 @@ struct Item {
 }
 
 /// Runs until the subscription ends or the node stops.
-pub(crate) async fn run<S>(inner: Arc<Inner>, mut sub: S)
+pub(crate) async fn run<S>(inner: Arc<Delivery>, mut sub: S)
 where
     S: Stream<Item = async_nats::Message> + Unpin,
 {
     let mut expected: HashMap<String, u64> = HashMap::new();
-    let mut shutdown = inner.shutdown.subscribe();
+    let mut shutdown = inner.tasks.subscribe();
     // Messages held until their sender confirmed the stream's position (`confirm.rs`).
     let mut confirmed = inner.confirm.reinjected.lock().await;
     loop {
@@ -90,7 +91,7 @@ where
 }
 
 async fn process(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     batch: Vec<async_nats::Message>,
     expected: &mut HashMap<String, u64>,
 ) {
@@ -171,6 +172,7 @@ async fn process(
                         state: InboxState::Received,
                         reply: None,
                         reason: None,
+                        refusal: None,
                         result: None,
                         envelope: Some(env.clone()),
                         pending_key: 0,
@@ -183,6 +185,7 @@ async fn process(
                         state: InboxState::Done,
                         reply: Some(ReplyStatus::Done),
                         reason: None,
+                        refusal: None,
                         result: Some(result.clone()),
                         envelope: None,
                         pending_key: 0,
@@ -197,12 +200,14 @@ async fn process(
                     key,
                     status,
                     reason,
+                    refusal,
                 } => Some((
                     key.clone(),
                     InboxRecord {
                         state: InboxState::Done,
                         reply: Some(*status),
                         reason: Some(reason.clone()),
+                        refusal: *refusal,
                         result: None,
                         envelope: None,
                         pending_key: 0,
@@ -350,6 +355,7 @@ async fn process(
                 key,
                 status,
                 reason,
+                refusal,
             } => {
                 let id = key
                     .split_once('/')
@@ -358,6 +364,7 @@ async fn process(
                 crate::delivery::screen::refused_after_check(inner, &key, &reason);
                 let mut r = Reply::new(&id, status);
                 r.reason = Some(reason);
+                r.refusal = refusal;
                 Some(r)
             }
             Action::Result { env } => {
@@ -370,7 +377,7 @@ async fn process(
                             &rec.status.subject,
                             PubEvent::Finished(rec.seq),
                         );
-                        inner.after_final(rec.into_status());
+                        inner.finals.after_final(rec.into_status());
                     }
                     Some(ResultOutcome::Refused(reason)) => {
                         if crate::security::trust::log_admit(&inner.cfg.name, &env.from) {
@@ -419,6 +426,7 @@ async fn process(
         // Answer from a task of its own so the receiver goes on reading meanwhile.
         let inner = inner.clone();
         inner
+            .tasks
             .rt
             .clone()
             .spawn(async move { answer_accepted(&inner, waiting).await });
@@ -435,7 +443,7 @@ const FAST_RUN_BUDGET: std::time::Duration = std::time::Duration::from_millis(5)
 /// commit leaves no record, so the sender's resend runs the message again, which a repeatable
 /// method allows. A method that overruns the budget is cancelled (repeatable: harmless), takes
 /// the usual path through its executor, and is never run here again.
-async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
+async fn run_fast(inner: &Arc<Delivery>, items: &mut [Item]) {
     let deadline = tokio::time::Instant::now() + FAST_RUN_BUDGET;
     // Streams with a message on the usual path in this batch: later ones must follow it there.
     let mut queued: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -448,11 +456,7 @@ async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
             }
             _ => continue,
         };
-        let method = inner
-            .methods
-            .read()
-            .ok()
-            .and_then(|m| m.get(&env.method).cloned());
+        let method = inner.methods.get(&env.method);
         let skew = inner.cfg.clock_skew.as_millis() as u64;
         let eligible = it.reply_to.is_some()
             && !queued.contains(&it.stream)
@@ -462,11 +466,12 @@ async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
                 .expires_ms
                 .is_none_or(|exp| now_ms() <= exp.saturating_add(skew))
             && !inner
+                .executors
                 .slow_methods
                 .lock()
                 .map(|s| s.contains(&env.method))
                 .unwrap_or(true)
-            && inner.executor_idle(&it.stream);
+            && inner.executors.idle(&it.stream);
         let (Some(method), true) = (method, eligible) else {
             queued.insert(it.stream.clone());
             continue;
@@ -486,7 +491,7 @@ async fn run_fast(inner: &Arc<Inner>, items: &mut [Item]) {
             }
             Err(_) => {
                 tracing::debug!(msg_id = %env.id, from = %env.from, method = %env.method, "too slow to run in the receiver; it runs in its executor");
-                if let Ok(mut s) = inner.slow_methods.lock() {
+                if let Ok(mut s) = inner.executors.slow_methods.lock() {
                     s.insert(env.method.clone());
                 }
                 queued.insert(it.stream.clone());
@@ -507,7 +512,7 @@ type Waiting = (
 
 /// Answers each accepted message: "done" with its result if it finished within [`INLINE_WAIT`],
 /// otherwise "received" (its result then travels as a message of its own).
-async fn answer_accepted(inner: &Arc<Inner>, waiting: Vec<Waiting>) {
+async fn answer_accepted(inner: &Arc<Delivery>, waiting: Vec<Waiting>) {
     let deadline = tokio::time::Instant::now() + INLINE_WAIT;
     for (to, id, slot, mut rx) in waiting {
         let got = match tokio::time::timeout_at(deadline, &mut rx).await {
@@ -583,7 +588,7 @@ fn accept_result(txn: &mut store::Tx<'_>, env: &Envelope) -> crate::Result<Optio
 }
 
 fn decide(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     env: Envelope,
     floor: u64,
     reply_to: Option<String>,
@@ -623,16 +628,16 @@ fn decide(
                 note_epoch(&env, expected);
                 item(Action::RunUnacked { env })
             }
-            Err((status, reason)) => {
+            Err(no) => {
                 inner
                     .metrics
-                    .refused(inner.serves(&env.method), &env, status);
+                    .refused(inner.methods.serves(&env.method), &env, no.status);
                 crate::delivery::screen::refused_after_check(
                     inner,
                     &format!("{}/{}", env.from, env.id),
-                    &reason,
+                    &no.reason,
                 );
-                item(Action::Reply(rejected(&env.id, reason)))
+                item(Action::Reply(no.reply(&env.id)))
             }
         };
     }
@@ -675,10 +680,8 @@ fn decide(
         if seq > 0 && seq < effective {
             // No record: refused (refusals keep none) or pruned. A refusal is checked again and
             // answered the same way; either way it never runs.
-            if let Err((status, reason)) = check(inner, &env) {
-                let mut r = Reply::new(&env.id, status);
-                r.reason = Some(reason);
-                return item(Action::Reply(r));
+            if let Err(no) = check(inner, &env) {
+                return item(Action::Reply(no.reply(&env.id)));
             }
             return item(Action::Reply(Reply::new(&env.id, ReplyStatus::Stale)));
         }
@@ -699,15 +702,20 @@ fn decide(
             note_epoch(&env, expected);
             it.action = Action::Accept { key, env };
         }
-        Err((status, reason)) => {
+        Err(Refused {
+            status,
+            reason,
+            refusal,
+        }) => {
             inner
                 .metrics
-                .refused(inner.serves(&env.method), &env, status);
+                .refused(inner.methods.serves(&env.method), &env, status);
             in_batch.insert(key.clone(), status);
             it.action = Action::Refuse {
                 key,
                 status,
                 reason,
+                refusal,
             };
         }
     }
@@ -728,7 +736,7 @@ const EPOCH_AHEAD_MS: u64 = 24 * 3600 * 1000;
 /// sender's clock have gone back when its store was rebuilt, it learns that nothing ran, and
 /// why.
 fn stale_epoch(
-    inner: &Inner,
+    inner: &Delivery,
     env: &Envelope,
     expected: &mut HashMap<String, u64>,
 ) -> Option<Reply> {
@@ -781,7 +789,7 @@ fn epoch_may_raise(epoch: u64) -> bool {
 /// Refuses a message that would open a stream position beyond [`MAX_STREAMS_PER_SENDER`] for
 /// its sender.
 fn too_many_streams(
-    inner: &Inner,
+    inner: &Delivery,
     env: &Envelope,
     stream: &str,
     expected: &HashMap<String, u64>,
@@ -804,16 +812,17 @@ fn too_many_streams(
 /// Notes that the sender of `key` was told "received" for a message still running: it now
 /// waits for a result message, even if the result is also answered inline to an earlier copy
 /// (whose sender may be gone: restarted, or its link cut).
-fn promise(inner: &Inner, key: &str) {
-    if let Ok(mut p) = inner.promised.lock() {
+fn promise(inner: &Delivery, key: &str) {
+    if let Ok(mut p) = inner.executors.promised.lock() {
         p.insert(key.to_owned());
     }
 }
 
 /// Whether a result that was answered inline must also go as a result message; forgets the
 /// promise. Called after the result is committed.
-pub(crate) fn promised(inner: &Inner, key: &str) -> bool {
+pub(crate) fn promised(inner: &Delivery, key: &str) -> bool {
     inner
+        .executors
         .promised
         .lock()
         .map(|mut p| p.remove(key))
@@ -832,64 +841,87 @@ fn answer_from_record(id: &str, rec: InboxRecord) -> Reply {
         InboxState::Done => {
             let mut r = Reply::new(id, rec.reply.unwrap_or(ReplyStatus::Done));
             r.reason = rec.reason;
+            r.refusal = rec.refusal;
             r.result = rec.result;
             r
         }
     }
 }
 
+/// Why [`check`] refused a message: the answer's status, the reason, and its code if any.
+struct Refused {
+    status: ReplyStatus,
+    reason: String,
+    refusal: Option<Refusal>,
+}
+
+impl Refused {
+    fn rejected(reason: String, refusal: Option<Refusal>) -> Self {
+        Refused {
+            status: ReplyStatus::Rejected,
+            reason,
+            refusal,
+        }
+    }
+
+    /// The answer to message `id`.
+    fn reply(self, id: &str) -> Reply {
+        let mut r = Reply::new(id, self.status);
+        r.reason = Some(self.reason);
+        r.refusal = self.refusal;
+        r
+    }
+}
+
 /// Whether this node accepts the message: addressed here, allowed, served, not expired.
-fn check(inner: &Inner, env: &Envelope) -> Result<(), (ReplyStatus, String)> {
+fn check(inner: &Delivery, env: &Envelope) -> Result<(), Refused> {
     let me = &inner.cfg.name;
     if env.to != *me {
-        return Err((
-            ReplyStatus::Rejected,
+        return Err(Refused::rejected(
             format!("addressed to {}, but this is {me}", env.to),
+            None,
         ));
     }
     if let Err(e) = crate::wire::names::method(&env.method) {
-        return Err((ReplyStatus::Rejected, e.to_string()));
+        return Err(Refused::rejected(e.to_string(), None));
     }
     if let Err(reason) = crate::delivery::screen::access(inner, env) {
-        return Err((ReplyStatus::Rejected, reason));
+        return Err(Refused::rejected(reason, Some(Refusal::NotAllowed)));
     }
-    let methods = inner
-        .methods
-        .read()
-        .map_err(|_| (ReplyStatus::Retry, "node stopping".to_owned()))?;
-    match methods.get(&env.method) {
+    match inner.methods.get(&env.method) {
         None => {
-            return Err((
-                ReplyStatus::Rejected,
+            return Err(Refused::rejected(
                 format!("{me} does not serve the method {:?}", env.method),
+                Some(Refusal::NotServed),
             ))
         }
         Some(m) if crate::wire::envelope::WireKind::from(m.kind) != env.kind => {
-            return Err((
-                ReplyStatus::Rejected,
+            return Err(Refused::rejected(
                 format!(
                     "{} is served as a {}, not as a {}",
                     env.method,
                     m.kind,
                     env.kind.subject_token()
                 ),
+                Some(Refusal::NotServed),
             ))
         }
         Some(_) => {}
     }
     if let Some(exp) = env.expires_ms {
         if now_ms() > exp.saturating_add(inner.cfg.clock_skew.as_millis() as u64) {
-            return Err((
-                ReplyStatus::Expired,
-                "expired before it reached the receiver".into(),
-            ));
+            return Err(Refused {
+                status: ReplyStatus::Expired,
+                reason: "expired before it reached the receiver".into(),
+                refusal: None,
+            });
         }
     }
     Ok(())
 }
 
 /// Sends an answer, signed when its sender asked for that (see `signing`).
-pub(crate) async fn send_reply(inner: &Inner, to: &str, r: &Reply) {
+pub(crate) async fn send_reply(inner: &Delivery, to: &str, r: &Reply) {
     let signed;
     let r = if inner.security.policy != crate::security::trust::SignaturePolicy::Unsigned
         && crate::security::signing::wants_signed_reply(to)
@@ -902,7 +934,7 @@ pub(crate) async fn send_reply(inner: &Inner, to: &str, r: &Reply) {
         r
     };
     let payload = Bytes::from(serde_json::to_vec(r).unwrap_or_default());
-    if let Err(e) = inner.client.publish(to.to_owned(), payload).await {
+    if let Err(e) = inner.link.client.publish(to.to_owned(), payload).await {
         tracing::debug!("could not send a reply: {e}");
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::node::Inner;
+use crate::delivery::Delivery;
 use crate::runtime::notify::ErrorReportKind;
 use crate::security::keys::PublicKey;
 use crate::security::signing::{self, FLOOR_SIG_HEADER};
@@ -15,7 +15,7 @@ use crate::security::trust::{
     log_admit, verify_bundle, SignaturePolicy, TrustState, KEY_REGISTER, TRUST_UPDATE,
 };
 use crate::wire::envelope::{Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
-use crate::wire::result::MethodResult;
+use crate::wire::result::{MethodResult, Refusal};
 
 /// Receiver hook, for every envelope before anything is decided or recorded. Handles the
 /// protocol's own messages (key registration, trust updates) and, when signatures are
@@ -23,12 +23,21 @@ use crate::wire::result::MethodResult;
 /// reported to central, never run, and nothing written (so a forged message cannot occupy
 /// the id or sequence number of a real one). Returns the envelope if it goes on.
 pub(crate) async fn screen(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     env: Envelope,
     reply_to: &Option<String>,
 ) -> Option<Envelope> {
     if env.method == KEY_REGISTER {
-        crate::central::registry::on_register(inner, env, reply_to.clone()).await;
+        match inner.registrar.get() {
+            Some(register) => register(env, reply_to.clone()).await,
+            None => {
+                let reason = format!(
+                    "key registration refused: {} is not central ({})",
+                    inner.cfg.name, inner.cfg.central
+                );
+                refuse(inner, &env, reply_to, ReplyStatus::Rejected, reason).await;
+            }
+        }
         return None;
     }
     if env.method == TRUST_UPDATE {
@@ -41,7 +50,13 @@ pub(crate) async fn screen(
     match inner.security.admit(&env) {
         Ok(()) => Some(env),
         Err(reason) => {
-            refuse(inner, &env, reply_to, ReplyStatus::Rejected, reason).await;
+            note_refusal(inner, &env, &reason);
+            if let Some(to) = reply_to {
+                let mut r = Reply::new(&env.id, ReplyStatus::Rejected);
+                r.reason = Some(reason);
+                r.refusal = Some(Refusal::Untrusted);
+                crate::delivery::receiver::send_reply(inner, to, &r).await;
+            }
             None
         }
     }
@@ -49,7 +64,7 @@ pub(crate) async fn screen(
 
 /// Logs and reports a refusal (rate-limited) and answers it.
 pub(crate) async fn refuse(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     env: &Envelope,
     reply_to: &Option<String>,
     status: ReplyStatus,
@@ -63,7 +78,7 @@ pub(crate) async fn refuse(
     }
 }
 
-fn note_refusal(inner: &Arc<Inner>, env: &Envelope, reason: &str) {
+fn note_refusal(inner: &Arc<Delivery>, env: &Envelope, reason: &str) {
     let text = format!(
         "{} refused a message from {} ({}): {reason}",
         inner.cfg.name,
@@ -75,7 +90,7 @@ fn note_refusal(inner: &Arc<Inner>, env: &Envelope, reason: &str) {
 
 /// Reports a refusal to the listeners and central, at most 20 a minute (then one line with the
 /// count left out); the rest are only logged.
-fn report_refusal(inner: &Arc<Inner>, id: &str, from: &str, text: String, reason: &str) {
+fn report_refusal(inner: &Arc<Delivery>, id: &str, from: &str, text: String, reason: &str) {
     let (report, left_out) = inner
         .security
         .reports
@@ -83,7 +98,7 @@ fn report_refusal(inner: &Arc<Inner>, id: &str, from: &str, text: String, reason
         .map(|mut l| l.admit())
         .unwrap_or((true, 0));
     if left_out > 0 {
-        inner.report(
+        inner.reporter.report(
             None,
             ErrorReportKind::Rejected,
             format!(
@@ -92,7 +107,9 @@ fn report_refusal(inner: &Arc<Inner>, id: &str, from: &str, text: String, reason
         );
     }
     if report {
-        inner.report(Some(id.to_owned()), ErrorReportKind::Rejected, text);
+        inner
+            .reporter
+            .report(Some(id.to_owned()), ErrorReportKind::Rejected, text);
     } else {
         tracing::debug!(msg_id = id, from, "refused: {reason}");
     }
@@ -102,7 +119,7 @@ fn report_refusal(inner: &Arc<Inner>, id: &str, from: &str, text: String, reason
 /// the access list, not served, expired): logged; with signatures required also reported to
 /// central, since the real sender may never learn of it (a retargeted copy, say). Without
 /// signatures the sender reports its rejection itself, as before.
-pub(crate) fn refused_after_check(inner: &Arc<Inner>, key: &str, reason: &str) {
+pub(crate) fn refused_after_check(inner: &Arc<Delivery>, key: &str, reason: &str) {
     let (from, id) = key.split_once('/').unwrap_or(("", key));
     if inner.security.policy != SignaturePolicy::Required {
         if log_admit(&inner.cfg.name, from) {
@@ -123,7 +140,7 @@ pub(crate) fn refused_after_check(inner: &Arc<Inner>, key: &str, reason: &str) {
 /// make this node skip messages by replaying one with a forged floor). Checked only when the
 /// floor would move the stream forward, once per new floor.
 pub(crate) fn checked_floor(
-    inner: &Inner,
+    inner: &Delivery,
     env: &Envelope,
     floor: u64,
     headers: Option<&async_nats::HeaderMap>,
@@ -177,7 +194,7 @@ fn unacked_key(stream: &str) -> String {
 /// (its stream position is not past the last one run) is a replay and never runs again, also
 /// after a restart.
 pub(crate) fn unacked_replayed(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     stream: &str,
     env: &Envelope,
     expected: &mut HashMap<String, u64>,
@@ -205,21 +222,25 @@ pub(crate) fn unacked_replayed(
 
 /// What the receiver's batch commit writes for a fire-and-forget message about to run: the
 /// next stream position it accepts (see [`unacked_replayed`]).
-pub(crate) fn unacked_mark(inner: &Inner, stream: &str, env: &Envelope) -> Option<(String, u64)> {
+pub(crate) fn unacked_mark(
+    inner: &Delivery,
+    stream: &str,
+    env: &Envelope,
+) -> Option<(String, u64)> {
     (inner.security.policy == SignaturePolicy::Required && env.seq > 0)
         .then(|| (unacked_key(stream), env.seq + 1))
 }
 
 /// Receiver hook: the access list in force (central's for this node if it sent one, else the
 /// configured one) decides; the error is the reason.
-pub(crate) fn access(inner: &Inner, env: &Envelope) -> std::result::Result<(), String> {
+pub(crate) fn access(inner: &Delivery, env: &Envelope) -> std::result::Result<(), String> {
     let st = inner.security.state();
     let list = st.access.as_ref().unwrap_or(&inner.cfg.access);
     list.check(&inner.cfg.name, &env.from, &env.method, &env.data)
 }
 
 /// A trust update from central: verified, applied if newer, answered.
-async fn on_update(inner: &Arc<Inner>, env: Envelope, reply_to: &Option<String>) {
+async fn on_update(inner: &Arc<Delivery>, env: Envelope, reply_to: &Option<String>) {
     let outcome = apply_update(inner, &env).await;
     match outcome {
         Ok(text) => {
@@ -249,7 +270,7 @@ async fn on_update(inner: &Arc<Inner>, env: Envelope, reply_to: &Option<String>)
 }
 
 async fn apply_update(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     env: &Envelope,
 ) -> std::result::Result<String, (ReplyStatus, String)> {
     let rejected = |s: String| (ReplyStatus::Rejected, s);
@@ -286,7 +307,7 @@ async fn apply_update(
 /// Verifies a signed bundle (from a trust update, or from the answer to this node's
 /// registration) against the pinned central key and applies it if newer.
 pub(crate) async fn apply_bundle(
-    inner: &Arc<Inner>,
+    inner: &Arc<Delivery>,
     text: &str,
 ) -> std::result::Result<String, (ReplyStatus, String)> {
     let rejected = |s: String| (ReplyStatus::Rejected, s);

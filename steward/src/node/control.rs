@@ -181,15 +181,12 @@ pub(crate) fn serve(inner: &Arc<Inner>, bound: Bound) -> Result<()> {
     let node = Node {
         inner: inner.clone(),
     };
-    let handle = inner.rt.spawn(accept_loop(node, bound));
-    if let Ok(mut t) = inner.tasks.lock() {
-        t.push(handle);
-    }
+    inner.d.tasks.spawn(accept_loop(node, bound));
     Ok(())
 }
 
 async fn accept_loop(node: Node, bound: Bound) {
-    let mut shutdown = node.inner.shutdown.subscribe();
+    let mut shutdown = node.inner.d.tasks.subscribe();
     loop {
         if *shutdown.borrow() {
             break;
@@ -198,7 +195,7 @@ async fn accept_loop(node: Node, bound: Bound) {
             r = bound.listener.accept() => match r {
                 Ok((stream, _)) => {
                     let n = node.clone();
-                    node.inner.rt.spawn(async move { connection(n, stream).await });
+                    node.inner.d.tasks.rt.spawn(async move { connection(n, stream).await });
                 }
                 Err(e) => {
                     tracing::warn!("control socket: accept failed: {e}");
@@ -275,7 +272,7 @@ async fn write_line(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> bool
 async fn connection(node: Node, stream: UnixStream) {
     let (r, mut w) = stream.into_split();
     let mut reader = BufReader::new(r);
-    let mut shutdown = node.inner.shutdown.subscribe();
+    let mut shutdown = node.inner.d.tasks.subscribe();
     loop {
         let mut buf = Vec::new();
         let mut limited = (&mut reader).take(MAX_REQUEST_BYTES as u64 + 1);

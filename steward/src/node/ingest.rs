@@ -51,7 +51,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
-    let dir = inner.cfg.data_dir.clone();
+    let dir = inner.d.cfg.data_dir.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
@@ -76,7 +76,7 @@ pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
         inner: inner.clone(),
     };
     let mut reader = Reader::new(dir)?;
-    let mut shutdown = inner.shutdown.subscribe();
+    let mut shutdown = inner.d.tasks.subscribe();
     loop {
         // A safety net for file systems whose change events get lost; sooner while a tail waits.
         let next = reader.poll(&node).await?.unwrap_or(Duration::from_secs(2));
@@ -387,7 +387,10 @@ async fn drain(node: &Node, dir: &Path, t: &mut Tracked) -> crate::Result<Option
                  moved to {REJECTED_DIR}/{part}.txt — split it into smaller appends"
             );
             copy_rejected(dir, &part, &t.file, t.pos.offset, len, &reason)?;
-            inner.report(None, ErrorReportKind::BadInput, reason);
+            inner
+                .d
+                .reporter
+                .report(None, ErrorReportKind::BadInput, reason);
             t.pos.offset = len;
             if t.durable {
                 save_position(dir, &t.pos)?;
@@ -474,7 +477,10 @@ async fn accept(
                 "{INMSG}: content that is not valid JSON ({error}); moved to {REJECTED_DIR}/{part}.txt"
             );
             write_rejected(dir, &part, &bytes[piece.start..piece.end], &reason)?;
-            node.inner.report(None, ErrorReportKind::BadInput, reason);
+            node.inner
+                .d
+                .reporter
+                .report(None, ErrorReportKind::BadInput, reason);
         }
     }
     Ok(())

@@ -4,31 +4,41 @@
 
 pub(crate) mod control;
 pub(crate) mod ingest;
+mod keys;
 pub(crate) mod supervisor;
 mod trust;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
+use crate::central::Central;
 use crate::config::NodeConfig;
-use crate::delivery::publisher;
+use crate::delivery::confirm::Confirmations;
+use crate::delivery::executor::Executors;
+use crate::delivery::finals::Finals;
+use crate::delivery::method_table::MethodTable;
+use crate::delivery::outbox::Outbox;
 use crate::delivery::publisher::PubEvent;
+use crate::delivery::publishers::PublisherSet;
+use crate::delivery::report::Reporter;
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
+use crate::runtime::link::Link;
 use crate::runtime::notify::{Dispatcher, ErrorReport, ErrorReportKind, ListenerId, Notification};
+use crate::runtime::tasks::Tasks;
 use crate::security::access::AccessList;
 use crate::security::broker_auth::{BrokerAuth, BrokerTls, Secret};
 use crate::security::trust::TrustSettings;
-use crate::store::{self, Enqueued, MessageRecord, NewMessage, Store};
-use crate::wire::envelope::now_ms;
+use crate::store::{self, Enqueued, NewMessage, Store};
 use crate::wire::handler::Method;
 use crate::wire::message::{Message, ParsedBatch};
 use crate::wire::names;
-use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
+use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult, Refusal};
 
 /// Builds and starts a [`Node`].
 ///
@@ -305,41 +315,17 @@ pub struct Node {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// What a [`Node`] handle holds: the delivery layer's handles, the listeners' thread, central's
+/// registry (on central), and where metrics are served.
 pub(crate) struct Inner {
-    pub cfg: NodeConfig,
-    /// The runtime the node started on; tasks are spawned here even from the store's thread.
-    pub rt: tokio::runtime::Handle,
-    pub store: Store,
-    pub client: async_nats::Client,
-    pub reply_prefix: String,
-    pub publishers: Mutex<HashMap<u64, mpsc::UnboundedSender<PubEvent>>>,
-    pub executors: Mutex<HashMap<String, crate::delivery::executor::ExecutorHandle>>,
-    /// Repeatable methods that once ran too long to be run by the receiver itself.
-    pub slow_methods: Mutex<std::collections::HashSet<String>>,
-    /// Inbox keys of messages whose resend was answered "received": their senders now wait
-    /// for a result message, so a result that went out inline must also go as a message.
-    pub promised: Mutex<std::collections::HashSet<String>>,
-    pub methods: RwLock<HashMap<String, Method>>,
-    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<MessageStatus>>>>,
-    pub dispatcher: Dispatcher,
-    pub shutdown: watch::Sender<bool>,
-    pub connected: watch::Receiver<bool>,
-    pub tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    pub error_log: Mutex<()>,
-    /// Wakes the audit writer when a message reaches a final state.
-    pub audit_wake: Arc<tokio::sync::Notify>,
-    /// Counters, gauges and histograms (see `metrics.rs`).
-    pub metrics: Arc<crate::runtime::metrics::Metrics>,
+    /// The handles the delivery tasks share.
+    pub d: Arc<Delivery>,
+    /// Runs listeners on their own thread.
+    pub dispatcher: Arc<Dispatcher>,
     /// Where `GET /metrics` is served, once bound.
     pub metrics_address: Option<SocketAddr>,
-    /// This node's keys, the keys it trusts and its signature policy.
-    pub security: Arc<crate::security::trust::Security>,
     /// The key registry, on central only.
-    pub registry: Option<crate::central::registry::Registry>,
-    /// Queues messages and wakes their publishers (the only way to queue; see `outbox.rs`).
-    pub outbox: crate::delivery::outbox::Outbox,
-    /// Streams whose position the sender confirmed since the last connect (see `confirm.rs`).
-    pub confirm: crate::delivery::confirm::Confirmations,
+    pub central: Option<Arc<Central>>,
 }
 
 /// Proof that a message was durably accepted; await its result through it.
@@ -518,7 +504,6 @@ impl Node {
         for l in listeners {
             dispatcher.add(l);
         }
-        let (shutdown, _) = watch::channel(false);
         let mut methods = HashMap::new();
         if cfg.builtin_methods {
             for (name, m) in crate::methods::builtins() {
@@ -532,69 +517,76 @@ impl Node {
             store.clone(),
             conn_rx.clone(),
         ));
-        let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| Inner {
-            outbox: {
-                let me = me.clone();
-                crate::delivery::outbox::Outbox::new(
-                    store.clone(),
-                    Arc::new(move |e: &Enqueued| {
-                        if let Some(i) = me.upgrade() {
-                            i.metrics.accepted(&e.to_node, &e.subject);
-                            i.publisher_event(e.stream_id, &e.subject, PubEvent::Enqueued(e.seq));
-                        }
-                    }),
-                    Arc::new(cfg.clone()),
-                    client.clone(),
-                )
-            },
-            cfg,
-            rt: tokio::runtime::Handle::current(),
-            store,
-            client,
+        let cfg = Arc::new(cfg);
+        let dispatcher = Arc::new(dispatcher);
+        let link = Link {
+            client: client.clone(),
             reply_prefix,
-            publishers: Mutex::default(),
-            executors: Mutex::default(),
-            slow_methods: Mutex::default(),
-            promised: Mutex::default(),
-            methods: RwLock::new(methods),
-            waiters: Mutex::default(),
-            dispatcher,
-            shutdown,
             connected: conn_rx.clone(),
-            tasks: Mutex::default(),
-            error_log: Mutex::new(()),
-            audit_wake: Arc::new(tokio::sync::Notify::new()),
-            metrics,
+        };
+        let d = Arc::new_cyclic(|me: &Weak<Delivery>| {
+            let wake = {
+                let me = me.clone();
+                Arc::new(move |e: &Enqueued| {
+                    if let Some(d) = me.upgrade() {
+                        d.metrics.accepted(&e.to_node, &e.subject);
+                        d.publisher_event(e.stream_id, &e.subject, PubEvent::Enqueued(e.seq));
+                    }
+                })
+            };
+            let outbox = Outbox::new(store.clone(), wake, cfg.clone(), client.clone());
+            let reporter = Arc::new(Reporter::new(
+                cfg.clone(),
+                dispatcher.clone(),
+                outbox.clone(),
+            ));
+            Delivery {
+                cfg: cfg.clone(),
+                tasks: Tasks::new(),
+                link,
+                store,
+                security: Arc::new(security),
+                finals: Finals::new(metrics.clone(), dispatcher.clone(), reporter.clone()),
+                metrics,
+                methods: MethodTable::new(methods),
+                outbox,
+                reporter,
+                publishers: PublisherSet::default(),
+                executors: Executors::default(),
+                confirm: Confirmations::new(conn_rx.clone()),
+                registrar: OnceLock::new(),
+            }
+        });
+        let central = registry.map(|reg| Central::start(d.clone(), reg));
+        let inner = Arc::new(Inner {
+            d: d.clone(),
+            dispatcher,
             metrics_address,
-            security: Arc::new(security),
-            registry,
-            confirm: crate::delivery::confirm::Confirmations::new(conn_rx.clone()),
+            central,
         });
         {
             // A refusal while reconnecting is reported like any error (log, listeners, central).
-            let me = Arc::downgrade(&inner);
+            let reporter = Arc::downgrade(&d.reporter);
             let handle = conn_watch.spawn(
-                inner.shutdown.subscribe(),
+                d.tasks.subscribe(),
                 Box::new(move |text| {
-                    if let Some(i) = me.upgrade() {
-                        i.report(None, ErrorReportKind::BrokerAuth, text);
+                    if let Some(r) = reporter.upgrade() {
+                        r.report(None, ErrorReportKind::BrokerAuth, text);
                     }
                 }),
             );
-            if let Ok(mut t) = inner.tasks.lock() {
-                t.push(handle);
-            }
+            d.tasks.keep(handle);
         }
         let started = async {
             // Resume unfinished received messages (in arrival order) before the receiver
             // starts, so a new message of the same stream can never overtake them; then the
             // outbox.
-            crate::delivery::executor::resume(&inner).await?;
+            crate::delivery::executor::resume(&d).await?;
             let ev = futures::stream::select(cmd_sub, ev_sub);
             supervisor::spawn_core_tasks(&inner, ack_sub, ev)?;
-            crate::central::enrol::start(&inner);
-            for (stream_id, subject) in inner.store.active_streams()? {
-                inner.publisher(stream_id, &subject);
+            crate::central::enrol::start(&d);
+            for (stream_id, subject) in inner.d.store.active_streams()? {
+                inner.d.publisher(stream_id, &subject);
             }
             if let Some(bound) = control {
                 crate::node::control::serve(&inner, bound)?;
@@ -612,27 +604,25 @@ impl Node {
         }
         if let Some(listener) = metrics_listener {
             let handle = crate::runtime::metrics::serve(
-                inner.metrics.clone(),
-                inner.shutdown.subscribe(),
+                inner.d.metrics.clone(),
+                inner.d.tasks.subscribe(),
                 listener,
             );
-            if let Ok(mut t) = inner.tasks.lock() {
-                t.push(handle);
-            }
-            tracing::info!(node = %inner.cfg.name, address = ?inner.metrics_address, "metrics served at {}", crate::runtime::metrics::METRICS_PATH);
+            inner.d.tasks.keep(handle);
+            tracing::info!(node = %inner.d.cfg.name, address = ?inner.metrics_address, "metrics served at {}", crate::runtime::metrics::METRICS_PATH);
         }
-        tracing::info!(node = %inner.cfg.name, data_dir = %inner.cfg.data_dir.display(), "node started");
+        tracing::info!(node = %inner.d.cfg.name, data_dir = %inner.d.cfg.data_dir.display(), "node started");
         Ok(Node { inner })
     }
 
     /// This node's name.
     pub fn name(&self) -> &str {
-        &self.inner.cfg.name
+        &self.inner.d.cfg.name
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &NodeConfig {
-        &self.inner.cfg
+        &self.inner.d.cfg
     }
 
     /// Where `GET /metrics` is served (the bound address, so port 0 shows the port picked), or
@@ -645,13 +635,14 @@ impl Node {
     /// `GET /metrics` answers; works with or without a metrics address.
     pub fn metrics_text(&self) -> String {
         self.inner
+            .d
             .metrics
             .encode(crate::runtime::metrics::Format::Prometheus)
     }
 
     /// True while connected to a broker.
     pub fn is_connected(&self) -> bool {
-        *self.inner.connected.borrow()
+        self.inner.d.link.is_connected()
     }
 
     /// Durably accepts one message (fsync'd) and returns its receipt; delivery runs in the background.
@@ -670,7 +661,7 @@ impl Node {
             } else {
                 Some(i)
             };
-            prepared.push(self.inner.outbox.prepare(m, index, false)?);
+            prepared.push(self.inner.d.outbox.prepare(m, index, false)?);
         }
         self.enqueue(prepared).await
     }
@@ -699,7 +690,7 @@ impl Node {
                     continue;
                 }
             }
-            match self.inner.outbox.prepare(m, Some(i), false) {
+            match self.inner.d.outbox.prepare(m, Some(i), false) {
                 Ok(p) => {
                     prepared.push(p);
                     indices.push(i);
@@ -714,6 +705,8 @@ impl Node {
         };
         for e in &rejected {
             self.inner
+                .d
+                .reporter
                 .report(None, ErrorReportKind::BadInput, e.to_string());
         }
         Ok(SendReport {
@@ -723,7 +716,7 @@ impl Node {
     }
 
     async fn enqueue(&self, prepared: Vec<NewMessage>) -> Result<Vec<Receipt>> {
-        let done: Vec<Enqueued> = self.inner.outbox.queue(prepared).await?;
+        let done: Vec<Enqueued> = self.inner.d.outbox.queue(prepared).await?;
         let receipts = done
             .into_iter()
             .map(|e| Receipt {
@@ -738,49 +731,43 @@ impl Node {
 
     /// The state of a message this node sent, or `None` if unknown.
     pub async fn message(&self, id: &str) -> Result<Option<MessageStatus>> {
-        let Some(rec) = self.inner.store.message(id)? else {
+        let Some(rec) = self.inner.d.store.message(id)? else {
             return Ok(None);
         };
-        Ok(Some(self.inner.live_status(rec).await))
+        Ok(Some(self.inner.d.live_status(rec).await))
     }
 
     /// The store writer's counters (jobs, commits, time applying and committing).
     pub fn store_stats(&self) -> crate::StoreStats {
-        self.inner.store.stats()
+        self.inner.d.store.stats()
     }
 
     /// Recently sent messages, newest first.
     pub fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
-        self.inner.store.recent_messages(limit)
+        self.inner.d.store.recent_messages(limit)
     }
 
     /// What this node knows of every destination (pending, completed, failed, last ACK, last seen).
     pub fn destinations(&self) -> Result<Vec<DestinationStatus>> {
-        self.inner.store.destinations()
+        self.inner.d.store.destinations()
     }
 
     /// Waits until the message reaches a final state.
     pub async fn wait(&self, id: &str) -> Result<MessageStatus> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut waiters = self.inner.waiters.lock().map_err(|_| Error::Stopped)?;
-            let list = waiters.entry(id.to_owned()).or_default();
-            // Waits given up earlier (timed out, dropped) leave closed senders behind.
-            list.retain(|w| !w.is_closed());
-            list.push(tx);
-        }
+        let rx = self.inner.d.finals.wait_for(id)?;
         // Only the state here: the body is read only for a message already final.
-        match self.inner.store.message_state(id)? {
+        match self.inner.d.store.message_state(id)? {
             None => {
                 drop(rx);
-                self.inner.prune_waiters(id);
+                self.inner.d.finals.prune(id);
                 return Err(Error::NotFound(id.to_owned()));
             }
             Some(state) if state.is_final() => {
                 drop(rx);
-                self.inner.prune_waiters(id);
+                self.inner.d.finals.prune(id);
                 let rec = self
                     .inner
+                    .d
                     .store
                     .message(id)?
                     .ok_or_else(|| Error::NotFound(id.to_owned()))?;
@@ -788,7 +775,7 @@ impl Node {
             }
             Some(_) => {}
         }
-        let mut stop = self.inner.shutdown.subscribe();
+        let mut stop = self.inner.d.tasks.subscribe();
         tokio::select! {
             r = rx => r.map_err(|_| Error::Stopped),
             _ = stop.wait_for(|s| *s) => Err(Error::Stopped),
@@ -807,6 +794,7 @@ impl Node {
         let owned = id.to_owned();
         let rec = self
             .inner
+            .d
             .store
             .write(move |txn| {
                 store::finalize(
@@ -821,15 +809,15 @@ impl Node {
             .await?;
         match rec {
             Some(rec) => {
-                self.inner.publisher_event(
+                self.inner.d.publisher_event(
                     rec.stream_id,
                     &rec.status.subject,
                     PubEvent::Finished(rec.seq),
                 );
-                self.inner.after_final(rec.into_status());
+                self.inner.d.finals.after_final(rec.into_status());
                 Ok(true)
             }
-            None => match self.inner.store.message(id)? {
+            None => match self.inner.d.store.message(id)? {
                 None => Err(Error::NotFound(id.to_owned())),
                 Some(_) => Ok(false),
             },
@@ -846,27 +834,21 @@ impl Node {
                 "names starting with '_' are reserved for steward",
             ));
         }
-        self.inner
-            .methods
-            .write()
-            .map_err(|_| Error::Stopped)?
-            .insert(name.to_owned(), method);
+        if !self.inner.d.methods.insert(name, method) {
+            return Err(Error::Stopped);
+        }
         Ok(())
     }
 
     /// Forgets finished messages older than the retention period now (this also runs hourly).
     /// Returns how many receiver dedup records and sent-message records were removed.
     pub async fn prune(&self) -> Result<(usize, usize)> {
-        crate::ops::retention::prune_now(&self.inner.store, self.inner.cfg.retention).await
+        crate::ops::retention::prune_now(&self.inner.d.store, self.inner.d.cfg.retention).await
     }
 
     /// Stops serving a method; later messages for it are rejected.
     pub fn unserve(&self, name: &str) -> bool {
-        self.inner
-            .methods
-            .write()
-            .map(|mut m| m.remove(name).is_some())
-            .unwrap_or(false)
+        self.inner.d.methods.remove(name)
     }
 
     /// Calls `f` for every notification (final states and errors) on the callback thread.
@@ -909,15 +891,10 @@ impl Node {
     /// Stops the node: no new input, running methods get a short grace period, unfinished work
     /// stays on disk to resume at the next start, every listener has finished when this returns.
     pub async fn stop(&self) {
-        if self.inner.shutdown.send_replace(true) {
+        if !self.inner.d.tasks.stop() {
             return;
         }
-        let tasks: Vec<_> = self
-            .inner
-            .tasks
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .unwrap_or_default();
+        let tasks = self.inner.d.tasks.take();
         let grace = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(grace);
         for mut t in tasks {
@@ -926,21 +903,16 @@ impl Node {
                 _ = &mut grace => t.abort(),
             }
         }
-        if let Ok(mut p) = self.inner.publishers.lock() {
-            p.clear();
-        }
-        if let Ok(mut e) = self.inner.executors.lock() {
-            e.clear();
-        }
+        self.inner.d.publishers.clear();
+        self.inner.d.executors.clear();
         // Bounded: with the broker gone, a flush would wait for a reconnect that never comes.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.client.flush()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.inner.d.link.client.flush()).await;
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.dispatcher.shutdown()).await;
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.clear();
-        }
-        self.inner.store.close().await;
-        tracing::info!(node = %self.inner.cfg.name, "node stopped");
+        self.inner.d.finals.clear();
+        self.inner.d.store.close().await;
+        tracing::info!(node = %self.inner.d.cfg.name, "node stopped");
     }
 }
 
@@ -961,6 +933,13 @@ pub(crate) fn status_to_result(st: MessageStatus) -> Result<MethodResult> {
                 "delivered".into()
             },
         }),
+        MessageState::Rejected if st.refusal == Some(Refusal::NotAllowed) => {
+            Err(Error::NotAllowed {
+                id: st.id,
+                node: st.to_node,
+                reason,
+            })
+        }
         MessageState::Rejected => Err(Error::Rejected {
             id: st.id,
             node: st.to_node,
@@ -972,183 +951,19 @@ pub(crate) fn status_to_result(st: MessageStatus) -> Result<MethodResult> {
 }
 
 impl Inner {
-    /// Returns the publisher of a stream, starting it if needed.
-    pub(crate) fn publisher(
-        self: &Arc<Self>,
-        stream_id: u64,
-        subject: &str,
-    ) -> mpsc::UnboundedSender<PubEvent> {
-        let mut map = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
-        self.publisher_locked(&mut map, stream_id, subject)
-    }
-
-    fn publisher_locked(
-        self: &Arc<Self>,
-        map: &mut HashMap<u64, mpsc::UnboundedSender<PubEvent>>,
-        stream_id: u64,
-        subject: &str,
-    ) -> mpsc::UnboundedSender<PubEvent> {
-        if let Some(tx) = map.get(&stream_id) {
-            if !tx.is_closed() {
-                return tx.clone();
-            }
-        }
-        let tx = publisher::spawn(self.clone(), stream_id, subject.to_owned());
-        map.insert(stream_id, tx.clone());
-        tx
-    }
-
-    /// Sends an event to a stream's publisher (starting it if needed). The send happens under
-    /// the map lock, so a publisher retiring while idle can never miss it.
-    pub(crate) fn publisher_event(self: &Arc<Self>, stream_id: u64, subject: &str, ev: PubEvent) {
-        if *self.shutdown.borrow() {
-            return;
-        }
-        let mut map = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = self.publisher_locked(&mut map, stream_id, subject);
-        let _ = tx.send(ev);
-    }
-
-    /// Whether this node serves `method` now.
-    pub(crate) fn serves(&self, method: &str) -> bool {
-        self.methods
-            .read()
-            .map(|m| m.contains_key(method))
-            .unwrap_or(false)
-    }
-
-    /// The status with the publisher's live view (sent / attempts) merged in.
-    pub(crate) async fn live_status(&self, rec: MessageRecord) -> MessageStatus {
-        let (stream_id, seq) = (rec.stream_id, rec.seq);
-        let mut st = rec.into_status();
-        if st.state.is_final() {
-            return st;
-        }
-        let tx = self
-            .publishers
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&stream_id).cloned());
-        if let Some(tx) = tx {
-            let (otx, orx) = oneshot::channel();
-            if tx.send(PubEvent::Query(seq, otx)).is_ok() {
-                if let Ok(Some((state, attempts))) = orx.await {
-                    if st.state != MessageState::Received || state == MessageState::Received {
-                        st.state = state;
-                    }
-                    st.attempts = st.attempts.max(attempts);
-                }
-            }
-        }
-        st
-    }
-
-    /// Removes the waiters of `id` whose receiving side is gone (only those: others may still wait).
-    fn prune_waiters(&self, id: &str) {
-        if let Ok(mut w) = self.waiters.lock() {
-            if let Some(list) = w.get_mut(id) {
-                list.retain(|s| !s.is_closed());
-                if list.is_empty() {
-                    w.remove(id);
-                }
-            }
-        }
-    }
-
-    /// Everything that follows a final state: waiters, listeners, error reports.
-    pub(crate) fn after_final(self: &Arc<Self>, st: MessageStatus) {
-        self.metrics.finished(&st);
-        if let Some(ws) = self.waiters.lock().ok().and_then(|mut w| w.remove(&st.id)) {
-            for w in ws {
-                let _ = w.send(st.clone());
-            }
-        }
-        if st.subject.ends_with(".event._result") {
-            if st.state != MessageState::Completed {
-                tracing::error!(msg_id = %st.id, to = %st.to_node, "a result could not be delivered: {:?}", st.reason);
-            }
-            return;
-        }
-        let failure = match st.state {
-            MessageState::Failed => Some((
-                ErrorReportKind::DeliveryFailed,
-                st.reason.clone().unwrap_or_default(),
-            )),
-            MessageState::Expired => Some((
-                ErrorReportKind::Expired,
-                st.reason.clone().unwrap_or_default(),
-            )),
-            MessageState::Rejected => Some((
-                ErrorReportKind::Rejected,
-                st.reason.clone().unwrap_or_default(),
-            )),
-            MessageState::Completed => match &st.result {
-                Some(r) if r.status != crate::ResultStatus::Ok => Some((
-                    ErrorReportKind::MethodFailed,
-                    r.error.clone().unwrap_or_else(|| match r.exit_code {
-                        Some(c) => format!("exit status {c}"),
-                        None => "method failed".into(),
-                    }),
-                )),
-                _ => None,
-            },
-            _ => None,
-        };
-        self.audit_wake.notify_one();
-        let about_error_log = st.subject.ends_with(".event.errorLog");
-        if self.dispatcher.has_listeners() {
-            self.dispatcher.notify(Notification::Finished(st.clone()));
-        }
-        if let Some((kind, reason)) = failure {
-            let reason = format!("{} on {}: {reason}", st.subject, st.to_node);
-            if about_error_log {
-                // Never report the failure of an error report to central: that could loop.
-                tracing::error!(msg_id = %st.id, to = %st.to_node, method = "errorLog", "error report to central failed: {reason}");
-                self.dispatcher
-                    .notify(Notification::Error(self.error_report(
-                        Some(st.id),
-                        kind,
-                        reason,
-                    )));
-            } else {
-                self.report(Some(st.id), kind, reason);
-            }
-        }
-    }
-
-    fn error_report(
-        &self,
-        message_id: Option<String>,
-        kind: ErrorReportKind,
-        reason: String,
-    ) -> ErrorReport {
-        ErrorReport {
-            time_ms: now_ms(),
-            node: self.cfg.name.clone(),
-            message_id,
-            kind,
-            reason,
-        }
-    }
-}
-
-impl Inner {
-    /// The error kernel's reporting half: local listeners, the log, and central's `errorLog`.
-    pub(crate) fn report(
-        self: &Arc<Self>,
-        message_id: Option<String>,
-        kind: ErrorReportKind,
-        reason: String,
-    ) {
-        let report = self.error_report(message_id, kind, reason);
-        tracing::warn!(msg_id = report.message_id.as_deref(), kind = ?report.kind, "{}", report.reason);
-        self.dispatcher.notify(Notification::Error(report.clone()));
-        crate::methods::error_log::forward(&self.outbox, &self.cfg, &self.error_log, report);
+    /// The central handle, or why this node has none.
+    fn central(&self) -> Result<&Arc<Central>> {
+        self.central.as_ref().ok_or_else(|| {
+            Error::Trust(format!(
+                "{} is not central ({}); keys are listed, approved and revoked on the central node",
+                self.d.cfg.name, self.d.cfg.central
+            ))
+        })
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        let _ = self.d.tasks.shutdown.send(true);
     }
 }

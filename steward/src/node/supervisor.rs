@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, Stream, StreamExt};
 
 use crate::delivery::publisher::PubEvent;
+use crate::delivery::Delivery;
 use crate::node::Inner;
 use crate::runtime::notify::ErrorReportKind;
 use crate::wire::envelope::Reply;
@@ -17,17 +18,17 @@ const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// Runs `make()` and restarts it when it fails, until the node stops or it fails too often.
-pub(crate) fn supervise<F, Fut>(inner: &Arc<Inner>, name: &'static str, make: F)
+pub(crate) fn supervise<F, Fut>(d: &Arc<Delivery>, name: &'static str, make: F)
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = crate::Result<()>> + Send + 'static,
 {
-    let kernel = inner.clone();
-    let handle = inner.rt.spawn(async move {
+    let kernel = d.clone();
+    d.tasks.spawn(async move {
         let mut failures: Vec<Instant> = Vec::new();
         loop {
             let run = std::panic::AssertUnwindSafe(make()).catch_unwind().await;
-            if *kernel.shutdown.borrow() {
+            if kernel.tasks.stopping() {
                 return;
             }
             let why = match run {
@@ -39,7 +40,7 @@ where
             failures.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
             failures.push(now);
             if failures.len() > MAX_RESTARTS {
-                kernel.report(
+                kernel.reporter.report(
                     None,
                     ErrorReportKind::TaskFailed,
                     format!("{name} failed {} times within {RESTART_WINDOW:?} ({why}); stopped it — restart the node after fixing the cause", failures.len()),
@@ -47,13 +48,10 @@ where
                 return;
             }
             let wait = Duration::from_millis(200u64 << failures.len());
-            kernel.report(None, ErrorReportKind::TaskFailed, format!("{name} failed ({why}); restarting it in {wait:?}"));
+            kernel.reporter.report(None, ErrorReportKind::TaskFailed, format!("{name} failed ({why}); restarting it in {wait:?}"));
             tokio::time::sleep(wait).await;
         }
     });
-    if let Ok(mut t) = inner.tasks.lock() {
-        t.push(handle);
-    }
 }
 
 /// Starts the tasks every node runs: ACK routing, receiving, audit log, hello, inmsg.txt.
@@ -63,8 +61,8 @@ where
     E: Stream<Item = async_nats::Message> + Unpin + Send + 'static,
 {
     let acks = Arc::new(tokio::sync::Mutex::new(acks));
-    let i = inner.clone();
-    supervise(inner, "ACK router", move || {
+    let i = inner.d.clone();
+    supervise(&inner.d, "ACK router", move || {
         let (i, acks) = (i.clone(), acks.clone());
         async move {
             let mut acks = acks.lock().await;
@@ -73,8 +71,8 @@ where
         }
     });
     let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
-    let i = inner.clone();
-    supervise(inner, "receiver", move || {
+    let i = inner.d.clone();
+    supervise(&inner.d, "receiver", move || {
         let (i, incoming) = (i.clone(), incoming.clone());
         async move {
             let mut sub = incoming.lock().await;
@@ -83,36 +81,36 @@ where
         }
     });
     let (store, dir, wake) = (
-        inner.store.clone(),
-        inner.cfg.data_dir.clone(),
-        inner.audit_wake.clone(),
+        inner.d.store.clone(),
+        inner.d.cfg.data_dir.clone(),
+        inner.d.finals.audit_wake.clone(),
     );
-    let shutdown = inner.shutdown.subscribe();
-    supervise(inner, "audit log writer", move || {
+    let shutdown = inner.d.tasks.subscribe();
+    supervise(&inner.d, "audit log writer", move || {
         crate::ops::audit::run(store.clone(), dir.clone(), wake.clone(), shutdown.clone())
     });
-    let (store, retention) = (inner.store.clone(), inner.cfg.retention);
-    let shutdown = inner.shutdown.subscribe();
-    supervise(inner, "pruner", move || {
+    let (store, retention) = (inner.d.store.clone(), inner.d.cfg.retention);
+    let shutdown = inner.d.tasks.subscribe();
+    supervise(&inner.d, "pruner", move || {
         crate::ops::retention::run(store.clone(), retention, shutdown.clone())
     });
-    if let Some(every) = inner.cfg.hello_interval.filter(|d| !d.is_zero()) {
+    if let Some(every) = inner.d.cfg.hello_interval.filter(|d| !d.is_zero()) {
         let hello = crate::methods::hello::Hello {
-            name: inner.cfg.name.clone(),
-            central: inner.cfg.central.clone(),
-            epoch: inner.store.epoch(),
-            security: inner.security.clone(),
-            client: inner.client.clone(),
-            connected: inner.connected.clone(),
-            shutdown: inner.shutdown.subscribe(),
+            name: inner.d.cfg.name.clone(),
+            central: inner.d.cfg.central.clone(),
+            epoch: inner.d.store.epoch(),
+            security: inner.d.security.clone(),
+            client: inner.d.link.client.clone(),
+            connected: inner.d.link.connected.clone(),
+            shutdown: inner.d.tasks.subscribe(),
         };
-        supervise(inner, "hello sender", move || {
+        supervise(&inner.d, "hello sender", move || {
             crate::methods::hello::run(hello.clone(), every)
         });
     }
-    if inner.cfg.watch_inmsg {
+    if inner.d.cfg.watch_inmsg {
         let i = inner.clone();
-        supervise(inner, "inmsg.txt watcher", move || {
+        supervise(&inner.d, "inmsg.txt watcher", move || {
             crate::node::ingest::run(i.clone())
         });
     }
@@ -120,11 +118,11 @@ where
 }
 
 /// Routes the receivers' answers (`<reply prefix>.<stream>.<seq>`) to the stream's publisher.
-async fn route_acks<S>(inner: &Arc<Inner>, acks: &mut S)
+async fn route_acks<S>(d: &Arc<Delivery>, acks: &mut S)
 where
     S: Stream<Item = async_nats::Message> + Unpin,
 {
-    let mut shutdown = inner.shutdown.subscribe();
+    let mut shutdown = d.tasks.subscribe();
     loop {
         let msg = tokio::select! {
             m = acks.next() => match m { Some(m) => m, None => return },
@@ -136,11 +134,7 @@ where
         let (Some(seq), Some(stream)) = (seq, stream) else {
             continue;
         };
-        let tx = inner
-            .publishers
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&stream).cloned());
+        let tx = d.publishers.get(stream);
         let Some(tx) = tx else { continue };
         let no_responders = msg.status == Some(async_nats::StatusCode::NO_RESPONDERS);
         let ev = if no_responders {

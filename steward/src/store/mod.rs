@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::wire::envelope::{now_ms, Envelope, ReplyStatus};
-use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
+use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult, Refusal};
 
 /// Key/value: misc settings such as the epoch.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -139,6 +139,8 @@ struct StoredStatusRef<'a> {
     result: &'a Option<MethodResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<Refusal>,
     created_ms: u64,
     updated_ms: u64,
 }
@@ -164,6 +166,8 @@ struct StoredStatus {
     result: Option<MethodResult>,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    refusal: Option<Refusal>,
     created_ms: u64,
     updated_ms: u64,
     /// Records written before bodies had a table of their own carry the message here.
@@ -187,6 +191,7 @@ fn dec_message(bytes: &[u8]) -> Result<MessageRecord> {
             attempts: s.attempts,
             result: s.result,
             reason: s.reason,
+            refusal: s.refusal,
             created_ms: s.created_ms,
             updated_ms: s.updated_ms,
         },
@@ -208,6 +213,7 @@ fn enc_message(rec: &MessageRecord) -> Vec<u8> {
             attempts: s.attempts,
             result: &s.result,
             reason: &s.reason,
+            refusal: s.refusal,
             created_ms: s.created_ms,
             updated_ms: s.updated_ms,
         },
@@ -252,6 +258,9 @@ pub(crate) struct InboxRecord {
     pub reply: Option<ReplyStatus>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// For a refusal: why, as a code (see [`Refusal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     #[serde(default)]
     pub result: Option<MethodResult>,
     /// Kept until done, so an unfinished message can be resumed after a restart.
@@ -1069,6 +1078,7 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
                     attempts: 0,
                     result: None,
                     reason: None,
+                    refusal: None,
                     created_ms: now,
                     updated_ms: now,
                 },
@@ -1142,6 +1152,19 @@ pub(crate) fn finalize(
     reason: Option<String>,
     attempts: u32,
 ) -> Result<Option<MessageRecord>> {
+    finalize_with(t, id, state, result, reason, None, attempts)
+}
+
+/// [`finalize`] for a rejection whose receiver said why as a code.
+pub(crate) fn finalize_with(
+    t: &mut Tx<'_>,
+    id: &str,
+    state: MessageState,
+    result: Option<MethodResult>,
+    reason: Option<String>,
+    refusal: Option<Refusal>,
+    attempts: u32,
+) -> Result<Option<MessageRecord>> {
     let Some(mut rec) = get_message(t, id)? else {
         return Ok(None);
     };
@@ -1166,6 +1189,7 @@ pub(crate) fn finalize(
     rec.status.attempts = rec.status.attempts.max(attempts);
     rec.status.result = result;
     rec.status.reason = reason;
+    rec.status.refusal = refusal;
     rec.status.updated_ms = now;
     put_message(t, &rec)?;
     let node = rec.status.to_node.clone();
@@ -1283,6 +1307,7 @@ pub(crate) fn quarantine_inbox(t: &mut Tx<'_>, key: &str, reason: String) -> Res
         state: InboxState::Done,
         reply: Some(ReplyStatus::Rejected),
         reason: Some(reason),
+        refusal: None,
         result: None,
         envelope: None,
         pending_key: 0,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::wire::message::Kind;
-use crate::wire::result::MethodResult;
+use crate::wire::result::{MethodResult, Refusal};
 
 /// Reserved method carrying a command's result back to its sender.
 pub(crate) const RESULT_METHOD: &str = "_result";
@@ -119,6 +119,9 @@ pub(crate) struct Reply {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<MethodResult>,
+    /// For `rejected`: why, as a code (absent when the receiver gives only a reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     /// The answering node's signature, when the sender asked for one (see `signing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<Seal>,
@@ -132,6 +135,7 @@ impl Reply {
             expected: None,
             reason: None,
             result: None,
+            refusal: None,
             sig: None,
         }
     }

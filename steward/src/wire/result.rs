@@ -123,6 +123,32 @@ impl MessageState {
     }
 }
 
+/// Why a receiver refused a message, when it says (see [`MessageStatus::refusal`]); the
+/// receiver's own words are in [`MessageStatus::reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The receiver's access list does not let the sender call this method (with these
+    /// arguments).
+    NotAllowed,
+    /// The receiver does not serve the method, or serves it as the other kind.
+    NotServed,
+    /// The signature did not hold, or its key is not trusted for the sender.
+    Untrusted,
+}
+
+impl Refusal {
+    /// camelCase name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "notAllowed",
+            Refusal::NotServed => "notServed",
+            Refusal::Untrusted => "untrusted",
+        }
+    }
+}
+
 /// The full state of one message at its sender.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -145,6 +171,9 @@ pub struct MessageStatus {
     /// Why it failed, expired or was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a rejected message: why, as a code, when the receiver said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     /// When it was accepted (ms since the Unix epoch).
     pub created_ms: u64,
     /// When its state last changed (ms since the Unix epoch).
