@@ -3,6 +3,8 @@
 //!
 //! * [`node`]: `Node` (lifecycle, send, serve) and the method decorator.
 //! * [`receipt`]: `Receipt` (blocking and `await` waits for results).
+//! * [`runtime`]: a started node (its tokio runtime, core node, callback thread and embedded
+//!   broker), the blocking helpers `Node` and `Receipt` share, and how it stops.
 //! * [`dispatch`]: the per-node Python callback thread fed by a queue; tokio threads never
 //!   touch the interpreter.
 //! * [`types`]: value objects (`Result`, `MessageStatus`, `DestinationStatus`, `ErrorReport`,
@@ -18,6 +20,7 @@ mod errors;
 mod logging;
 mod node;
 mod receipt;
+mod runtime;
 mod security;
 mod types;
 

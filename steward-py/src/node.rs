@@ -1,19 +1,16 @@
 //! `steward.Node`: configuration, lifecycle, sending, and serving Python methods.
 //!
-//! A started node owns a tokio runtime (2 workers) that drives the core node, an optional
-//! embedded nats-server, and the callback thread of its [`Dispatcher`]. Every blocking call
-//! detaches from the interpreter while it waits, so other Python threads keep running.
+//! A started node is a [`Running`]: a tokio runtime (2 workers) that drives the core node, an
+//! optional embedded nats-server, and the callback thread of its [`Dispatcher`]. Every blocking
+//! call detaches from the interpreter while it waits, so other Python threads keep running.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
-use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
 use steward::{AccessList, EmbeddedBroker, Kind, Message, MethodResult, NodeBuilder, NodeConfig};
@@ -22,18 +19,11 @@ use crate::convert;
 use crate::dispatch::{Dispatcher, Job, ListenerKind};
 use crate::errors::{self, config_error, invalid_message, py_result};
 use crate::receipt::PyReceipt;
+use crate::runtime::{self, Running, RUNTIME_SHUTDOWN_GRACE};
 use crate::types::{PyDestinationStatus, PyMessageStatus};
 
 /// Address of the embedded broker for `embedded_broker=True`.
 const DEFAULT_EMBEDDED_ADDRESS: &str = "127.0.0.1:4222";
-
-/// How long `stop()` lets the runtime finish leftover tasks.
-const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Longest wait for the core's `Node::stop` (which gives running methods 5 s). Its final
-/// flush to the broker waits for a reconnect when the broker is gone for good, so without
-/// this bound `stop()` would hang whenever the broker stopped first.
-const CORE_STOP_LIMIT: Duration = Duration::from_secs(7);
 
 /// Running nodes, kept alive until stopped (or stopped at interpreter exit).
 static LIVE: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
@@ -71,38 +61,6 @@ struct PendingMethod {
     kind: Kind,
     key: u64,
     repeatable: bool,
-}
-
-/// A started node: the runtime, the core node and what must be stopped with it.
-pub(crate) struct Running {
-    pub(crate) node: steward::Node,
-    pub(crate) handle: Handle,
-    pub(crate) dispatcher: Arc<Dispatcher>,
-    runtime: Mutex<Option<Runtime>>,
-    broker: Mutex<Option<EmbeddedBroker>>,
-    brokers: Vec<String>,
-    stopped: AtomicBool,
-}
-
-impl Running {
-    /// Fails with `Stopped` once the node has stopped.
-    pub(crate) fn check(&self) -> PyResult<()> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(errors::to_py(steward::Error::Stopped));
-        }
-        Ok(())
-    }
-
-    /// Runs a short future (a disk commit, a store read) to completion, detached.
-    pub(crate) fn block_on<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
-    where
-        F: Future + Send,
-        F::Output: Send,
-    {
-        self.check()?;
-        let handle = &self.handle;
-        Ok(py.detach(|| handle.block_on(fut)))
-    }
 }
 
 /// The method handler given to the core: hands each request to the callback thread and waits
@@ -230,16 +188,7 @@ impl Shared {
             broker = Some(b);
         }
         let brokers = cfg.brokers.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("steward-rt")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                errors::to_py(steward::Error::Config(format!(
-                    "cannot start the node's runtime threads: {e}"
-                )))
-            })?;
+        let runtime = runtime::new_runtime()?;
         let mut builder = NodeBuilder::from_config(cfg);
         for m in &pending.methods {
             builder = builder.method(
@@ -272,15 +221,13 @@ impl Shared {
             return Err(e);
         }
         crate::logging::add_waker(&self.dispatcher);
-        Ok(Arc::new(Running {
+        Ok(Running::new(
             node,
-            handle: runtime.handle().clone(),
-            dispatcher: self.dispatcher.clone(),
-            runtime: Mutex::new(Some(runtime)),
-            broker: Mutex::new(broker),
+            runtime,
+            self.dispatcher.clone(),
+            broker,
             brokers,
-            stopped: AtomicBool::new(false),
-        }))
+        ))
     }
 
     fn stop(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
@@ -296,34 +243,7 @@ impl Shared {
         };
         lock(&LIVE).retain(|s| !Arc::ptr_eq(s, self));
         if let State::Running(r) = previous {
-            r.stopped.store(true, Ordering::Release);
-            let node = r.node.clone();
-            let handle = r.handle.clone();
-            let runtime = lock(&r.runtime).take();
-            let name = self.name.clone();
-            py.detach(move || {
-                let finished = handle.block_on(async {
-                    tokio::time::timeout(CORE_STOP_LIMIT, node.stop())
-                        .await
-                        .is_ok()
-                });
-                if !finished {
-                    tracing::warn!(
-                        node = %name,
-                        "the node did not finish stopping within {} s (is the broker gone?); \
-                         its data directory is released once its last Receipt is dropped",
-                        CORE_STOP_LIMIT.as_secs()
-                    );
-                }
-                if let Some(rt) = runtime {
-                    rt.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
-                }
-            });
-            self.dispatcher.shutdown(py)?;
-            let broker = lock(&r.broker).take();
-            if let Some(mut b) = broker {
-                py.detach(move || b.stop());
-            }
+            r.stop(py)?;
         } else {
             self.dispatcher.shutdown(py)?;
         }
