@@ -11,6 +11,7 @@
 //!   `Request`).
 //! * [`errors`]: `StewardError` and one subclass per core error kind.
 //! * [`logging`]: Rust `tracing` events forwarded to Python `logging`.
+//! * [`options`]: the options of `Node()`, checked into the core's configuration.
 //! * [`security`]: the broker credentials and TLS options of `Node()`.
 //! * [`convert`]: argument checks with errors that name the argument.
 
@@ -19,6 +20,7 @@ mod dispatch;
 mod errors;
 mod logging;
 mod node;
+mod options;
 mod receipt;
 mod runtime;
 mod security;
