@@ -7,6 +7,7 @@
 //! methods. Synchronous callbacks run one at a time; async methods and async listeners become
 //! tasks on that same loop, so many can be in flight. The Python objects themselves (callbacks, futures, tasks)
 //! live in a registry that is only touched while attached, and jobs refer to them by key.
+//! The thread also forwards queued log records: the dispatcher is a [`Wake`] of [`logging`].
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,6 +23,7 @@ use tokio::sync::oneshot;
 use steward::{MethodResult, Notification, Request};
 
 use crate::errors;
+use crate::logging::{self, Wake};
 use crate::types::{PyErrorReport, PyMessageStatus, PyMethodResult, PyRequest};
 
 /// Work for the callback thread. Holds no Python objects, so any thread may create and drop it.
@@ -130,15 +132,6 @@ impl Dispatcher {
         true
     }
 
-    /// Wakes the callback thread (a full pipe means it is already due to wake).
-    pub(crate) fn wake(&self) {
-        let byte = 1u8;
-        // SAFETY: writes one byte from a valid buffer to our own non-blocking pipe.
-        unsafe {
-            libc::write(self.wake_write.as_raw_fd(), (&byte as *const u8).cast(), 1);
-        }
-    }
-
     fn drain_pipe(&self) {
         let mut buf = [0u8; 256];
         loop {
@@ -209,11 +202,6 @@ impl Dispatcher {
             .map(|(k, _)| *k)
             .collect();
         keys.iter().filter_map(|k| reg.methods.remove(k)).collect()
-    }
-
-    /// True while the callback thread runs and accepts jobs.
-    pub(crate) fn is_running(&self) -> bool {
-        self.thread_started.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
     }
 
     /// Registers an asyncio future (with its loop) to complete later via [`Job::Resolve`].
@@ -379,7 +367,7 @@ impl Dispatcher {
                 self.run_job(py, job);
             }
         }
-        crate::logging::drain(py);
+        logging::drain(py);
     }
 
     fn run_job(self: &Arc<Self>, py: Python<'_>, job: Job) {
@@ -641,6 +629,23 @@ impl Dispatcher {
         })();
         let result = result.unwrap_or_else(|e| method_failed(py, &name, &e));
         let _ = reply.send(result);
+    }
+}
+
+/// Log records wake the callback thread, which drains them with its jobs.
+impl Wake for Dispatcher {
+    /// True while the callback thread runs and accepts jobs.
+    fn is_running(&self) -> bool {
+        self.thread_started.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+    }
+
+    /// Wakes the callback thread (a full pipe means it is already due to wake).
+    fn wake(&self) {
+        let byte = 1u8;
+        // SAFETY: writes one byte from a valid buffer to our own non-blocking pipe.
+        unsafe {
+            libc::write(self.wake_write.as_raw_fd(), (&byte as *const u8).cast(), 1);
+        }
     }
 }
 

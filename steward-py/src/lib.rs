@@ -3,12 +3,15 @@
 //!
 //! * [`node`]: `Node` (lifecycle, send, serve) and the method decorator.
 //! * [`receipt`]: `Receipt` (blocking and `await` waits for results).
+//! * [`runtime`]: a started node (its tokio runtime, core node, callback thread and embedded
+//!   broker), the blocking helpers `Node` and `Receipt` share, and how it stops.
 //! * [`dispatch`]: the per-node Python callback thread fed by a queue; tokio threads never
 //!   touch the interpreter.
 //! * [`types`]: value objects (`Result`, `MessageStatus`, `DestinationStatus`, `ErrorReport`,
 //!   `Request`).
 //! * [`errors`]: `StewardError` and one subclass per core error kind.
 //! * [`logging`]: Rust `tracing` events forwarded to Python `logging`.
+//! * [`options`]: the options of `Node()`, checked into the core's configuration.
 //! * [`security`]: the broker credentials and TLS options of `Node()`.
 //! * [`convert`]: argument checks with errors that name the argument.
 
@@ -17,7 +20,9 @@ mod dispatch;
 mod errors;
 mod logging;
 mod node;
+mod options;
 mod receipt;
+mod runtime;
 mod security;
 mod types;
 

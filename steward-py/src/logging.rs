@@ -2,8 +2,9 @@
 //!
 //! Events can fire on any thread, including tokio workers, which must never wait for the
 //! interpreter. So the layer only formats the event and pushes it onto a bounded queue, then
-//! wakes the running nodes' callback threads; whichever attached thread drains next (a callback
-//! thread, or a Python thread returning from `start()`/`stop()`) hands the records to `logging`.
+//! wakes the running nodes' callback threads (each registered as a [`Wake`]); whichever attached
+//! thread drains next (a callback thread, or a Python thread returning from `start()`/`stop()`)
+//! hands the records to `logging`.
 //! The level that Python's `steward` logger lets through is mirrored in an atomic, so disabled
 //! events cost one comparison and are never formatted.
 
@@ -19,8 +20,6 @@ use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-use crate::dispatch::Dispatcher;
-
 /// Records kept while no thread drains them; older ones are dropped (and counted) beyond this.
 const QUEUE_CAPACITY: usize = 10_000;
 
@@ -35,7 +34,15 @@ const PY_TRACE: u8 = 5;
 static MIN_LEVEL: AtomicU8 = AtomicU8::new(PY_WARNING);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static QUEUE: Mutex<VecDeque<Record>> = Mutex::new(VecDeque::new());
-static WAKERS: Mutex<Vec<Weak<Dispatcher>>> = Mutex::new(Vec::new());
+static WAKERS: Mutex<Vec<Weak<dyn Wake>>> = Mutex::new(Vec::new());
+
+/// A thread that can drain the queue (a node's callback thread), woken when records arrive.
+pub(crate) trait Wake: Send + Sync {
+    /// True while the thread runs and will drain when woken.
+    fn is_running(&self) -> bool;
+    /// Asks the thread to drain soon; never blocks and never touches Python.
+    fn wake(&self);
+}
 
 struct Record {
     level: u8,
@@ -158,11 +165,12 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     refresh_level(py)
 }
 
-/// Lets a running callback thread drain the log queue.
-pub(crate) fn add_waker(d: &Arc<Dispatcher>) {
+/// Lets a running callback thread drain the log queue (held weakly: dropping it unregisters).
+pub(crate) fn add_waker<W: Wake + 'static>(waker: &Arc<W>) {
+    let waker: Weak<dyn Wake> = Arc::<W>::downgrade(waker);
     if let Ok(mut w) = WAKERS.lock() {
         w.retain(|x| x.strong_count() > 0);
-        w.push(Arc::downgrade(d));
+        w.push(waker);
     }
 }
 

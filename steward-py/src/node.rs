@@ -1,39 +1,28 @@
 //! `steward.Node`: configuration, lifecycle, sending, and serving Python methods.
 //!
-//! A started node owns a tokio runtime (2 workers) that drives the core node, an optional
-//! embedded nats-server, and the callback thread of its [`Dispatcher`]. Every blocking call
-//! detaches from the interpreter while it waits, so other Python threads keep running.
+//! A started node is a [`Running`]: a tokio runtime (2 workers) that drives the core node, an
+//! optional embedded nats-server, and the callback thread of its [`Dispatcher`]. Every blocking
+//! call detaches from the interpreter while it waits, so other Python threads keep running.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
-use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
-use steward::{AccessList, EmbeddedBroker, Kind, Message, MethodResult, NodeBuilder, NodeConfig};
+use steward::{EmbeddedBroker, Kind, Message, MethodResult, NodeBuilder, NodeConfig};
 
 use crate::convert;
 use crate::dispatch::{Dispatcher, Job, ListenerKind};
 use crate::errors::{self, config_error, invalid_message, py_result};
+use crate::options::{NodeArgs, NodeOptions};
 use crate::receipt::PyReceipt;
+use crate::runtime::{self, Running, RUNTIME_SHUTDOWN_GRACE};
+use crate::security::SecurityArgs;
 use crate::types::{PyDestinationStatus, PyMessageStatus};
-
-/// Address of the embedded broker for `embedded_broker=True`.
-const DEFAULT_EMBEDDED_ADDRESS: &str = "127.0.0.1:4222";
-
-/// How long `stop()` lets the runtime finish leftover tasks.
-const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Longest wait for the core's `Node::stop` (which gives running methods 5 s). Its final
-/// flush to the broker waits for a reconnect when the broker is gone for good, so without
-/// this bound `stop()` would hang whenever the broker stopped first.
-const CORE_STOP_LIMIT: Duration = Duration::from_secs(7);
 
 /// Running nodes, kept alive until stopped (or stopped at interpreter exit).
 static LIVE: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
@@ -71,38 +60,6 @@ struct PendingMethod {
     kind: Kind,
     key: u64,
     repeatable: bool,
-}
-
-/// A started node: the runtime, the core node and what must be stopped with it.
-pub(crate) struct Running {
-    pub(crate) node: steward::Node,
-    pub(crate) handle: Handle,
-    pub(crate) dispatcher: Arc<Dispatcher>,
-    runtime: Mutex<Option<Runtime>>,
-    broker: Mutex<Option<EmbeddedBroker>>,
-    brokers: Vec<String>,
-    stopped: AtomicBool,
-}
-
-impl Running {
-    /// Fails with `Stopped` once the node has stopped.
-    pub(crate) fn check(&self) -> PyResult<()> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(errors::to_py(steward::Error::Stopped));
-        }
-        Ok(())
-    }
-
-    /// Runs a short future (a disk commit, a store read) to completion, detached.
-    pub(crate) fn block_on<F>(&self, py: Python<'_>, fut: F) -> PyResult<F::Output>
-    where
-        F: Future + Send,
-        F::Output: Send,
-    {
-        self.check()?;
-        let handle = &self.handle;
-        Ok(py.detach(|| handle.block_on(fut)))
-    }
 }
 
 /// The method handler given to the core: hands each request to the callback thread and waits
@@ -230,16 +187,7 @@ impl Shared {
             broker = Some(b);
         }
         let brokers = cfg.brokers.clone();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("steward-rt")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                errors::to_py(steward::Error::Config(format!(
-                    "cannot start the node's runtime threads: {e}"
-                )))
-            })?;
+        let runtime = runtime::new_runtime()?;
         let mut builder = NodeBuilder::from_config(cfg);
         for m in &pending.methods {
             builder = builder.method(
@@ -272,15 +220,13 @@ impl Shared {
             return Err(e);
         }
         crate::logging::add_waker(&self.dispatcher);
-        Ok(Arc::new(Running {
+        Ok(Running::new(
             node,
-            handle: runtime.handle().clone(),
-            dispatcher: self.dispatcher.clone(),
-            runtime: Mutex::new(Some(runtime)),
-            broker: Mutex::new(broker),
+            runtime,
+            self.dispatcher.clone(),
+            broker,
             brokers,
-            stopped: AtomicBool::new(false),
-        }))
+        ))
     }
 
     fn stop(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
@@ -296,34 +242,7 @@ impl Shared {
         };
         lock(&LIVE).retain(|s| !Arc::ptr_eq(s, self));
         if let State::Running(r) = previous {
-            r.stopped.store(true, Ordering::Release);
-            let node = r.node.clone();
-            let handle = r.handle.clone();
-            let runtime = lock(&r.runtime).take();
-            let name = self.name.clone();
-            py.detach(move || {
-                let finished = handle.block_on(async {
-                    tokio::time::timeout(CORE_STOP_LIMIT, node.stop())
-                        .await
-                        .is_ok()
-                });
-                if !finished {
-                    tracing::warn!(
-                        node = %name,
-                        "the node did not finish stopping within {} s (is the broker gone?); \
-                         its data directory is released once its last Receipt is dropped",
-                        CORE_STOP_LIMIT.as_secs()
-                    );
-                }
-                if let Some(rt) = runtime {
-                    rt.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
-                }
-            });
-            self.dispatcher.shutdown(py)?;
-            let broker = lock(&r.broker).take();
-            if let Some(mut b) = broker {
-                py.detach(move || b.stop());
-            }
+            r.stop(py)?;
         } else {
             self.dispatcher.shutdown(py)?;
         }
@@ -558,203 +477,52 @@ impl PyNode {
         broker_require_tls: bool,
         metrics_address: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let err = convert::config_error as convert::ErrFn;
-        let name = convert::string(name, "name", err)?;
-        py_result(steward::validate_name("node", &name))?;
-        let mut cfg = NodeConfig::new(name.clone());
-        let brokers_given = brokers.is_some_and(|b| !b.is_none());
-        if let Some(b) = brokers.filter(|b| !b.is_none()) {
-            cfg.brokers = if b.is_instance_of::<PyString>() {
-                vec![convert::string(b, "brokers", err)?]
-            } else {
-                convert::strings(b, "brokers", err)?
-            };
-            if cfg.brokers.is_empty() {
-                return Err(config_error("brokers", "give at least one broker URL"));
-            }
+        let NodeOptions {
+            cfg,
+            brokers_given,
+            embedded,
+        } = NodeArgs {
+            name,
+            brokers,
+            data_dir,
+            central,
+            ack_timeout,
+            retries,
+            retry_wait,
+            retry_wait_max,
+            method_timeout,
+            ttl,
+            clock_skew,
+            window,
+            hello_interval,
+            output_limit,
+            allow,
+            default_access,
+            signatures,
+            central_key,
+            trusted_keys,
+            key_file,
+            join,
+            auto_approve,
+            watch_inmsg,
+            builtin_methods,
+            embedded_broker,
+            security: SecurityArgs {
+                user: broker_user,
+                password: broker_password,
+                token: broker_token,
+                nkey_seed: broker_nkey_seed,
+                nkey_seed_file: broker_nkey_seed_file,
+                creds: broker_creds,
+                tls_ca: broker_tls_ca,
+                tls_cert: broker_tls_cert,
+                tls_key: broker_tls_key,
+                require_tls: broker_require_tls,
+            },
+            metrics_address,
         }
-        if let Some(d) = data_dir.filter(|d| !d.is_none()) {
-            let path = d
-                .py()
-                .import("os")?
-                .call_method1("fspath", (d,))
-                .map_err(|_| {
-                    config_error(
-                        "data_dir",
-                        format!(
-                            "expected a path (str or os.PathLike), found {}",
-                            convert::type_name(d)
-                        ),
-                    )
-                })?;
-            cfg.data_dir = PathBuf::from(convert::string(&path, "data_dir", err)?);
-        }
-        if let Some(c) = central.filter(|c| !c.is_none()) {
-            cfg.central = convert::string(c, "central", err)?;
-            steward::validate_name("node", &cfg.central).map_err(|e| config_error("central", e))?;
-        }
-        if let Some(t) = join.filter(|t| !t.is_none()) {
-            let token = steward::JoinToken::parse(&convert::string(t, "join", err)?)
-                .map_err(|e| config_error("join", without_prefix(e)))?;
-            if central.is_some_and(|c| !c.is_none()) && cfg.central != token.central() {
-                return Err(config_error(
-                    "join",
-                    format!(
-                        "the token is for central {:?}, but central={:?}; leave out central= (the token names it) or use a token from {}",
-                        token.central(),
-                        cfg.central,
-                        cfg.central
-                    ),
-                ));
-            }
-            cfg.central = token.central().to_owned();
-            cfg.join = Some(token);
-        }
-        if auto_approve && cfg.name != cfg.central {
-            return Err(config_error(
-                "auto_approve",
-                format!(
-                    "is a setting of central ({}), and {} is not central",
-                    cfg.central, cfg.name
-                ),
-            ));
-        }
-        cfg.auto_approve = auto_approve;
-        cfg.access = AccessList::default_for_node(&cfg.name, &cfg.central);
-        if let Some(d) = convert::opt_seconds(ack_timeout, "ack_timeout", err)? {
-            cfg.ack_timeout = d;
-        }
-        if let Some(r) = retries.filter(|r| !r.is_none()) {
-            cfg.retries = Some(convert::whole(r, "retries", err, u32::MAX as u64)? as u32);
-        }
-        if let Some(d) = convert::opt_seconds(retry_wait, "retry_wait", err)? {
-            cfg.retry_wait = d;
-        }
-        if let Some(d) = convert::opt_seconds(retry_wait_max, "retry_wait_max", err)? {
-            cfg.retry_wait_max = d;
-        }
-        if let Some(d) = convert::opt_seconds(method_timeout, "method_timeout", err)? {
-            if d.is_zero() {
-                return Err(config_error(
-                    "method_timeout",
-                    "must be more than 0 seconds",
-                ));
-            }
-            cfg.method_timeout = d;
-        }
-        cfg.ttl = convert::opt_seconds(ttl, "ttl", err)?;
-        if let Some(d) = convert::opt_seconds(clock_skew, "clock_skew", err)? {
-            cfg.clock_skew = d;
-        }
-        if let Some(w) = window.filter(|w| !w.is_none()) {
-            let w = convert::whole(w, "window", err, u32::MAX as u64)?;
-            if w == 0 {
-                return Err(config_error("window", "must be at least 1"));
-            }
-            cfg.window = w as usize;
-        }
-        cfg.hello_interval = convert::opt_seconds(hello_interval, "hello_interval", err)?;
-        if cfg.hello_interval == Some(Duration::ZERO) {
-            return Err(config_error(
-                "hello_interval",
-                "must be more than 0 seconds (or None for off)",
-            ));
-        }
-        if let Some(o) = output_limit.filter(|o| !o.is_none()) {
-            cfg.output_limit = convert::whole(o, "output_limit", err, u32::MAX as u64)? as usize;
-        }
-        if !default_access {
-            cfg.access = AccessList::empty();
-        }
-        if let Some(rules) = allow.filter(|a| !a.is_none()) {
-            cfg.access = parse_allow(rules, cfg.access)?;
-        }
-        if let Some(p) = signatures.filter(|p| !p.is_none()) {
-            let text = convert::string(p, "signatures", err)?;
-            cfg.signatures = text.parse().map_err(|_| {
-                config_error(
-                    "signatures",
-                    "expected \"required\", \"off\" (sign, don't check) or \"unsigned\"",
-                )
-            })?;
-        }
-        if let Some(k) = central_key.filter(|k| !k.is_none()) {
-            let text = convert::string(k, "central_key", err)?;
-            cfg.central_key =
-                Some(steward::PublicKey::parse(&text).map_err(|e| config_error("central_key", e))?);
-        }
-        if let Some(t) = trusted_keys.filter(|t| !t.is_none()) {
-            let map = t.cast::<pyo3::types::PyDict>().map_err(|_| {
-                config_error(
-                    "trusted_keys",
-                    format!(
-                        "expected a dict of node name to base64 key, found {}",
-                        convert::type_name(t)
-                    ),
-                )
-            })?;
-            for (node, key) in map.iter() {
-                let node = convert::string(&node, "trusted_keys", err)?;
-                steward::validate_name("node", &node)
-                    .map_err(|e| config_error("trusted_keys", e))?;
-                let key = convert::string(&key, &format!("trusted_keys[{node:?}]"), err)?;
-                let key = steward::PublicKey::parse(&key)
-                    .map_err(|e| config_error(&format!("trusted_keys[{node:?}]"), e))?;
-                cfg.trusted_keys.push(steward::TrustedKey { node, key });
-            }
-        }
-        if let Some(k) = key_file.filter(|k| !k.is_none()) {
-            let path = k
-                .py()
-                .import("os")?
-                .call_method1("fspath", (k,))
-                .map_err(|_| {
-                    config_error(
-                        "key_file",
-                        format!(
-                            "expected a path (str or os.PathLike), found {}",
-                            convert::type_name(k)
-                        ),
-                    )
-                })?;
-            cfg.key_file = Some(PathBuf::from(convert::string(&path, "key_file", err)?));
-        }
-        cfg.watch_inmsg = watch_inmsg;
-        cfg.builtin_methods = builtin_methods;
-        (cfg.broker_auth, cfg.broker_tls) = crate::security::SecurityArgs {
-            user: broker_user,
-            password: broker_password,
-            token: broker_token,
-            nkey_seed: broker_nkey_seed,
-            nkey_seed_file: broker_nkey_seed_file,
-            creds: broker_creds,
-            tls_ca: broker_tls_ca,
-            tls_cert: broker_tls_cert,
-            tls_key: broker_tls_key,
-            require_tls: broker_require_tls,
-        }
-        .resolve()?;
-        if let Some(a) = metrics_address.filter(|a| !a.is_none()) {
-            let text = convert::string(a, "metrics_address", err)?;
-            cfg.metrics_address = Some(text.trim().parse().map_err(|_| {
-                config_error(
-                    "metrics_address",
-                    format!("{text:?} is not an address; give \"IP:PORT\", e.g. \"127.0.0.1:9464\" (port 0 picks a free port)"),
-                )
-            })?);
-        }
-        let embedded = match embedded_broker {
-            None => None,
-            Some(e) if e.is_none() => None,
-            Some(e) if e.is_instance_of::<pyo3::types::PyBool>() => {
-                if e.is_truthy()? {
-                    Some(DEFAULT_EMBEDDED_ADDRESS.to_owned())
-                } else {
-                    None
-                }
-            }
-            Some(e) => Some(convert::string(e, "embedded_broker", err)?),
-        };
+        .parse()?;
+        let name = cfg.name.clone();
         let dispatcher = Dispatcher::new(&name).map_err(|e| {
             errors::to_py(steward::Error::Config(format!(
                 "cannot create the callback pipe: {e}"
@@ -1274,95 +1042,9 @@ fn token_validity(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     }
 }
 
-/// The reason of a configuration error, without the core's "invalid configuration: " (the
-/// Python message adds its own, naming the option).
-fn without_prefix(e: steward::Error) -> String {
-    match e {
-        steward::Error::Config(why) => why,
-        other => other.to_string(),
-    }
-}
-
 fn parse_key_arg(key: Option<&str>) -> PyResult<Option<steward::PublicKey>> {
     key.map(|k| steward::PublicKey::parse(k).map_err(errors::to_py))
         .transpose()
-}
-
-fn parse_allow(rules: &Bound<'_, PyAny>, mut access: AccessList) -> PyResult<AccessList> {
-    const SHAPE: &str = "expected a (from_node, method) pair such as (\"ship2\", \"echo\"), or (from_node, method, {\"argv\": [...]}) / (from_node, method, {\"argv_prefix\": [...]})";
-    if rules.is_instance_of::<PyString>() {
-        return Err(config_error(
-            "allow",
-            "expected a list of (from_node, method) pairs, found a str",
-        ));
-    }
-    let iter = rules.try_iter().map_err(|_| {
-        config_error(
-            "allow",
-            format!(
-                "expected a list of (from_node, method) pairs, found {}",
-                convert::type_name(rules)
-            ),
-        )
-    })?;
-    for (i, rule) in iter.enumerate() {
-        let rule = rule?;
-        let at = format!("allow[{i}]");
-        let items: Vec<Bound<'_, PyAny>> = if rule.is_instance_of::<PyString>() {
-            Vec::new()
-        } else {
-            match rule.try_iter() {
-                Ok(it) => it.collect::<PyResult<_>>()?,
-                Err(_) => Vec::new(),
-            }
-        };
-        if items.len() != 2 && items.len() != 3 {
-            return Err(config_error(&at, SHAPE));
-        }
-        let from = convert::string(&items[0], &at, convert::config_error)?;
-        let method = convert::string(&items[1], &at, convert::config_error)?;
-        for (what, name) in [("node", &from), ("method", &method)] {
-            if name != "*" {
-                steward::validate_name(what, name).map_err(|e| config_error(&at, e))?;
-            }
-        }
-        let argv = match items.get(2).filter(|a| !a.is_none()) {
-            None => steward::Argv::Any,
-            Some(spec) => {
-                let d = spec
-                    .cast::<pyo3::types::PyDict>()
-                    .map_err(|_| config_error(&at, SHAPE))?;
-                let exact = d.get_item("argv")?;
-                let prefix = d.get_item("argv_prefix")?;
-                if d.len() != usize::from(exact.is_some()) + usize::from(prefix.is_some()) {
-                    return Err(config_error(
-                        &at,
-                        "the argv restriction takes only the keys \"argv\" or \"argv_prefix\"",
-                    ));
-                }
-                match (exact, prefix) {
-                    (Some(a), None) => steward::Argv::Exact(convert::strings(
-                        &a,
-                        &format!("{at}.argv"),
-                        convert::config_error,
-                    )?),
-                    (None, Some(p)) => steward::Argv::Prefix(convert::strings(
-                        &p,
-                        &format!("{at}.argv_prefix"),
-                        convert::config_error,
-                    )?),
-                    _ => {
-                        return Err(config_error(
-                            &at,
-                            "give exactly one of \"argv\" and \"argv_prefix\"",
-                        ))
-                    }
-                }
-            }
-        };
-        access = access.allow_argv(&from, &method, argv);
-    }
-    Ok(access)
 }
 
 /// What `Node.method(name)` returns: call it with the function to serve.

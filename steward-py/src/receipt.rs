@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use crate::convert;
 use crate::dispatch::Job;
 use crate::errors::{self, py_result};
-use crate::node::Running;
+use crate::runtime::Running;
 use crate::types::{PyMessageStatus, PyMethodResult};
 
 /// How often a blocking wait wakes to let Python handle signals (Ctrl-C).
