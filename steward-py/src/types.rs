@@ -221,6 +221,14 @@ impl PyMessageStatus {
     fn reason(&self) -> Option<&str> {
         self.inner.reason.as_deref()
     }
+
+    /// For a rejected message, why as a code when the receiver said: ``"notAllowed"`` (its
+    /// access list), ``"notServed"`` (no such method, or the other kind), ``"untrusted"`` (the
+    /// signature or key); else ``None``.
+    #[getter]
+    fn refusal(&self) -> Option<&'static str> {
+        self.inner.refusal.map(|r| r.as_str())
+    }
     /// When it was accepted, in milliseconds since the Unix epoch.
     #[getter]
     fn created_ms(&self) -> u64 {

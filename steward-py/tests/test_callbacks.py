@@ -30,6 +30,8 @@ def test_error_callback_for_a_rejected_message(make_node) -> None:
     assert "not in its access list" in report.reason
     [final] = results.wait_for(lambda xs: len(xs) == 1)
     assert final.state == "rejected" and final.id == receipt.id
+    # The receiver said why as a code; NotAllowed is chosen by it, not by the reason's words.
+    assert final.refusal == "notAllowed"
 
 
 def test_allow_rules_let_other_senders_in(make_node) -> None:

@@ -115,6 +115,7 @@ def test_unknown_method_is_rejected_by_the_receiver(ready: steward.Node) -> None
         receipt.result(timeout=30)
     assert not isinstance(exc.value, steward.NotAllowed)
     assert ready.message(receipt.id).state == "rejected"
+    assert ready.message(receipt.id).refusal == "notServed"
     with pytest.raises(steward.InvalidMessage, match="reserved"):
         ready.send("ship1", "_result")
 

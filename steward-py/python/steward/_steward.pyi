@@ -157,6 +157,11 @@ class MessageStatus:
     def reason(self) -> Optional[str]:
         """Why it failed, expired or was rejected."""
     @property
+    def refusal(self) -> Optional[str]:
+        """For a rejected message, why as a code when the receiver said: "notAllowed" (its
+        access list), "notServed" (no such method, or the other kind), "untrusted" (the
+        signature or key); else None."""
+    @property
     def created_ms(self) -> int:
         """When it was accepted (ms since the Unix epoch)."""
     @property
