@@ -188,28 +188,5 @@ impl Error {
     }
 }
 
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
-
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
-            }
-        }
-    )*};
-}
-storage_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::DatabaseError
-);
-
 /// Shorthand for results of steward operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

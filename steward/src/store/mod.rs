@@ -42,6 +42,22 @@ const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::new("inbox_pe
 /// Number -> audit log line waiting to be appended to audit.log.
 const AUDIT_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_pending");
 
+/// Turns redb's errors into a storage [`Error`] (in place of `From` impls, which would put
+/// redb's types in steward's public API).
+pub(crate) trait OrStorage<T> {
+    /// A storage error with the failure's text.
+    fn or_storage(self) -> Result<T>;
+}
+
+impl<T, E> OrStorage<T> for std::result::Result<T, E>
+where
+    E: Into<redb::Error> + std::fmt::Display,
+{
+    fn or_storage(self) -> Result<T> {
+        self.map_err(|e| Error::Storage(e.to_string()))
+    }
+}
+
 /// Encodes a record with a CRC32 of its bytes in front. redb verifies its pages only when it
 /// repairs after a crash, so without this a flipped bit in a stored command would go unnoticed
 /// and the altered command would run.
@@ -219,7 +235,7 @@ fn load_body(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     rec: &mut MessageRecord,
 ) -> Result<()> {
-    if let Some(v) = table.get(rec.status.id.as_str())? {
+    if let Some(v) = table.get(rec.status.id.as_str()).or_storage()? {
         match unseal("message_bodies", v.value()) {
             Ok(b) => rec.body = b.to_vec(),
             Err(e) => tracing::error!(msg_id = %rec.status.id, "{e}"),
@@ -354,11 +370,14 @@ impl<'t> Tx<'t> {
     /// Writes the cached destination counters and stream heads.
     fn flush(&mut self) -> Result<()> {
         for (node, d) in std::mem::take(&mut self.dest_cache) {
-            self.dests.insert(node.as_str(), enc(&d).as_slice())?;
+            self.dests
+                .insert(node.as_str(), enc(&d).as_slice())
+                .or_storage()?;
         }
         for (subject, rec) in std::mem::take(&mut self.stream_cache) {
             self.streams
-                .insert(subject.as_str(), enc(&rec).as_slice())?;
+                .insert(subject.as_str(), enc(&rec).as_slice())
+                .or_storage()?;
         }
         Ok(())
     }
@@ -433,31 +452,31 @@ impl Store {
         }
         let db = Arc::new(db);
         let epoch = {
-            let txn = db.begin_write()?;
+            let txn = db.begin_write().or_storage()?;
             let epoch = {
-                let mut meta = txn.open_table(META)?;
-                let existing = meta.get("epoch")?.map(|v| v.value());
+                let mut meta = txn.open_table(META).or_storage()?;
+                let existing = meta.get("epoch").or_storage()?.map(|v| v.value());
                 match existing {
                     Some(e) => e,
                     None => {
                         let e = new_epoch();
-                        meta.insert("epoch", e)?;
+                        meta.insert("epoch", e).or_storage()?;
                         e
                     }
                 }
             };
             // Create every table so read transactions never meet a missing one.
-            txn.open_table(STREAMS)?;
-            txn.open_table(STREAM_IDS)?;
-            txn.open_table(OUTBOX)?;
-            txn.open_table(MESSAGES)?;
-            txn.open_table(BODIES)?;
-            txn.open_table(DESTS)?;
-            txn.open_table(INBOX)?;
-            txn.open_table(INBOX_STREAMS)?;
-            txn.open_table(INBOX_PENDING)?;
-            txn.open_table(AUDIT_PENDING)?;
-            txn.commit()?;
+            txn.open_table(STREAMS).or_storage()?;
+            txn.open_table(STREAM_IDS).or_storage()?;
+            txn.open_table(OUTBOX).or_storage()?;
+            txn.open_table(MESSAGES).or_storage()?;
+            txn.open_table(BODIES).or_storage()?;
+            txn.open_table(DESTS).or_storage()?;
+            txn.open_table(INBOX).or_storage()?;
+            txn.open_table(INBOX_STREAMS).or_storage()?;
+            txn.open_table(INBOX_PENDING).or_storage()?;
+            txn.open_table(AUDIT_PENDING).or_storage()?;
+            txn.commit().or_storage()?;
             epoch
         };
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -568,7 +587,7 @@ impl Store {
             .ok()
             .and_then(|d| d.clone())
             .ok_or(Error::Stopped)?;
-        let txn = db.begin_read()?;
+        let txn = db.begin_read().or_storage()?;
         f(&txn)
     }
 
@@ -582,8 +601,8 @@ impl Store {
     /// A sent message's state alone (`None`: unknown), without reading its body.
     pub(crate) fn message_state(&self, id: &str) -> Result<Option<MessageState>> {
         self.read(|t| {
-            let table = t.open_table(MESSAGES)?;
-            let v = table.get(id)?;
+            let table = t.open_table(MESSAGES).or_storage()?;
+            let v = table.get(id).or_storage()?;
             v.map(|v| dec_message(v.value()).map(|r| r.status.state))
                 .transpose()
         })
@@ -592,14 +611,14 @@ impl Store {
     /// Every sent message, newest id first, at most `limit`.
     pub(crate) fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
         self.read(|t| {
-            let table = t.open_table(MESSAGES)?;
-            let bodies = t.open_table(BODIES)?;
+            let table = t.open_table(MESSAGES).or_storage()?;
+            let bodies = t.open_table(BODIES).or_storage()?;
             let mut out = Vec::new();
-            for row in table.iter()?.rev() {
+            for row in table.iter().or_storage()?.rev() {
                 if out.len() >= limit {
                     break;
                 }
-                let (_, v) = row?;
+                let (_, v) = row.or_storage()?;
                 let mut rec = dec_message(v.value())?;
                 if !rec.internal {
                     load_body(&bodies, &mut rec)?;
@@ -612,10 +631,10 @@ impl Store {
 
     pub(crate) fn destinations(&self) -> Result<Vec<DestinationStatus>> {
         self.read(|t| {
-            let table = t.open_table(DESTS)?;
+            let table = t.open_table(DESTS).or_storage()?;
             let mut out = Vec::new();
-            for row in table.iter()? {
-                let (_, v) = row?;
+            for row in table.iter().or_storage()? {
+                let (_, v) = row.or_storage()?;
                 out.push(dec("destinations", v.value())?);
             }
             Ok(out)
@@ -625,13 +644,18 @@ impl Store {
     /// Streams that have messages in the outbox: (stream id, subject).
     pub(crate) fn active_streams(&self) -> Result<Vec<(u64, String)>> {
         self.read(|t| {
-            let ids = t.open_table(STREAM_IDS)?;
-            let outbox = t.open_table(OUTBOX)?;
+            let ids = t.open_table(STREAM_IDS).or_storage()?;
+            let outbox = t.open_table(OUTBOX).or_storage()?;
             let mut out = Vec::new();
-            for row in ids.iter()? {
-                let (id, subject) = row?;
+            for row in ids.iter().or_storage()? {
+                let (id, subject) = row.or_storage()?;
                 let id = id.value();
-                if outbox.range((id, 0)..=(id, u64::MAX))?.next().is_some() {
+                if outbox
+                    .range((id, 0)..=(id, u64::MAX))
+                    .or_storage()?
+                    .next()
+                    .is_some()
+                {
                     out.push((id, subject.value().to_owned()));
                 }
             }
@@ -647,13 +671,16 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         self.read(|t| {
-            let outbox = t.open_table(OUTBOX)?;
+            let outbox = t.open_table(OUTBOX).or_storage()?;
             let mut out = Vec::new();
-            for row in outbox.range((stream_id, from_seq)..=(stream_id, u64::MAX))? {
+            for row in outbox
+                .range((stream_id, from_seq)..=(stream_id, u64::MAX))
+                .or_storage()?
+            {
                 if out.len() >= limit {
                     break;
                 }
-                let (k, v) = row?;
+                let (k, v) = row.or_storage()?;
                 out.push((k.value().1, v.value().to_vec()));
             }
             Ok(out)
@@ -664,16 +691,18 @@ impl Store {
     /// be assigned when none is unfinished); `u64::MAX` for a subject never sent on.
     pub(crate) fn stream_floor(&self, subject: &str) -> Result<u64> {
         self.read(|t| {
-            let streams = t.open_table(STREAMS)?;
-            let Some(v) = streams.get(subject)? else {
+            let streams = t.open_table(STREAMS).or_storage()?;
+            let Some(v) = streams.get(subject).or_storage()? else {
                 return Ok(u64::MAX);
             };
             let rec: StreamRecord = dec("streams", v.value())?;
-            let outbox = t.open_table(OUTBOX)?;
+            let outbox = t.open_table(OUTBOX).or_storage()?;
             let first = outbox
-                .range((rec.id, 0)..=(rec.id, u64::MAX))?
+                .range((rec.id, 0)..=(rec.id, u64::MAX))
+                .or_storage()?
                 .next()
-                .transpose()?
+                .transpose()
+                .or_storage()?
                 .map(|(k, _)| k.value().1);
             Ok(first.unwrap_or(rec.next_seq))
         })
@@ -681,8 +710,8 @@ impl Store {
 
     pub(crate) fn inbox(&self, id: &str) -> Result<Option<InboxRecord>> {
         self.read(|t| {
-            let table = t.open_table(INBOX)?;
-            let v = table.get(id)?;
+            let table = t.open_table(INBOX).or_storage()?;
+            let v = table.get(id).or_storage()?;
             v.map(|v| dec("inbox", v.value())).transpose()
         })
     }
@@ -694,8 +723,12 @@ impl Store {
 
     pub(crate) fn inbox_expected(&self, stream: &str) -> Result<u64> {
         self.read(|t| {
-            let table = t.open_table(INBOX_STREAMS)?;
-            let v = table.get(stream)?.map(|v| v.value()).unwrap_or(1);
+            let table = t.open_table(INBOX_STREAMS).or_storage()?;
+            let v = table
+                .get(stream)
+                .or_storage()?
+                .map(|v| v.value())
+                .unwrap_or(1);
             Ok(v)
         })
     }
@@ -703,13 +736,13 @@ impl Store {
     /// Received messages not yet finished, in arrival order; a damaged record comes as an error.
     pub(crate) fn inbox_pending(&self) -> Result<Vec<(String, Result<InboxRecord>)>> {
         self.read(|t| {
-            let pending = t.open_table(INBOX_PENDING)?;
-            let inbox = t.open_table(INBOX)?;
+            let pending = t.open_table(INBOX_PENDING).or_storage()?;
+            let inbox = t.open_table(INBOX).or_storage()?;
             let mut out = Vec::new();
-            for row in pending.iter()? {
-                let (_, id) = row?;
+            for row in pending.iter().or_storage()? {
+                let (_, id) = row.or_storage()?;
                 let id = id.value().to_owned();
-                if let Some(v) = inbox.get(id.as_str())? {
+                if let Some(v) = inbox.get(id.as_str()).or_storage()? {
                     out.push((id, dec("inbox", v.value())));
                 }
             }
@@ -719,13 +752,13 @@ impl Store {
 
     pub(crate) fn audit_pending(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         self.read(|t| {
-            let table = t.open_table(AUDIT_PENDING)?;
+            let table = t.open_table(AUDIT_PENDING).or_storage()?;
             let mut out = Vec::new();
-            for row in table.iter()? {
+            for row in table.iter().or_storage()? {
                 if out.len() >= limit {
                     break;
                 }
-                let (k, v) = row?;
+                let (k, v) = row.or_storage()?;
                 let body = match unseal("audit_pending", v.value()) {
                     Ok(b) => b.to_vec(),
                     Err(e) => {
@@ -917,31 +950,32 @@ fn writer_loop(
 
 /// Reads a sent message's record with its body.
 fn get_message_r(t: &ReadTransaction, id: &str) -> Result<Option<MessageRecord>> {
-    let table = t.open_table(MESSAGES)?;
-    let Some(v) = table.get(id)? else {
+    let table = t.open_table(MESSAGES).or_storage()?;
+    let Some(v) = table.get(id).or_storage()? else {
         return Ok(None);
     };
     let mut rec = dec_message(v.value())?;
-    load_body(&t.open_table(BODIES)?, &mut rec)?;
+    load_body(&t.open_table(BODIES).or_storage()?, &mut rec)?;
     Ok(Some(rec))
 }
 
 /// Reads a sent message's record (without its body) inside a write transaction.
 pub(crate) fn get_message(t: &mut Tx<'_>, id: &str) -> Result<Option<MessageRecord>> {
-    let v = t.messages.get(id)?;
+    let v = t.messages.get(id).or_storage()?;
     v.map(|v| dec_message(v.value())).transpose()
 }
 
 fn put_message(t: &mut Tx<'_>, rec: &MessageRecord) -> Result<()> {
     t.messages
-        .insert(rec.status.id.as_str(), enc_message(rec).as_slice())?;
+        .insert(rec.status.id.as_str(), enc_message(rec).as_slice())
+        .or_storage()?;
     Ok(())
 }
 
 /// Updates a destination's counters; written once per transaction by [`Tx::flush`].
 fn update_dest(t: &mut Tx<'_>, node: &str, f: impl FnOnce(&mut DestinationStatus)) -> Result<()> {
     if !t.dest_cache.contains_key(node) {
-        let d: DestinationStatus = match t.dests.get(node)? {
+        let d: DestinationStatus = match t.dests.get(node).or_storage()? {
             Some(v) => dec("destinations", v.value())?,
             None => DestinationStatus {
                 node: node.to_owned(),
@@ -1020,16 +1054,17 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
         }
         let (stream_id, seq) = {
             if !t.stream_cache.contains_key(&m.subject) {
-                let rec: StreamRecord = match t.streams.get(m.subject.as_str())? {
+                let rec: StreamRecord = match t.streams.get(m.subject.as_str()).or_storage()? {
                     Some(v) => dec("streams", v.value())?,
                     None => {
                         let id = t
                             .meta
-                            .get("next_stream_id")?
+                            .get("next_stream_id")
+                            .or_storage()?
                             .map(|v| v.value())
                             .unwrap_or(1);
-                        t.meta.insert("next_stream_id", id + 1)?;
-                        t.stream_ids.insert(id, m.subject.as_str())?;
+                        t.meta.insert("next_stream_id", id + 1).or_storage()?;
+                        t.stream_ids.insert(id, m.subject.as_str()).or_storage()?;
                         StreamRecord { id, next_seq: 1 }
                     }
                 };
@@ -1047,14 +1082,17 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
             m.item.envelope.seq = seq;
         }
         {
-            t.outbox.insert((stream_id, seq), enc(&m.item).as_slice())?;
+            t.outbox
+                .insert((stream_id, seq), enc(&m.item).as_slice())
+                .or_storage()?;
         }
         // Results going home live only in the outbox: no status record, no counters.
         if !m.internal {
             let now = now_ms();
             let body = serde_json::to_vec(&m.json).unwrap_or_default();
             t.bodies
-                .insert(m.item.envelope.id.as_str(), seal(&body).as_slice())?;
+                .insert(m.item.envelope.id.as_str(), seal(&body).as_slice())
+                .or_storage()?;
             let rec = MessageRecord {
                 stream_id,
                 seq,
@@ -1158,7 +1196,7 @@ pub(crate) fn finalize(
         return Ok(None);
     }
     {
-        t.outbox.remove((rec.stream_id, rec.seq))?;
+        t.outbox.remove((rec.stream_id, rec.seq)).or_storage()?;
     }
     let now = now_ms();
     tracing::debug!(msg_id = id, to = %rec.status.to_node, subject = %rec.status.subject, ?old, ?state, "finalize");
@@ -1234,10 +1272,15 @@ struct AuditLine<'a> {
 fn push_audit(t: &mut Tx<'_>, line: &impl Serialize) -> Result<()> {
     let next = match t.next_audit {
         Some(n) => n,
-        None => t.audit.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1),
+        None => t
+            .audit
+            .last()
+            .or_storage()?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1),
     };
     t.next_audit = Some(next + 1);
-    t.audit.insert(next, enc(line).as_slice())?;
+    t.audit.insert(next, enc(line).as_slice()).or_storage()?;
     Ok(())
 }
 
@@ -1249,10 +1292,10 @@ pub(crate) fn quarantine_outbox(
     seq: u64,
     reason: String,
 ) -> Result<Option<MessageRecord>> {
-    t.outbox.remove((stream_id, seq))?;
+    t.outbox.remove((stream_id, seq)).or_storage()?;
     let mut found = None;
-    for row in t.messages.iter()? {
-        let (k, v) = row?;
+    for row in t.messages.iter().or_storage()? {
+        let (k, v) = row.or_storage()?;
         if let Ok(rec) = dec_message(v.value()) {
             if rec.stream_id == stream_id && rec.seq == seq {
                 found = Some(k.value().to_owned());
@@ -1269,15 +1312,15 @@ pub(crate) fn quarantine_outbox(
 /// Replaces a damaged receiver record: the message is answered as rejected and never runs.
 pub(crate) fn quarantine_inbox(t: &mut Tx<'_>, key: &str, reason: String) -> Result<()> {
     let mut pending_key = None;
-    for row in t.inbox_pending.iter()? {
-        let (k, v) = row?;
+    for row in t.inbox_pending.iter().or_storage()? {
+        let (k, v) = row.or_storage()?;
         if v.value() == key {
             pending_key = Some(k.value());
             break;
         }
     }
     if let Some(k) = pending_key {
-        t.inbox_pending.remove(k)?;
+        t.inbox_pending.remove(k).or_storage()?;
     }
     let mut rec = InboxRecord {
         state: InboxState::Done,
@@ -1300,12 +1343,18 @@ pub(crate) fn record_attempts(
     failed: &[(u64, String, u32)],
 ) -> Result<()> {
     for (seq, id, attempts) in failed {
-        let row = t.outbox.get((stream_id, *seq))?.map(|v| v.value().to_vec());
+        let row = t
+            .outbox
+            .get((stream_id, *seq))
+            .or_storage()?
+            .map(|v| v.value().to_vec());
         let Some(row) = row else { continue };
         let mut item: OutboxItem = dec("outbox", &row)?;
         if item.attempts < *attempts {
             item.attempts = *attempts;
-            t.outbox.insert((stream_id, *seq), enc(&item).as_slice())?;
+            t.outbox
+                .insert((stream_id, *seq), enc(&item).as_slice())
+                .or_storage()?;
         }
         mark_progress(t, id, MessageState::Sent, *attempts)?;
     }
@@ -1313,14 +1362,14 @@ pub(crate) fn record_attempts(
 }
 
 pub(crate) fn remove_outbox(t: &mut Tx<'_>, stream_id: u64, seq: u64) -> Result<()> {
-    t.outbox.remove((stream_id, seq))?;
+    t.outbox.remove((stream_id, seq)).or_storage()?;
     Ok(())
 }
 
 /// Removes audit lines that reached audit.log.
 pub(crate) fn audit_done(t: &mut Tx<'_>, keys: &[u64]) -> Result<()> {
     for k in keys {
-        t.audit.remove(*k)?;
+        t.audit.remove(*k).or_storage()?;
     }
     Ok(())
 }
@@ -1339,30 +1388,31 @@ pub(crate) fn put_inbox(t: &mut Tx<'_>, id: &str, rec: &mut InboxRecord) -> Resu
                     Some(n) => n,
                     None => t
                         .inbox_pending
-                        .last()?
+                        .last()
+                        .or_storage()?
                         .map(|(k, _)| k.value() + 1)
                         .unwrap_or(1),
                 };
                 t.next_pending = Some(rec.pending_key + 1);
-                t.inbox_pending.insert(rec.pending_key, id)?;
+                t.inbox_pending.insert(rec.pending_key, id).or_storage()?;
             }
         }
         InboxState::Done => {
             if rec.pending_key != 0 {
-                t.inbox_pending.remove(rec.pending_key)?;
+                t.inbox_pending.remove(rec.pending_key).or_storage()?;
                 rec.pending_key = 0;
             }
             rec.envelope = None;
         }
     }
     rec.updated_ms = now_ms();
-    t.inbox.insert(id, enc(rec).as_slice())?;
+    t.inbox.insert(id, enc(rec).as_slice()).or_storage()?;
     Ok(())
 }
 
 /// Reads the receiver's record inside a write transaction.
 pub(crate) fn get_inbox(t: &mut Tx<'_>, id: &str) -> Result<Option<InboxRecord>> {
-    let v = t.inbox.get(id)?;
+    let v = t.inbox.get(id).or_storage()?;
     v.map(|v| dec("inbox", v.value())).transpose()
 }
 
@@ -1400,17 +1450,22 @@ pub(crate) fn raise_epoch_floor(t: &mut Tx<'_>, from: &str, epoch: u64) -> Resul
     let key = epoch_floor_key(from);
     let cur = t
         .inbox_streams
-        .get(key.as_str())?
+        .get(key.as_str())
+        .or_storage()?
         .map(|v| v.value())
         .unwrap_or(1);
     if epoch <= cur {
         return Ok(0);
     }
-    t.inbox_streams.insert(key.as_str(), epoch)?;
+    t.inbox_streams.insert(key.as_str(), epoch).or_storage()?;
     let (lo, hi) = (format!("{from}/"), format!("{from}0"));
     let mut old = Vec::new();
-    for row in t.inbox_streams.range(lo.as_str()..hi.as_str())? {
-        let (k, _) = row?;
+    for row in t
+        .inbox_streams
+        .range(lo.as_str()..hi.as_str())
+        .or_storage()?
+    {
+        let (k, _) = row.or_storage()?;
         let k = k.value();
         let e = k
             .split('/')
@@ -1421,18 +1476,18 @@ pub(crate) fn raise_epoch_floor(t: &mut Tx<'_>, from: &str, epoch: u64) -> Resul
         }
     }
     for k in &old {
-        t.inbox_streams.remove(k.as_str())?;
+        t.inbox_streams.remove(k.as_str()).or_storage()?;
     }
     Ok(old.len())
 }
 
 /// How many stream positions this receiver keeps for `from` (for the per-sender bound).
 pub(crate) fn count_streams(t: &ReadTransaction, from: &str) -> Result<usize> {
-    let table = t.open_table(INBOX_STREAMS)?;
+    let table = t.open_table(INBOX_STREAMS).or_storage()?;
     let (lo, hi) = (format!("{from}/"), format!("{from}0"));
     let mut n = 0;
-    for row in table.range(lo.as_str()..hi.as_str())? {
-        row?;
+    for row in table.range(lo.as_str()..hi.as_str()).or_storage()? {
+        row.or_storage()?;
         n += 1;
     }
     Ok(n)
@@ -1440,9 +1495,14 @@ pub(crate) fn count_streams(t: &ReadTransaction, from: &str) -> Result<usize> {
 
 /// Sets the next sequence number expected on an inbound stream.
 pub(crate) fn set_expected(t: &mut Tx<'_>, stream: &str, expected: u64) -> Result<()> {
-    let cur = t.inbox_streams.get(stream)?.map(|v| v.value()).unwrap_or(1);
+    let cur = t
+        .inbox_streams
+        .get(stream)
+        .or_storage()?
+        .map(|v| v.value())
+        .unwrap_or(1);
     if expected > cur {
-        t.inbox_streams.insert(stream, expected)?;
+        t.inbox_streams.insert(stream, expected).or_storage()?;
     }
     Ok(())
 }
@@ -1554,7 +1614,7 @@ mod tests {
         assert_eq!(removed, 1);
         assert!(store.message("m1").unwrap().is_none());
         let left = store
-            .read(|t| Ok(ReadableTableMetadata::len(&t.open_table(BODIES)?)?))
+            .read(|t| ReadableTableMetadata::len(&t.open_table(BODIES).or_storage()?).or_storage())
             .unwrap();
         assert_eq!(left, 0, "the body outlived its record");
     }
@@ -1584,27 +1644,31 @@ struct MessageAgeStatus {
 /// message records (their audit lines stay in audit.log). Returns (inbox, messages) removed.
 pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
     let mut inbox_removed = 0;
-    t.inbox.retain(|_, v| {
-        let old = dec::<InboxAge>("inbox", v)
-            .map(|r| r.state == InboxState::Done && r.updated_ms < cutoff_ms)
-            .unwrap_or(false);
-        inbox_removed += usize::from(old);
-        !old
-    })?;
+    t.inbox
+        .retain(|_, v| {
+            let old = dec::<InboxAge>("inbox", v)
+                .map(|r| r.state == InboxState::Done && r.updated_ms < cutoff_ms)
+                .unwrap_or(false);
+            inbox_removed += usize::from(old);
+            !old
+        })
+        .or_storage()?;
     let mut messages_removed = 0;
     let mut forgotten = Vec::new();
-    t.messages.retain(|k, v| {
-        let old = dec::<MessageAge>("messages", v)
-            .map(|r| r.status.state.is_final() && r.status.updated_ms < cutoff_ms)
-            .unwrap_or(false);
-        messages_removed += usize::from(old);
-        if old {
-            forgotten.push(k.to_owned());
-        }
-        !old
-    })?;
+    t.messages
+        .retain(|k, v| {
+            let old = dec::<MessageAge>("messages", v)
+                .map(|r| r.status.state.is_final() && r.status.updated_ms < cutoff_ms)
+                .unwrap_or(false);
+            messages_removed += usize::from(old);
+            if old {
+                forgotten.push(k.to_owned());
+            }
+            !old
+        })
+        .or_storage()?;
     for id in forgotten {
-        t.bodies.remove(id.as_str())?;
+        t.bodies.remove(id.as_str()).or_storage()?;
     }
     Ok((inbox_removed, messages_removed))
 }
