@@ -152,12 +152,13 @@ impl Shared {
     fn running(&self) -> PyResult<Arc<Running>> {
         match &*lock(&self.state) {
             State::Running(r) => Ok(r.clone()),
-            State::Configured(_) | State::Starting => {
-                Err(errors::to_py(steward::Error::Config(format!(
+            State::Configured(_) | State::Starting => Err(errors::to_py(steward::Error::Config {
+                reason: format!(
                     "node {} is not started; call start() or use it in a `with` block first",
                     self.name
-                ))))
-            }
+                ),
+                source: None,
+            })),
             State::Stopped => Err(errors::to_py(steward::Error::Stopped)),
         }
     }
@@ -236,9 +237,10 @@ impl Shared {
             .enable_all()
             .build()
             .map_err(|e| {
-                errors::to_py(steward::Error::Config(format!(
-                    "cannot start the node's runtime threads: {e}"
-                )))
+                errors::to_py(steward::Error::Config {
+                    reason: format!("cannot start the node's runtime threads: {e}"),
+                    source: Some(Box::new(e)),
+                })
             })?;
         let mut builder = NodeBuilder::from_config(cfg);
         for m in &pending.methods {
@@ -756,9 +758,10 @@ impl PyNode {
             Some(e) => Some(convert::string(e, "embedded_broker", err)?),
         };
         let dispatcher = Dispatcher::new(&name).map_err(|e| {
-            errors::to_py(steward::Error::Config(format!(
-                "cannot create the callback pipe: {e}"
-            )))
+            errors::to_py(steward::Error::Config {
+                reason: format!("cannot create the callback pipe: {e}"),
+                source: Some(Box::new(e)),
+            })
         })?;
         Ok(PyNode {
             shared: Arc::new(Shared {
@@ -1278,7 +1281,7 @@ fn token_validity(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
 /// Python message adds its own, naming the option).
 fn without_prefix(e: steward::Error) -> String {
     match e {
-        steward::Error::Config(why) => why,
+        steward::Error::Config { reason, .. } => reason,
         other => other.to_string(),
     }
 }

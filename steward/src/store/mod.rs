@@ -42,10 +42,39 @@ const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::new("inbox_pe
 /// Number -> audit log line waiting to be appended to audit.log.
 const AUDIT_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_pending");
 
-/// Turns redb's errors into a storage [`Error`] (in place of `From` impls, which would put
-/// redb's types in steward's public API).
+/// A redb error kept as the source of a steward [`Error`]. redb stays out of steward's API: its
+/// text shows, and [`std::error::Error::source`] goes on to the OS error under it (a full disk,
+/// a refused permission) where there is one. Shared, so one failed commit can fail every job of
+/// its batch.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreFailure(Arc<redb::Error>);
+
+impl StoreFailure {
+    fn new(e: impl Into<redb::Error>) -> StoreFailure {
+        StoreFailure(Arc::new(e.into()))
+    }
+}
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            redb::Error::Io(e) => Some(e),
+            redb::Error::Backend(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Turns redb's errors into a storage [`Error`] keeping them as its source (in place of
+/// `From` impls, which would put redb's types in steward's public API).
 pub(crate) trait OrStorage<T> {
-    /// A storage error with the failure's text.
+    /// A storage error with the failure's text, keeping it as the source.
     fn or_storage(self) -> Result<T>;
 }
 
@@ -54,7 +83,36 @@ where
     E: Into<redb::Error> + std::fmt::Display,
 {
     fn or_storage(self) -> Result<T> {
-        self.map_err(|e| Error::Storage(e.to_string()))
+        self.map_err(|e| {
+            let reason = e.to_string();
+            Error::storage_from(reason, StoreFailure::new(e))
+        })
+    }
+}
+
+/// Why a write transaction was not committed, handed to every job in it.
+#[derive(Debug, Clone)]
+struct CommitFailed {
+    /// What failed, as the jobs' storage errors say it.
+    reason: String,
+    /// The store's error, if the failure was one (not a job's).
+    cause: Option<StoreFailure>,
+}
+
+impl CommitFailed {
+    fn from_redb(e: impl Into<redb::Error> + std::fmt::Display) -> CommitFailed {
+        CommitFailed {
+            reason: e.to_string(),
+            cause: Some(StoreFailure::new(e)),
+        }
+    }
+
+    /// The storage error a job of the failed transaction gets.
+    fn error(&self) -> Error {
+        match &self.cause {
+            Some(c) => Error::storage_from(self.reason.clone(), c.clone()),
+            None => Error::storage(self.reason.clone()),
+        }
     }
 }
 
@@ -81,7 +139,7 @@ fn seal(body: &[u8]) -> Vec<u8> {
 /// Checks a record's CRC32 and returns its bytes.
 pub(crate) fn unseal<'a>(table: &str, bytes: &'a [u8]) -> Result<&'a [u8]> {
     let damaged = |why: &str| {
-        Error::Damaged(format!(
+        Error::damaged(format!(
             "damaged record in table {table} of steward.redb ({why}); it is not used — \
              if the disk is failing, replace it; the node's audit.log has every finished message"
         ))
@@ -98,9 +156,10 @@ pub(crate) fn unseal<'a>(table: &str, bytes: &'a [u8]) -> Result<&'a [u8]> {
 
 fn dec<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(unseal(table, bytes)?).map_err(|e| {
-        Error::Damaged(format!(
-            "damaged record in table {table} of steward.redb: {e}"
-        ))
+        Error::damaged_from(
+            format!("damaged record in table {table} of steward.redb: {e}"),
+            e,
+        )
     })
 }
 
@@ -319,7 +378,7 @@ pub(crate) struct Enqueued {
     pub existed: bool,
 }
 
-type Done = Box<dyn FnOnce(&Result<(), String>) + Send>;
+type Done = Box<dyn FnOnce(&Result<(), CommitFailed>) + Send>;
 /// A job returns its completion and whether it failed in storage (which aborts the whole
 /// transaction: a half-applied job must never be committed). Other errors must come before
 /// any write.
@@ -368,16 +427,13 @@ impl<'t> Tx<'t> {
     }
 
     /// Writes the cached destination counters and stream heads.
-    fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> std::result::Result<(), redb::StorageError> {
         for (node, d) in std::mem::take(&mut self.dest_cache) {
-            self.dests
-                .insert(node.as_str(), enc(&d).as_slice())
-                .or_storage()?;
+            self.dests.insert(node.as_str(), enc(&d).as_slice())?;
         }
         for (subject, rec) in std::mem::take(&mut self.stream_cache) {
             self.streams
-                .insert(subject.as_str(), enc(&rec).as_slice())
-                .or_storage()?;
+                .insert(subject.as_str(), enc(&rec).as_slice())?;
         }
         Ok(())
     }
@@ -437,13 +493,16 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(16 << 20)
             .create(&path)
-            .map_err(|e| match e {
+            .map_err(|e| match &e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::DataDirInUse(dir.to_owned()),
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => Error::Damaged(format!(
-                    "{} is damaged ({why}); move it aside to start this node empty (audit.log keeps every finished message) or restore a backup",
-                    path.display()
-                )),
-                other => Error::Storage(format!("{}: {other}", path.display())),
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+                    let reason = format!(
+                        "{} is damaged ({why}); move it aside to start this node empty (audit.log keeps every finished message) or restore a backup",
+                        path.display()
+                    );
+                    Error::damaged_from(reason, StoreFailure::new(e))
+                }
+                _ => Error::storage_from(format!("{}: {e}", path.display()), StoreFailure::new(e)),
             })?;
         if created {
             use std::os::unix::fs::PermissionsExt;
@@ -487,7 +546,9 @@ impl Store {
         std::thread::Builder::new()
             .name("steward-store".into())
             .spawn(move || writer_loop(writer_db, rx, c, completions))
-            .map_err(|e| Error::Storage(format!("cannot start the store writer thread: {e}")))?;
+            .map_err(|e| {
+                Error::storage_from(format!("cannot start the store writer thread: {e}"), e)
+            })?;
         Ok(Store {
             counters,
             db: Arc::new(std::sync::RwLock::new(Some(db))),
@@ -542,8 +603,8 @@ impl Store {
         match rx.await {
             Ok(r) => r,
             Err(_) if self.is_closed() => Err(Error::Stopped),
-            Err(_) => Err(Error::Storage(
-                "the store could not start a write transaction; see the node log".into(),
+            Err(_) => Err(Error::storage(
+                "the store could not start a write transaction; see the node log",
             )),
         }
     }
@@ -557,12 +618,12 @@ impl Store {
     {
         let job: Job = Box::new(move |txn: &mut Tx<'_>| {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)))
-                .unwrap_or_else(|_| Err(Error::Storage("a store operation panicked".into())));
-            let poisoned = matches!(r, Err(Error::Storage(_)));
-            let done: Done = Box::new(move |commit: &Result<(), String>| {
+                .unwrap_or_else(|_| Err(Error::storage("a store operation panicked")));
+            let poisoned = matches!(r, Err(Error::Storage { .. }));
+            let done: Done = Box::new(move |commit: &Result<(), CommitFailed>| {
                 let out = match (r, commit) {
                     (Err(e), _) => Err(e),
-                    (Ok(_), Err(c)) => Err(Error::Storage(c.clone())),
+                    (Ok(_), Err(c)) => Err(c.error()),
                     (Ok(v), Ok(())) => Ok(v),
                 };
                 then(out)
@@ -783,7 +844,7 @@ enum Completions {
 }
 
 enum Completion {
-    Batch(Vec<Done>, Result<(), String>),
+    Batch(Vec<Done>, Result<(), CommitFailed>),
     Closed(oneshot::Sender<()>),
 }
 
@@ -810,7 +871,7 @@ impl Completions {
         Completions::Task(tx)
     }
 
-    fn run(&self, dones: Vec<Done>, outcome: Result<(), String>) {
+    fn run(&self, dones: Vec<Done>, outcome: Result<(), CommitFailed>) {
         let rest = match self {
             Completions::Task(tx) => match tx.send(Completion::Batch(dones, outcome)) {
                 Ok(()) => return,
@@ -907,12 +968,13 @@ fn writer_loop(
                     })
                     .collect();
                 let flushed = if poisoned {
-                    Err(
-                        "a store operation failed, so the whole transaction was rolled back; retry"
+                    Err(CommitFailed {
+                        reason: "a store operation failed, so the whole transaction was rolled back; retry"
                             .to_owned(),
-                    )
+                        cause: None,
+                    })
                 } else {
-                    tables.flush().map_err(|e| e.to_string())
+                    tables.flush().map_err(CommitFailed::from_redb)
                 };
                 (dones, flushed)
             }
@@ -922,7 +984,7 @@ fn writer_loop(
             }
         };
         let applied = std::time::Instant::now();
-        let outcome = flushed.and_then(|()| txn.commit().map_err(|e| e.to_string()));
+        let outcome = flushed.and_then(|()| txn.commit().map_err(CommitFailed::from_redb));
         counters.commits.fetch_add(1, Relaxed);
         counters
             .apply_ns
@@ -931,7 +993,7 @@ fn writer_loop(
             .commit_ns
             .fetch_add(applied.elapsed().as_nanos() as u64, Relaxed);
         if let Err(e) = &outcome {
-            tracing::error!("store: commit failed: {e}");
+            tracing::error!("store: commit failed: {}", e.reason);
         }
         completions.run(dones, outcome);
         if closing.is_some() {
@@ -1073,7 +1135,7 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
             let rec = t
                 .stream_cache
                 .get_mut(&m.subject)
-                .ok_or_else(|| Error::Storage("stream cache".into()))?;
+                .ok_or_else(|| Error::storage("stream cache"))?;
             let seq = rec.next_seq;
             rec.next_seq += 1;
             (rec.id, seq)
@@ -1233,8 +1295,10 @@ pub(crate) fn finalize(
             // A record from before bodies had their own table.
             rec.body = serde_json::to_vec(&rec.status.message).unwrap_or_default();
         }
-        let message: &serde_json::value::RawValue = serde_json::from_slice(&rec.body)
-            .map_err(|e| Error::Damaged(format!("message {id}: stored JSON unreadable: {e}")))?;
+        let message: &serde_json::value::RawValue =
+            serde_json::from_slice(&rec.body).map_err(|e| {
+                Error::damaged_from(format!("message {id}: stored JSON unreadable: {e}"), e)
+            })?;
         let s = &rec.status;
         let line = AuditLine {
             time: now,
