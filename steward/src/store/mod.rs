@@ -1621,6 +1621,45 @@ mod tests {
     use super::*;
     use redb::ReadableTableMetadata;
 
+    /// A record that passes its checksum but is not JSON: the damage error keeps the
+    /// decoder's error as its source.
+    #[test]
+    fn undecodable_record_keeps_the_decoding_error() {
+        let e = dec::<StreamRecord>("streams", &seal(b"not json")).unwrap_err();
+        assert!(matches!(e, Error::Damaged { .. }), "{e:?}");
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        assert_eq!(
+            e.to_string(),
+            format!("damaged record in table streams of steward.redb: {source}")
+        );
+    }
+
+    /// A failed commit fails every job of its batch with the same message, and each job's
+    /// error leads to the OS error.
+    #[test]
+    fn commit_failure_reaches_every_job_with_its_source() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let want = format!(
+            "the message store failed: I/O error: {full}; check free disk space and \
+             permissions of the data directory"
+        );
+        let failed =
+            CommitFailed::from_redb(redb::CommitError::Storage(redb::StorageError::Io(full)));
+        for e in [failed.error(), failed.error()] {
+            assert_eq!(e.kind(), crate::ErrorKind::Storage);
+            assert_eq!(e.to_string(), want);
+            let mut last = std::error::Error::source(&e).expect("a source");
+            while let Some(next) = last.source() {
+                last = next;
+            }
+            let io = last
+                .downcast_ref::<std::io::Error>()
+                .unwrap_or_else(|| panic!("the chain ends at {last:?}, not the OS error"));
+            assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        }
+    }
+
     #[tokio::test]
     async fn finalize_twice_counts_once() {
         let dir = tempfile::tempdir().unwrap();
