@@ -109,12 +109,13 @@ impl Shared {
     fn running(&self) -> PyResult<Arc<Running>> {
         match &*lock(&self.state) {
             State::Running(r) => Ok(r.clone()),
-            State::Configured(_) | State::Starting => {
-                Err(errors::to_py(steward::Error::Config(format!(
+            State::Configured(_) | State::Starting => Err(errors::to_py(steward::Error::Config {
+                reason: format!(
                     "node {} is not started; call start() or use it in a `with` block first",
                     self.name
-                ))))
-            }
+                ),
+                source: None,
+            })),
             State::Stopped => Err(errors::to_py(steward::Error::Stopped)),
         }
     }
@@ -524,9 +525,10 @@ impl PyNode {
         .parse()?;
         let name = cfg.name.clone();
         let dispatcher = Dispatcher::new(&name).map_err(|e| {
-            errors::to_py(steward::Error::Config(format!(
-                "cannot create the callback pipe: {e}"
-            )))
+            errors::to_py(steward::Error::Config {
+                reason: format!("cannot create the callback pipe: {e}"),
+                source: Some(Box::new(e)),
+            })
         })?;
         Ok(PyNode {
             shared: Arc::new(Shared {

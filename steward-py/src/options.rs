@@ -287,7 +287,7 @@ impl NodeArgs<'_, '_> {
 /// Python message adds its own, naming the option).
 fn without_prefix(e: steward::Error) -> String {
     match e {
-        steward::Error::Config(why) => why,
+        steward::Error::Config { reason, .. } => reason,
         other => other.to_string(),
     }
 }

@@ -38,9 +38,10 @@ pub(crate) fn new_runtime() -> PyResult<Runtime> {
         .enable_all()
         .build()
         .map_err(|e| {
-            errors::to_py(steward::Error::Config(format!(
-                "cannot start the node's runtime threads: {e}"
-            )))
+            errors::to_py(steward::Error::Config {
+                reason: format!("cannot start the node's runtime threads: {e}"),
+                source: Some(Box::new(e)),
+            })
         })
 }
 

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// The boxed underlying error that the variants wrapping another error keep as their source.
+type BoxedSource = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong, as a stable, copyable code (the C and Python layers map these one-to-one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -42,6 +45,13 @@ pub enum ErrorKind {
 }
 
 /// The error type of every steward operation.
+///
+/// Variants that wrap another error ([`Error::Config`], [`Error::Storage`], [`Error::Damaged`],
+/// [`Error::BrokerUnavailable`], [`Error::Io`]) return it from
+/// [`std::error::Error::source`], so a caller can walk down to the OS error under a failed
+/// store write (downcast to [`std::io::Error`]). The store's own error in that chain is opaque
+/// (its type is not part of the API); it shows redb's text. Each message already includes the
+/// underlying error's text, so a report that prints every error of the chain repeats it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -66,20 +76,47 @@ pub enum Error {
         reason: String,
     },
     /// The configuration cannot be used.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration: {reason}")]
+    Config {
+        /// What is wrong and how to fix it.
+        reason: String,
+        /// The error that made the setting unusable (a file that cannot be read or parsed, an
+        /// address that cannot be bound, ...), if one did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// The store in the data directory failed.
-    #[error("the message store failed: {0}; check free disk space and permissions of the data directory")]
-    Storage(String),
+    #[error("the message store failed: {reason}; check free disk space and permissions of the data directory")]
+    Storage {
+        /// What failed (it includes the underlying error's text).
+        reason: String,
+        /// The underlying error (the store's, with the OS error under it where there is
+        /// one), if there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// A record in the store failed its checksum or could not be decoded; it is not used.
-    #[error("{0}")]
-    Damaged(String),
+    #[error("{reason}")]
+    Damaged {
+        /// What is damaged and what to do about it.
+        reason: String,
+        /// The error that found the damage (a decoding error, the store's own report), if
+        /// one did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// The store file is locked by another process.
     #[error("the data directory {0} is in use by another steward node; stop it or choose another --data-dir")]
     DataDirInUse(PathBuf),
     /// The broker could not be used.
-    #[error("NATS broker unavailable: {0}")]
-    BrokerUnavailable(String),
+    #[error("NATS broker unavailable: {reason}")]
+    BrokerUnavailable {
+        /// The broker URL(s) or the operation, and why it failed.
+        reason: String,
+        /// The NATS client's error, if there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// The broker answered but refused this node (see [`ErrorKind::BrokerAuth`]).
     #[error("the NATS broker {broker} refused this node: {reason}")]
     BrokerAuth {
@@ -162,10 +199,10 @@ impl Error {
         match self {
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::InvalidMessage { .. } => ErrorKind::InvalidMessage,
-            Error::Config(_) | Error::Trust(_) => ErrorKind::Config,
-            Error::Storage(_) | Error::Damaged(_) => ErrorKind::Storage,
+            Error::Config { .. } | Error::Trust(_) => ErrorKind::Config,
+            Error::Storage { .. } | Error::Damaged { .. } => ErrorKind::Storage,
             Error::DataDirInUse(_) => ErrorKind::DataDirInUse,
-            Error::BrokerUnavailable(_) => ErrorKind::BrokerUnavailable,
+            Error::BrokerUnavailable { .. } => ErrorKind::BrokerUnavailable,
             Error::BrokerAuth { .. } => ErrorKind::BrokerAuth,
             Error::Stopped => ErrorKind::Stopped,
             Error::NotFound(_) => ErrorKind::NotFound,
@@ -197,30 +234,67 @@ impl Error {
             source,
         }
     }
-}
 
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::Storage(e.to_string())
+    /// An unusable configuration, with nothing underneath.
+    pub(crate) fn config(reason: impl Into<String>) -> Self {
+        Error::Config {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// An unusable configuration because of `source` (whose text `reason` should include).
+    pub(crate) fn config_from(reason: impl Into<String>, source: impl Into<BoxedSource>) -> Self {
+        Error::Config {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A store failure with nothing underneath.
+    pub(crate) fn storage(reason: impl Into<String>) -> Self {
+        Error::Storage {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A store failure caused by `source` (whose text `reason` should include).
+    pub(crate) fn storage_from(reason: impl Into<String>, source: impl Into<BoxedSource>) -> Self {
+        Error::Storage {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A damaged record or store file, found without an underlying error (a checksum).
+    pub(crate) fn damaged(reason: impl Into<String>) -> Self {
+        Error::Damaged {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A damaged record or store file, reported by `source` (whose text `reason` should
+    /// include).
+    pub(crate) fn damaged_from(reason: impl Into<String>, source: impl Into<BoxedSource>) -> Self {
+        Error::Damaged {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An unusable broker because of `source` (whose text `reason` should include).
+    pub(crate) fn broker_unavailable_from(
+        reason: impl Into<String>,
+        source: impl Into<BoxedSource>,
+    ) -> Self {
+        Error::BrokerUnavailable {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
     }
 }
-
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
-            }
-        }
-    )*};
-}
-storage_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::DatabaseError
-);
 
 /// Shorthand for results of steward operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

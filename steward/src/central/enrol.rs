@@ -43,26 +43,26 @@ pub const CENTRAL_KEY_FILE: &str = "central.pub";
 pub(crate) fn resolve(mut cfg: NodeConfig) -> Result<NodeConfig> {
     let file = cfg.data_dir.join(CENTRAL_KEY_FILE);
     if cfg.auto_approve && cfg.name != cfg.central {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "auto_approve is a setting of central ({}), and {} is not central",
             cfg.central, cfg.name
         )));
     }
     if let Some(token) = cfg.join.clone() {
         if cfg.name == token.central() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{} is the central node of this join token; a join token is for the other nodes",
                 cfg.name
             )));
         }
         if cfg.central != token.central() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the join token is for central {:?}, but this node's central is {:?}; drop --central or use a token from {}",
                 token.central(), cfg.central, cfg.central
             )));
         }
         if let Some(k) = cfg.central_key.filter(|k| *k != token.central_key()) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the join token names central's key {}, but central_key is {k}; give one of them",
                 token.central_key()
             )));
@@ -75,7 +75,7 @@ pub(crate) fn resolve(mut cfg: NodeConfig) -> Result<NodeConfig> {
         match std::fs::read_to_string(&file) {
             Ok(text) => {
                 cfg.central_key = Some(PublicKey::parse(&text).map_err(|e| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "{}: {e}; it holds central's key pinned when this node joined",
                         file.display()
                     ))

@@ -148,10 +148,10 @@ impl Registry {
         let path = dir.join(REGISTRY_FILE);
         let data = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                Error::Config(format!(
+                Error::config_from(format!(
                     "{} is damaged ({e}); restore it from a backup (without it, central forgets which keys it approved)",
                     path.display()
-                ))
+                ), e)
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryData::default(),
             Err(e) => return Err(Error::io(&path, e)),
@@ -252,7 +252,7 @@ impl Registry {
             crate::security::keys::write_atomic(&path, &bytes, 0o600)
         })
         .await
-        .map_err(|e| Error::Storage(e.to_string()))??;
+        .map_err(|e| Error::storage_from(e.to_string(), e))??;
         let version = copy.version;
         *self.data.lock().unwrap_or_else(|p| p.into_inner()) = copy;
         // The file now holds every pending registration too.

@@ -86,7 +86,7 @@ async fn open_store(data_dir: &Path) -> Result<Store> {
     let dir = data_dir.to_owned();
     tokio::task::spawn_blocking(move || Store::open(&dir))
         .await
-        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(|e| Error::storage_from(e.to_string(), e))?
 }
 
 /// Reads destinations and the `limit` most recent messages from the store in `data_dir`
@@ -148,7 +148,7 @@ pub(crate) fn bind(cfg: &NodeConfig) -> Result<Option<Bound>> {
         .data_dir
         .join(format!("{CONTROL_SOCKET}.{}.tmp", std::process::id()));
     if tmp.as_os_str().len() > MAX_SOCKET_PATH {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "the control socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter data directory path",
             tmp.display()
         )));

@@ -64,14 +64,16 @@ pub(crate) async fn run(inner: Arc<Inner>) -> crate::Result<()> {
             }
         }
     })
-    .map_err(|e| Error::Config(format!("cannot watch {}: {e}", dir.display())))?;
+    .map_err(|e| Error::config_from(format!("cannot watch {}: {e}", dir.display()), e))?;
     watcher
         .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| Error::Config(format!("cannot watch {}: {e}", dir.display())))?;
+        .map_err(|e| Error::config_from(format!("cannot watch {}: {e}", dir.display()), e))?;
     // A lease holder is told of a competing open by SIGIO, whose default action ends the
     // process: take it over (tokio's handler only records it) before the first lease.
-    let _sigio = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::io())
-        .map_err(|e| Error::Config(format!("cannot handle SIGIO for {INMSG} leases: {e}")))?;
+    let _sigio =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::io()).map_err(|e| {
+            Error::config_from(format!("cannot handle SIGIO for {INMSG} leases: {e}"), e)
+        })?;
     let node = Node {
         inner: inner.clone(),
     };

@@ -393,12 +393,12 @@ impl Node {
         listeners: Vec<crate::runtime::notify::Listener>,
     ) -> Result<Node> {
         names::node(&cfg.name)?;
-        names::node(&cfg.central).map_err(|e| Error::Config(format!("central: {e}")))?;
+        names::node(&cfg.central).map_err(|e| Error::config_from(format!("central: {e}"), e))?;
         if cfg.brokers.is_empty() {
-            return Err(Error::Config("no broker URL given".into()));
+            return Err(Error::config("no broker URL given"));
         }
         if cfg.window == 0 {
-            return Err(Error::Config("window must be at least 1".into()));
+            return Err(Error::config("window must be at least 1"));
         }
         for (name, _) in &extra {
             names::method(name)?;
@@ -409,7 +409,7 @@ impl Node {
         };
         let metrics_address = match &metrics_listener {
             Some(l) => Some(l.local_addr().map_err(|e| {
-                Error::Config(format!("cannot read the bound metrics address: {e}"))
+                Error::config_from(format!("cannot read the bound metrics address: {e}"), e)
             })?),
             None => None,
         };
@@ -438,13 +438,13 @@ impl Node {
             Ok::<_, Error>((cfg, security, registry))
         })
         .await
-        .map_err(|e| Error::Config(e.to_string()))??;
+        .map_err(|e| Error::config_from(e.to_string(), e))??;
         crate::central::enrol::say_how_trust_stands(&cfg);
         let store = {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))
                 .await
-                .map_err(|e| Error::Storage(e.to_string()))??
+                .map_err(|e| Error::storage_from(e.to_string(), e))??
         };
         // From here on a failed start closes the store first, so the data directory is free
         // for a corrected start at once.
@@ -490,17 +490,17 @@ impl Node {
         let ack_sub = or_close!(client
             .subscribe(format!("{reply_prefix}.>"))
             .await
-            .map_err(|e| Error::BrokerUnavailable(e.to_string())));
+            .map_err(|e| Error::broker_unavailable_from(e.to_string(), e)));
         let cmd_sub = or_close!(client
             .subscribe(format!("{}.command.*", cfg.name))
             .await
-            .map_err(|e| Error::BrokerUnavailable(e.to_string())));
+            .map_err(|e| Error::broker_unavailable_from(e.to_string(), e)));
         let ev_sub = or_close!(client
             .subscribe(format!("{}.event.*", cfg.name))
             .await
-            .map_err(|e| Error::BrokerUnavailable(e.to_string())));
+            .map_err(|e| Error::broker_unavailable_from(e.to_string(), e)));
         let dispatcher = or_close!(Dispatcher::start()
-            .map_err(|e| Error::Config(format!("cannot start the callback thread: {e}"))));
+            .map_err(|e| Error::config_from(format!("cannot start the callback thread: {e}"), e)));
         for l in listeners {
             dispatcher.add(l);
         }
@@ -648,8 +648,7 @@ impl Node {
     /// Durably accepts one message (fsync'd) and returns its receipt; delivery runs in the background.
     pub async fn send(&self, msg: Message) -> Result<Receipt> {
         let mut r = self.send_batch(vec![msg]).await?;
-        r.pop()
-            .ok_or_else(|| Error::Storage("no receipt returned".into()))
+        r.pop().ok_or_else(|| Error::storage("no receipt returned"))
     }
 
     /// Durably accepts several messages in one disk commit. All or none are accepted.

@@ -76,7 +76,7 @@ async fn flush_once(store: &Store, path: &std::path::Path) -> crate::Result<usiz
         Ok(())
     })
     .await
-    .map_err(|e| crate::Error::Storage(e.to_string()))??;
+    .map_err(|e| crate::Error::storage_from(e.to_string(), e))??;
     let n = keys.len();
     store
         .write(move |txn| crate::store::audit_done(txn, &keys))

@@ -30,7 +30,7 @@ impl EmbeddedBroker {
             if p.is_file() {
                 return Ok(p);
             }
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "NATS_SERVER_BIN points to {}, which is not a file; {INSTALL_HINT}",
                 p.display()
             )));
@@ -44,7 +44,7 @@ impl EmbeddedBroker {
         dirs.into_iter()
             .map(|d| d.join("nats-server"))
             .find(|p| p.is_file())
-            .ok_or_else(|| Error::Config(format!("nats-server was not found; {INSTALL_HINT}")))
+            .ok_or_else(|| Error::config(format!("nats-server was not found; {INSTALL_HINT}")))
     }
 
     /// Starts nats-server listening on `address` (`host:port`, or a `nats://` URL) and waits
@@ -63,15 +63,17 @@ impl EmbeddedBroker {
         let hostport = address.trim_start_matches("nats://");
         let addr = hostport
             .to_socket_addrs()
-            .map_err(|e| Error::Config(format!("embedded broker address {address:?}: {e}")))?
+            .map_err(|e| {
+                Error::config_from(format!("embedded broker address {address:?}: {e}"), e)
+            })?
             .next()
             .ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "embedded broker address {address:?} resolves to nothing"
                 ))
             })?;
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "cannot start the embedded broker: something already listens on {addr}; use that broker with --broker-address instead, or choose another address"
             )));
         }
@@ -89,7 +91,10 @@ impl EmbeddedBroker {
             cmd.arg("-l").arg(log);
         }
         let mut child = cmd.spawn().map_err(|e| {
-            Error::Config(format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display()))
+            Error::config_from(
+                format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display()),
+                e,
+            )
         })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -105,7 +110,7 @@ impl EmbeddedBroker {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "the embedded nats-server exited ({status}): {}",
                     err.trim()
                 )));
@@ -113,7 +118,7 @@ impl EmbeddedBroker {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "the embedded nats-server did not accept clients on {addr} within 10 s"
                 )));
             }

@@ -57,7 +57,7 @@ fn server_addrs(cfg: &NodeConfig) -> Result<Vec<async_nats::ServerAddr>> {
         .filter(|u| !u.is_empty())
         .map(|u| {
             u.parse::<async_nats::ServerAddr>()
-                .map_err(|e| Error::Config(format!("broker URL {u:?} is not valid: {e}")))
+                .map_err(|e| Error::config_from(format!("broker URL {u:?} is not valid: {e}"), e))
         })
         .collect()
 }
@@ -162,7 +162,7 @@ where
         .retry_on_initial_connect()
         .connect(addrs.to_vec())
         .await
-        .map_err(|e| Error::BrokerUnavailable(format!("{}: {e}", cfg.brokers.join(","))))
+        .map_err(|e| Error::broker_unavailable_from(format!("{}: {e}", cfg.brokers.join(",")), e))
 }
 
 /// One direct attempt at every URL, as at start: `Some(reason)` if the broker refused us.

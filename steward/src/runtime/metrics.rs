@@ -514,10 +514,13 @@ impl Collector for StateCollector {
 /// with a clear error.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        Error::Config(format!(
-            "cannot serve metrics on {addr}: {e}; choose a free address and port for the metrics \
-             address (port 0 picks any free port), or stop what is using it"
-        ))
+        Error::config_from(
+            format!(
+                "cannot serve metrics on {addr}: {e}; choose a free address and port for the \
+                 metrics address (port 0 picks any free port), or stop what is using it"
+            ),
+            e,
+        )
     })
 }
 

@@ -107,12 +107,12 @@ impl TryFrom<RuleSpec> for Rule {
             } else {
                 check(v)
                     .map(|()| Pattern::Exact(v.to_owned()))
-                    .map_err(|e| crate::Error::Config(format!("access rule, {what}: {e}")))
+                    .map_err(|e| crate::Error::config_from(format!("access rule, {what}: {e}"), e))
             }
         };
         let argv = match (s.argv, s.argv_prefix) {
             (Some(_), Some(_)) => {
-                return Err(crate::Error::Config(format!(
+                return Err(crate::Error::config(format!(
                     "access rule {}:{} gives both argv and argv_prefix; give one",
                     s.from, s.method
                 )))

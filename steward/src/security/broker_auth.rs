@@ -176,21 +176,22 @@ enum AuthSummary {
 }
 
 fn config(msg: String) -> crate::Error {
-    crate::Error::Config(msg)
+    crate::Error::config(msg)
 }
 
 fn read(path: &Path, what: &str) -> crate::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| config(format!("cannot read the {what} {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        crate::Error::config_from(format!("cannot read the {what} {}: {e}", path.display()), e)
+    })
 }
 
 fn nkey_public(seed: &str, origin: &str) -> crate::Result<String> {
     nkeys::KeyPair::from_seed(seed)
         .map(|k| k.public_key())
         .map_err(|e| {
-            config(format!(
+            crate::Error::config_from(format!(
                 "the broker nkey seed {origin}is not a valid nkey seed ({e}); it starts with S and is 58 characters long (nsc or `nk -gen user` make one)"
-            ))
+            ), e)
         })
 }
 
@@ -205,10 +206,10 @@ fn creds_public(text: &str, path: &Path) -> crate::Result<String> {
     nkeys::KeyPair::from_seed(seed)
         .map(|k| k.public_key())
         .map_err(|e| {
-            config(format!(
+            crate::Error::config_from(format!(
                 "the credentials file {} holds no valid user nkey seed ({e}); use a .creds file as `nsc generate creds` writes it",
                 path.display()
-            ))
+            ), e)
         })
 }
 
@@ -241,7 +242,9 @@ fn check_pem_certs(path: &Path, what: &str) -> crate::Result<()> {
     use async_nats::rustls::pki_types::{pem::PemObject, CertificateDer};
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| config(format!("cannot read the {what} {}: {e}", path.display())))?;
+        .map_err(|e| {
+            crate::Error::config_from(format!("cannot read the {what} {}: {e}", path.display()), e)
+        })?;
     if certs.is_empty() {
         return Err(config(format!(
             "the {what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
@@ -290,10 +293,10 @@ pub(crate) fn prepare(auth: &BrokerAuth, tls: &BrokerTls) -> crate::Result<Prepa
             let expires = creds_expiry(&text);
             // The client's own parser decides what it accepts: a bad file fails here, at start.
             let o = o.credentials(&text).map_err(|e| {
-                config(format!(
+                crate::Error::config_from(format!(
                     "the credentials file {} is not usable ({e}); use a .creds file as `nsc generate creds` writes it",
                     path.display()
-                ))
+                ), e)
             })?;
             (
                 o,
@@ -313,10 +316,13 @@ pub(crate) fn prepare(auth: &BrokerAuth, tls: &BrokerTls) -> crate::Result<Prepa
             use async_nats::rustls::pki_types::{pem::PemObject, PrivateKeyDer};
             check_pem_certs(cert, "TLS client certificate")?;
             PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                config(format!(
-                    "cannot read a private key from the TLS client key file {}: {e}",
-                    key.display()
-                ))
+                crate::Error::config_from(
+                    format!(
+                        "cannot read a private key from the TLS client key file {}: {e}",
+                        key.display()
+                    ),
+                    e,
+                )
             })?;
         }
         (Some(_), None) => {

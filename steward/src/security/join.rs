@@ -40,7 +40,7 @@ impl JoinToken {
     pub fn parse(text: &str) -> Result<JoinToken> {
         let text = text.trim();
         let bad = |why: &str| {
-            Error::Config(format!(
+            Error::config(format!(
                 "not a join token ({why}); copy the whole line `steward keys token` printed on central (it starts with {TOKEN_PREFIX}.)"
             ))
         };
@@ -76,7 +76,10 @@ impl JoinToken {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         JoinToken::parse(&text).map_err(|e| match e {
-            Error::Config(why) => Error::Config(format!("{}: {why}", path.display())),
+            Error::Config { reason, source } => Error::Config {
+                reason: format!("{}: {reason}", path.display()),
+                source,
+            },
             other => other,
         })
     }
@@ -104,7 +107,7 @@ impl JoinToken {
     pub(crate) fn generate(central: &str, central_key: PublicKey) -> Result<JoinToken> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed)
-            .map_err(|e| Error::Storage(format!("no randomness for a join token: {e}")))?;
+            .map_err(|e| Error::storage_from(format!("no randomness for a join token: {e}"), e))?;
         Ok(JoinToken {
             central: central.to_owned(),
             central_key,

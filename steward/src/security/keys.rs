@@ -34,7 +34,7 @@ impl PublicKey {
     /// ```
     pub fn parse(text: &str) -> Result<PublicKey> {
         let bad = |why: String| {
-            Error::Config(format!(
+            Error::config(format!(
                 "{:?} is not an ed25519 public key ({why}); give the 44 base64 characters of the node's node.pub",
                 shorten(text.trim())
             ))
@@ -57,8 +57,13 @@ impl PublicKey {
     pub fn from_file(path: impl AsRef<Path>) -> Result<PublicKey> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        PublicKey::parse(&text)
-            .map_err(|e| Error::Config(format!("{}: {}", path.display(), strip_config(&e))))
+        PublicKey::parse(&text).map_err(|e| match e {
+            Error::Config { reason, source } => Error::Config {
+                reason: format!("{}: {reason}", path.display()),
+                source,
+            },
+            other => Error::config_from(format!("{}: {other}", path.display()), other),
+        })
     }
 
     pub(crate) fn verifying(&self) -> Option<VerifyingKey> {
@@ -69,13 +74,6 @@ impl PublicKey {
 /// At most 60 characters of a bad value, for an error message.
 fn shorten(s: &str) -> String {
     s.chars().take(60).collect()
-}
-
-fn strip_config(e: &Error) -> String {
-    match e {
-        Error::Config(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 impl std::fmt::Display for PublicKey {
@@ -125,14 +123,14 @@ impl KeyPair {
         let seed = match std::fs::metadata(path) {
             Ok(meta) => {
                 if !meta.is_file() {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "{} is not a regular file; it must hold this node's private key",
                         path.display()
                     )));
                 }
                 let mode = meta.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "the private key {} can be read by other users (mode {mode:04o}); run `chmod 600 {}` (and consider the key leaked if others could read it)",
                         path.display(),
                         path.display()
@@ -191,7 +189,7 @@ fn read_seed(path: &Path) -> Result<[u8; 32]> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bytes = B64.decode(text.trim().as_bytes()).ok();
     bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
-        Error::Config(format!(
+        Error::config(format!(
             "{} does not hold an ed25519 private key (32 bytes in base64); restore it from a backup, or move it aside to create a new key (which central must approve again)",
             path.display()
         ))
@@ -201,9 +199,10 @@ fn read_seed(path: &Path) -> Result<[u8; 32]> {
 fn create(path: &Path) -> Result<[u8; 32]> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| {
-        Error::Config(format!(
-            "cannot get random numbers from the OS to create a key: {e}"
-        ))
+        Error::config_from(
+            format!("cannot get random numbers from the OS to create a key: {e}"),
+            e,
+        )
     })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private_files::create_dir(dir).map_err(|e| Error::io(dir, e))?;

@@ -56,7 +56,7 @@ impl std::str::FromStr for SignaturePolicy {
             "off" | "no" | "false" => Ok(SignaturePolicy::Off),
             "unsigned" | "none" => Ok(SignaturePolicy::Unsigned),
             "required" | "require" | "on" | "yes" | "true" => Ok(SignaturePolicy::Required),
-            other => Err(Error::Config(format!(
+            other => Err(Error::config(format!(
                 "signatures {other:?}: give `required`, `off` (sign, don't check) or `unsigned` (neither)"
             ))),
         }
@@ -261,7 +261,7 @@ impl Security {
         let is_central = cfg.name == cfg.central;
         if is_central {
             if let Some(ck) = cfg.central_key.filter(|k| *k != keys.public()) {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "this node is central, but central_key ({ck}) is not its key ({}); nodes that pin central_key would refuse its trust updates — fix central_key or the key file",
                     keys.public()
                 )));
@@ -270,7 +270,7 @@ impl Security {
         let mut local: HashMap<String, Vec<PublicKey>> = HashMap::new();
         for t in cfg.trusted_keys {
             crate::wire::names::node(&t.node)
-                .map_err(|e| Error::Config(format!("trusted key for {:?}: {e}", t.node)))?;
+                .map_err(|e| Error::config_from(format!("trusted key for {:?}: {e}", t.node), e))?;
             local.entry(t.node.clone()).or_default().push(t.key);
         }
         let trust_file = cfg.data_dir.join(TRUST_FILE);
@@ -434,7 +434,7 @@ fn load_trust_file(cfg: &TrustSettings<'_>, path: &Path) -> Result<TrustState> {
         return Ok(TrustState::default());
     };
     let (bundle, signed) = verify_bundle(&ck, cfg.central, &text).map_err(|why| {
-        Error::Config(format!(
+        Error::config(format!(
             "{} is not a valid trust bundle from central ({why}); if central_key changed, move the file aside and let central send the current bundle",
             path.display()
         ))

@@ -42,6 +42,80 @@ const INBOX_PENDING: TableDefinition<u64, &str> = TableDefinition::new("inbox_pe
 /// Number -> audit log line waiting to be appended to audit.log.
 const AUDIT_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_pending");
 
+/// A redb error kept as the source of a steward [`Error`]. redb stays out of steward's API: its
+/// text shows, and [`std::error::Error::source`] goes on to the OS error under it (a full disk,
+/// a refused permission) where there is one. Shared, so one failed commit can fail every job of
+/// its batch.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreFailure(Arc<redb::Error>);
+
+impl StoreFailure {
+    fn new(e: impl Into<redb::Error>) -> StoreFailure {
+        StoreFailure(Arc::new(e.into()))
+    }
+}
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            redb::Error::Io(e) => Some(e),
+            redb::Error::Backend(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Turns redb's errors into a storage [`Error`] keeping them as its source (in place of
+/// `From` impls, which would put redb's types in steward's public API).
+pub(crate) trait OrStorage<T> {
+    /// A storage error with the failure's text, keeping it as the source.
+    fn or_storage(self) -> Result<T>;
+}
+
+impl<T, E> OrStorage<T> for std::result::Result<T, E>
+where
+    E: Into<redb::Error> + std::fmt::Display,
+{
+    fn or_storage(self) -> Result<T> {
+        self.map_err(|e| {
+            let reason = e.to_string();
+            Error::storage_from(reason, StoreFailure::new(e))
+        })
+    }
+}
+
+/// Why a write transaction was not committed, handed to every job in it.
+#[derive(Debug, Clone)]
+struct CommitFailed {
+    /// What failed, as the jobs' storage errors say it.
+    reason: String,
+    /// The store's error, if the failure was one (not a job's).
+    cause: Option<StoreFailure>,
+}
+
+impl CommitFailed {
+    fn from_redb(e: impl Into<redb::Error> + std::fmt::Display) -> CommitFailed {
+        CommitFailed {
+            reason: e.to_string(),
+            cause: Some(StoreFailure::new(e)),
+        }
+    }
+
+    /// The storage error a job of the failed transaction gets.
+    fn error(&self) -> Error {
+        match &self.cause {
+            Some(c) => Error::storage_from(self.reason.clone(), c.clone()),
+            None => Error::storage(self.reason.clone()),
+        }
+    }
+}
+
 /// Encodes a record with a CRC32 of its bytes in front. redb verifies its pages only when it
 /// repairs after a crash, so without this a flipped bit in a stored command would go unnoticed
 /// and the altered command would run.
@@ -65,7 +139,7 @@ fn seal(body: &[u8]) -> Vec<u8> {
 /// Checks a record's CRC32 and returns its bytes.
 pub(crate) fn unseal<'a>(table: &str, bytes: &'a [u8]) -> Result<&'a [u8]> {
     let damaged = |why: &str| {
-        Error::Damaged(format!(
+        Error::damaged(format!(
             "damaged record in table {table} of steward.redb ({why}); it is not used — \
              if the disk is failing, replace it; the node's audit.log has every finished message"
         ))
@@ -82,9 +156,10 @@ pub(crate) fn unseal<'a>(table: &str, bytes: &'a [u8]) -> Result<&'a [u8]> {
 
 fn dec<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(unseal(table, bytes)?).map_err(|e| {
-        Error::Damaged(format!(
-            "damaged record in table {table} of steward.redb: {e}"
-        ))
+        Error::damaged_from(
+            format!("damaged record in table {table} of steward.redb: {e}"),
+            e,
+        )
     })
 }
 
@@ -225,7 +300,7 @@ fn load_body(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     rec: &mut MessageRecord,
 ) -> Result<()> {
-    if let Some(v) = table.get(rec.status.id.as_str())? {
+    if let Some(v) = table.get(rec.status.id.as_str()).or_storage()? {
         match unseal("message_bodies", v.value()) {
             Ok(b) => rec.body = b.to_vec(),
             Err(e) => tracing::error!(msg_id = %rec.status.id, "{e}"),
@@ -312,7 +387,7 @@ pub(crate) struct Enqueued {
     pub existed: bool,
 }
 
-type Done = Box<dyn FnOnce(&Result<(), String>) + Send>;
+type Done = Box<dyn FnOnce(&Result<(), CommitFailed>) + Send>;
 /// A job returns its completion and whether it failed in storage (which aborts the whole
 /// transaction: a half-applied job must never be committed). Other errors must come before
 /// any write.
@@ -361,7 +436,7 @@ impl<'t> Tx<'t> {
     }
 
     /// Writes the cached destination counters and stream heads.
-    fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> std::result::Result<(), redb::StorageError> {
         for (node, d) in std::mem::take(&mut self.dest_cache) {
             self.dests.insert(node.as_str(), enc(&d).as_slice())?;
         }
@@ -427,13 +502,16 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(16 << 20)
             .create(&path)
-            .map_err(|e| match e {
+            .map_err(|e| match &e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::DataDirInUse(dir.to_owned()),
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => Error::Damaged(format!(
-                    "{} is damaged ({why}); move it aside to start this node empty (audit.log keeps every finished message) or restore a backup",
-                    path.display()
-                )),
-                other => Error::Storage(format!("{}: {other}", path.display())),
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+                    let reason = format!(
+                        "{} is damaged ({why}); move it aside to start this node empty (audit.log keeps every finished message) or restore a backup",
+                        path.display()
+                    );
+                    Error::damaged_from(reason, StoreFailure::new(e))
+                }
+                _ => Error::storage_from(format!("{}: {e}", path.display()), StoreFailure::new(e)),
             })?;
         if created {
             use std::os::unix::fs::PermissionsExt;
@@ -442,31 +520,31 @@ impl Store {
         }
         let db = Arc::new(db);
         let epoch = {
-            let txn = db.begin_write()?;
+            let txn = db.begin_write().or_storage()?;
             let epoch = {
-                let mut meta = txn.open_table(META)?;
-                let existing = meta.get("epoch")?.map(|v| v.value());
+                let mut meta = txn.open_table(META).or_storage()?;
+                let existing = meta.get("epoch").or_storage()?.map(|v| v.value());
                 match existing {
                     Some(e) => e,
                     None => {
                         let e = new_epoch();
-                        meta.insert("epoch", e)?;
+                        meta.insert("epoch", e).or_storage()?;
                         e
                     }
                 }
             };
             // Create every table so read transactions never meet a missing one.
-            txn.open_table(STREAMS)?;
-            txn.open_table(STREAM_IDS)?;
-            txn.open_table(OUTBOX)?;
-            txn.open_table(MESSAGES)?;
-            txn.open_table(BODIES)?;
-            txn.open_table(DESTS)?;
-            txn.open_table(INBOX)?;
-            txn.open_table(INBOX_STREAMS)?;
-            txn.open_table(INBOX_PENDING)?;
-            txn.open_table(AUDIT_PENDING)?;
-            txn.commit()?;
+            txn.open_table(STREAMS).or_storage()?;
+            txn.open_table(STREAM_IDS).or_storage()?;
+            txn.open_table(OUTBOX).or_storage()?;
+            txn.open_table(MESSAGES).or_storage()?;
+            txn.open_table(BODIES).or_storage()?;
+            txn.open_table(DESTS).or_storage()?;
+            txn.open_table(INBOX).or_storage()?;
+            txn.open_table(INBOX_STREAMS).or_storage()?;
+            txn.open_table(INBOX_PENDING).or_storage()?;
+            txn.open_table(AUDIT_PENDING).or_storage()?;
+            txn.commit().or_storage()?;
             epoch
         };
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -477,7 +555,9 @@ impl Store {
         std::thread::Builder::new()
             .name("steward-store".into())
             .spawn(move || writer_loop(writer_db, rx, c, completions))
-            .map_err(|e| Error::Storage(format!("cannot start the store writer thread: {e}")))?;
+            .map_err(|e| {
+                Error::storage_from(format!("cannot start the store writer thread: {e}"), e)
+            })?;
         Ok(Store {
             counters,
             db: Arc::new(std::sync::RwLock::new(Some(db))),
@@ -532,8 +612,8 @@ impl Store {
         match rx.await {
             Ok(r) => r,
             Err(_) if self.is_closed() => Err(Error::Stopped),
-            Err(_) => Err(Error::Storage(
-                "the store could not start a write transaction; see the node log".into(),
+            Err(_) => Err(Error::storage(
+                "the store could not start a write transaction; see the node log",
             )),
         }
     }
@@ -547,12 +627,12 @@ impl Store {
     {
         let job: Job = Box::new(move |txn: &mut Tx<'_>| {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)))
-                .unwrap_or_else(|_| Err(Error::Storage("a store operation panicked".into())));
-            let poisoned = matches!(r, Err(Error::Storage(_)));
-            let done: Done = Box::new(move |commit: &Result<(), String>| {
+                .unwrap_or_else(|_| Err(Error::storage("a store operation panicked")));
+            let poisoned = matches!(r, Err(Error::Storage { .. }));
+            let done: Done = Box::new(move |commit: &Result<(), CommitFailed>| {
                 let out = match (r, commit) {
                     (Err(e), _) => Err(e),
-                    (Ok(_), Err(c)) => Err(Error::Storage(c.clone())),
+                    (Ok(_), Err(c)) => Err(c.error()),
                     (Ok(v), Ok(())) => Ok(v),
                 };
                 then(out)
@@ -577,7 +657,7 @@ impl Store {
             .ok()
             .and_then(|d| d.clone())
             .ok_or(Error::Stopped)?;
-        let txn = db.begin_read()?;
+        let txn = db.begin_read().or_storage()?;
         f(&txn)
     }
 
@@ -591,8 +671,8 @@ impl Store {
     /// A sent message's state alone (`None`: unknown), without reading its body.
     pub(crate) fn message_state(&self, id: &str) -> Result<Option<MessageState>> {
         self.read(|t| {
-            let table = t.open_table(MESSAGES)?;
-            let v = table.get(id)?;
+            let table = t.open_table(MESSAGES).or_storage()?;
+            let v = table.get(id).or_storage()?;
             v.map(|v| dec_message(v.value()).map(|r| r.status.state))
                 .transpose()
         })
@@ -601,14 +681,14 @@ impl Store {
     /// Every sent message, newest id first, at most `limit`.
     pub(crate) fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
         self.read(|t| {
-            let table = t.open_table(MESSAGES)?;
-            let bodies = t.open_table(BODIES)?;
+            let table = t.open_table(MESSAGES).or_storage()?;
+            let bodies = t.open_table(BODIES).or_storage()?;
             let mut out = Vec::new();
-            for row in table.iter()?.rev() {
+            for row in table.iter().or_storage()?.rev() {
                 if out.len() >= limit {
                     break;
                 }
-                let (_, v) = row?;
+                let (_, v) = row.or_storage()?;
                 let mut rec = dec_message(v.value())?;
                 if !rec.internal {
                     load_body(&bodies, &mut rec)?;
@@ -621,10 +701,10 @@ impl Store {
 
     pub(crate) fn destinations(&self) -> Result<Vec<DestinationStatus>> {
         self.read(|t| {
-            let table = t.open_table(DESTS)?;
+            let table = t.open_table(DESTS).or_storage()?;
             let mut out = Vec::new();
-            for row in table.iter()? {
-                let (_, v) = row?;
+            for row in table.iter().or_storage()? {
+                let (_, v) = row.or_storage()?;
                 out.push(dec("destinations", v.value())?);
             }
             Ok(out)
@@ -634,13 +714,18 @@ impl Store {
     /// Streams that have messages in the outbox: (stream id, subject).
     pub(crate) fn active_streams(&self) -> Result<Vec<(u64, String)>> {
         self.read(|t| {
-            let ids = t.open_table(STREAM_IDS)?;
-            let outbox = t.open_table(OUTBOX)?;
+            let ids = t.open_table(STREAM_IDS).or_storage()?;
+            let outbox = t.open_table(OUTBOX).or_storage()?;
             let mut out = Vec::new();
-            for row in ids.iter()? {
-                let (id, subject) = row?;
+            for row in ids.iter().or_storage()? {
+                let (id, subject) = row.or_storage()?;
                 let id = id.value();
-                if outbox.range((id, 0)..=(id, u64::MAX))?.next().is_some() {
+                if outbox
+                    .range((id, 0)..=(id, u64::MAX))
+                    .or_storage()?
+                    .next()
+                    .is_some()
+                {
                     out.push((id, subject.value().to_owned()));
                 }
             }
@@ -656,13 +741,16 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         self.read(|t| {
-            let outbox = t.open_table(OUTBOX)?;
+            let outbox = t.open_table(OUTBOX).or_storage()?;
             let mut out = Vec::new();
-            for row in outbox.range((stream_id, from_seq)..=(stream_id, u64::MAX))? {
+            for row in outbox
+                .range((stream_id, from_seq)..=(stream_id, u64::MAX))
+                .or_storage()?
+            {
                 if out.len() >= limit {
                     break;
                 }
-                let (k, v) = row?;
+                let (k, v) = row.or_storage()?;
                 out.push((k.value().1, v.value().to_vec()));
             }
             Ok(out)
@@ -673,16 +761,18 @@ impl Store {
     /// be assigned when none is unfinished); `u64::MAX` for a subject never sent on.
     pub(crate) fn stream_floor(&self, subject: &str) -> Result<u64> {
         self.read(|t| {
-            let streams = t.open_table(STREAMS)?;
-            let Some(v) = streams.get(subject)? else {
+            let streams = t.open_table(STREAMS).or_storage()?;
+            let Some(v) = streams.get(subject).or_storage()? else {
                 return Ok(u64::MAX);
             };
             let rec: StreamRecord = dec("streams", v.value())?;
-            let outbox = t.open_table(OUTBOX)?;
+            let outbox = t.open_table(OUTBOX).or_storage()?;
             let first = outbox
-                .range((rec.id, 0)..=(rec.id, u64::MAX))?
+                .range((rec.id, 0)..=(rec.id, u64::MAX))
+                .or_storage()?
                 .next()
-                .transpose()?
+                .transpose()
+                .or_storage()?
                 .map(|(k, _)| k.value().1);
             Ok(first.unwrap_or(rec.next_seq))
         })
@@ -690,8 +780,8 @@ impl Store {
 
     pub(crate) fn inbox(&self, id: &str) -> Result<Option<InboxRecord>> {
         self.read(|t| {
-            let table = t.open_table(INBOX)?;
-            let v = table.get(id)?;
+            let table = t.open_table(INBOX).or_storage()?;
+            let v = table.get(id).or_storage()?;
             v.map(|v| dec("inbox", v.value())).transpose()
         })
     }
@@ -703,8 +793,12 @@ impl Store {
 
     pub(crate) fn inbox_expected(&self, stream: &str) -> Result<u64> {
         self.read(|t| {
-            let table = t.open_table(INBOX_STREAMS)?;
-            let v = table.get(stream)?.map(|v| v.value()).unwrap_or(1);
+            let table = t.open_table(INBOX_STREAMS).or_storage()?;
+            let v = table
+                .get(stream)
+                .or_storage()?
+                .map(|v| v.value())
+                .unwrap_or(1);
             Ok(v)
         })
     }
@@ -712,13 +806,13 @@ impl Store {
     /// Received messages not yet finished, in arrival order; a damaged record comes as an error.
     pub(crate) fn inbox_pending(&self) -> Result<Vec<(String, Result<InboxRecord>)>> {
         self.read(|t| {
-            let pending = t.open_table(INBOX_PENDING)?;
-            let inbox = t.open_table(INBOX)?;
+            let pending = t.open_table(INBOX_PENDING).or_storage()?;
+            let inbox = t.open_table(INBOX).or_storage()?;
             let mut out = Vec::new();
-            for row in pending.iter()? {
-                let (_, id) = row?;
+            for row in pending.iter().or_storage()? {
+                let (_, id) = row.or_storage()?;
                 let id = id.value().to_owned();
-                if let Some(v) = inbox.get(id.as_str())? {
+                if let Some(v) = inbox.get(id.as_str()).or_storage()? {
                     out.push((id, dec("inbox", v.value())));
                 }
             }
@@ -728,13 +822,13 @@ impl Store {
 
     pub(crate) fn audit_pending(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         self.read(|t| {
-            let table = t.open_table(AUDIT_PENDING)?;
+            let table = t.open_table(AUDIT_PENDING).or_storage()?;
             let mut out = Vec::new();
-            for row in table.iter()? {
+            for row in table.iter().or_storage()? {
                 if out.len() >= limit {
                     break;
                 }
-                let (k, v) = row?;
+                let (k, v) = row.or_storage()?;
                 let body = match unseal("audit_pending", v.value()) {
                     Ok(b) => b.to_vec(),
                     Err(e) => {
@@ -759,7 +853,7 @@ enum Completions {
 }
 
 enum Completion {
-    Batch(Vec<Done>, Result<(), String>),
+    Batch(Vec<Done>, Result<(), CommitFailed>),
     Closed(oneshot::Sender<()>),
 }
 
@@ -786,7 +880,7 @@ impl Completions {
         Completions::Task(tx)
     }
 
-    fn run(&self, dones: Vec<Done>, outcome: Result<(), String>) {
+    fn run(&self, dones: Vec<Done>, outcome: Result<(), CommitFailed>) {
         let rest = match self {
             Completions::Task(tx) => match tx.send(Completion::Batch(dones, outcome)) {
                 Ok(()) => return,
@@ -883,12 +977,13 @@ fn writer_loop(
                     })
                     .collect();
                 let flushed = if poisoned {
-                    Err(
-                        "a store operation failed, so the whole transaction was rolled back; retry"
+                    Err(CommitFailed {
+                        reason: "a store operation failed, so the whole transaction was rolled back; retry"
                             .to_owned(),
-                    )
+                        cause: None,
+                    })
                 } else {
-                    tables.flush().map_err(|e| e.to_string())
+                    tables.flush().map_err(CommitFailed::from_redb)
                 };
                 (dones, flushed)
             }
@@ -898,7 +993,7 @@ fn writer_loop(
             }
         };
         let applied = std::time::Instant::now();
-        let outcome = flushed.and_then(|()| txn.commit().map_err(|e| e.to_string()));
+        let outcome = flushed.and_then(|()| txn.commit().map_err(CommitFailed::from_redb));
         counters.commits.fetch_add(1, Relaxed);
         counters
             .apply_ns
@@ -907,7 +1002,7 @@ fn writer_loop(
             .commit_ns
             .fetch_add(applied.elapsed().as_nanos() as u64, Relaxed);
         if let Err(e) = &outcome {
-            tracing::error!("store: commit failed: {e}");
+            tracing::error!("store: commit failed: {}", e.reason);
         }
         completions.run(dones, outcome);
         if closing.is_some() {
@@ -926,31 +1021,32 @@ fn writer_loop(
 
 /// Reads a sent message's record with its body.
 fn get_message_r(t: &ReadTransaction, id: &str) -> Result<Option<MessageRecord>> {
-    let table = t.open_table(MESSAGES)?;
-    let Some(v) = table.get(id)? else {
+    let table = t.open_table(MESSAGES).or_storage()?;
+    let Some(v) = table.get(id).or_storage()? else {
         return Ok(None);
     };
     let mut rec = dec_message(v.value())?;
-    load_body(&t.open_table(BODIES)?, &mut rec)?;
+    load_body(&t.open_table(BODIES).or_storage()?, &mut rec)?;
     Ok(Some(rec))
 }
 
 /// Reads a sent message's record (without its body) inside a write transaction.
 pub(crate) fn get_message(t: &mut Tx<'_>, id: &str) -> Result<Option<MessageRecord>> {
-    let v = t.messages.get(id)?;
+    let v = t.messages.get(id).or_storage()?;
     v.map(|v| dec_message(v.value())).transpose()
 }
 
 fn put_message(t: &mut Tx<'_>, rec: &MessageRecord) -> Result<()> {
     t.messages
-        .insert(rec.status.id.as_str(), enc_message(rec).as_slice())?;
+        .insert(rec.status.id.as_str(), enc_message(rec).as_slice())
+        .or_storage()?;
     Ok(())
 }
 
 /// Updates a destination's counters; written once per transaction by [`Tx::flush`].
 fn update_dest(t: &mut Tx<'_>, node: &str, f: impl FnOnce(&mut DestinationStatus)) -> Result<()> {
     if !t.dest_cache.contains_key(node) {
-        let d: DestinationStatus = match t.dests.get(node)? {
+        let d: DestinationStatus = match t.dests.get(node).or_storage()? {
             Some(v) => dec("destinations", v.value())?,
             None => DestinationStatus {
                 node: node.to_owned(),
@@ -1029,16 +1125,17 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
         }
         let (stream_id, seq) = {
             if !t.stream_cache.contains_key(&m.subject) {
-                let rec: StreamRecord = match t.streams.get(m.subject.as_str())? {
+                let rec: StreamRecord = match t.streams.get(m.subject.as_str()).or_storage()? {
                     Some(v) => dec("streams", v.value())?,
                     None => {
                         let id = t
                             .meta
-                            .get("next_stream_id")?
+                            .get("next_stream_id")
+                            .or_storage()?
                             .map(|v| v.value())
                             .unwrap_or(1);
-                        t.meta.insert("next_stream_id", id + 1)?;
-                        t.stream_ids.insert(id, m.subject.as_str())?;
+                        t.meta.insert("next_stream_id", id + 1).or_storage()?;
+                        t.stream_ids.insert(id, m.subject.as_str()).or_storage()?;
                         StreamRecord { id, next_seq: 1 }
                     }
                 };
@@ -1047,7 +1144,7 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
             let rec = t
                 .stream_cache
                 .get_mut(&m.subject)
-                .ok_or_else(|| Error::Storage("stream cache".into()))?;
+                .ok_or_else(|| Error::storage("stream cache"))?;
             let seq = rec.next_seq;
             rec.next_seq += 1;
             (rec.id, seq)
@@ -1056,14 +1153,17 @@ pub(crate) fn enqueue(t: &mut Tx<'_>, msgs: Vec<NewMessage>) -> Result<Vec<Enque
             m.item.envelope.seq = seq;
         }
         {
-            t.outbox.insert((stream_id, seq), enc(&m.item).as_slice())?;
+            t.outbox
+                .insert((stream_id, seq), enc(&m.item).as_slice())
+                .or_storage()?;
         }
         // Results going home live only in the outbox: no status record, no counters.
         if !m.internal {
             let now = now_ms();
             let body = serde_json::to_vec(&m.json).unwrap_or_default();
             t.bodies
-                .insert(m.item.envelope.id.as_str(), seal(&body).as_slice())?;
+                .insert(m.item.envelope.id.as_str(), seal(&body).as_slice())
+                .or_storage()?;
             let rec = MessageRecord {
                 stream_id,
                 seq,
@@ -1181,7 +1281,7 @@ pub(crate) fn finalize_with(
         return Ok(None);
     }
     {
-        t.outbox.remove((rec.stream_id, rec.seq))?;
+        t.outbox.remove((rec.stream_id, rec.seq)).or_storage()?;
     }
     let now = now_ms();
     tracing::debug!(msg_id = id, to = %rec.status.to_node, subject = %rec.status.subject, ?old, ?state, "finalize");
@@ -1219,8 +1319,10 @@ pub(crate) fn finalize_with(
             // A record from before bodies had their own table.
             rec.body = serde_json::to_vec(&rec.status.message).unwrap_or_default();
         }
-        let message: &serde_json::value::RawValue = serde_json::from_slice(&rec.body)
-            .map_err(|e| Error::Damaged(format!("message {id}: stored JSON unreadable: {e}")))?;
+        let message: &serde_json::value::RawValue =
+            serde_json::from_slice(&rec.body).map_err(|e| {
+                Error::damaged_from(format!("message {id}: stored JSON unreadable: {e}"), e)
+            })?;
         let s = &rec.status;
         let line = AuditLine {
             time: now,
@@ -1258,10 +1360,15 @@ struct AuditLine<'a> {
 fn push_audit(t: &mut Tx<'_>, line: &impl Serialize) -> Result<()> {
     let next = match t.next_audit {
         Some(n) => n,
-        None => t.audit.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1),
+        None => t
+            .audit
+            .last()
+            .or_storage()?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1),
     };
     t.next_audit = Some(next + 1);
-    t.audit.insert(next, enc(line).as_slice())?;
+    t.audit.insert(next, enc(line).as_slice()).or_storage()?;
     Ok(())
 }
 
@@ -1273,10 +1380,10 @@ pub(crate) fn quarantine_outbox(
     seq: u64,
     reason: String,
 ) -> Result<Option<MessageRecord>> {
-    t.outbox.remove((stream_id, seq))?;
+    t.outbox.remove((stream_id, seq)).or_storage()?;
     let mut found = None;
-    for row in t.messages.iter()? {
-        let (k, v) = row?;
+    for row in t.messages.iter().or_storage()? {
+        let (k, v) = row.or_storage()?;
         if let Ok(rec) = dec_message(v.value()) {
             if rec.stream_id == stream_id && rec.seq == seq {
                 found = Some(k.value().to_owned());
@@ -1293,15 +1400,15 @@ pub(crate) fn quarantine_outbox(
 /// Replaces a damaged receiver record: the message is answered as rejected and never runs.
 pub(crate) fn quarantine_inbox(t: &mut Tx<'_>, key: &str, reason: String) -> Result<()> {
     let mut pending_key = None;
-    for row in t.inbox_pending.iter()? {
-        let (k, v) = row?;
+    for row in t.inbox_pending.iter().or_storage()? {
+        let (k, v) = row.or_storage()?;
         if v.value() == key {
             pending_key = Some(k.value());
             break;
         }
     }
     if let Some(k) = pending_key {
-        t.inbox_pending.remove(k)?;
+        t.inbox_pending.remove(k).or_storage()?;
     }
     let mut rec = InboxRecord {
         state: InboxState::Done,
@@ -1325,12 +1432,18 @@ pub(crate) fn record_attempts(
     failed: &[(u64, String, u32)],
 ) -> Result<()> {
     for (seq, id, attempts) in failed {
-        let row = t.outbox.get((stream_id, *seq))?.map(|v| v.value().to_vec());
+        let row = t
+            .outbox
+            .get((stream_id, *seq))
+            .or_storage()?
+            .map(|v| v.value().to_vec());
         let Some(row) = row else { continue };
         let mut item: OutboxItem = dec("outbox", &row)?;
         if item.attempts < *attempts {
             item.attempts = *attempts;
-            t.outbox.insert((stream_id, *seq), enc(&item).as_slice())?;
+            t.outbox
+                .insert((stream_id, *seq), enc(&item).as_slice())
+                .or_storage()?;
         }
         mark_progress(t, id, MessageState::Sent, *attempts)?;
     }
@@ -1338,14 +1451,14 @@ pub(crate) fn record_attempts(
 }
 
 pub(crate) fn remove_outbox(t: &mut Tx<'_>, stream_id: u64, seq: u64) -> Result<()> {
-    t.outbox.remove((stream_id, seq))?;
+    t.outbox.remove((stream_id, seq)).or_storage()?;
     Ok(())
 }
 
 /// Removes audit lines that reached audit.log.
 pub(crate) fn audit_done(t: &mut Tx<'_>, keys: &[u64]) -> Result<()> {
     for k in keys {
-        t.audit.remove(*k)?;
+        t.audit.remove(*k).or_storage()?;
     }
     Ok(())
 }
@@ -1364,30 +1477,31 @@ pub(crate) fn put_inbox(t: &mut Tx<'_>, id: &str, rec: &mut InboxRecord) -> Resu
                     Some(n) => n,
                     None => t
                         .inbox_pending
-                        .last()?
+                        .last()
+                        .or_storage()?
                         .map(|(k, _)| k.value() + 1)
                         .unwrap_or(1),
                 };
                 t.next_pending = Some(rec.pending_key + 1);
-                t.inbox_pending.insert(rec.pending_key, id)?;
+                t.inbox_pending.insert(rec.pending_key, id).or_storage()?;
             }
         }
         InboxState::Done => {
             if rec.pending_key != 0 {
-                t.inbox_pending.remove(rec.pending_key)?;
+                t.inbox_pending.remove(rec.pending_key).or_storage()?;
                 rec.pending_key = 0;
             }
             rec.envelope = None;
         }
     }
     rec.updated_ms = now_ms();
-    t.inbox.insert(id, enc(rec).as_slice())?;
+    t.inbox.insert(id, enc(rec).as_slice()).or_storage()?;
     Ok(())
 }
 
 /// Reads the receiver's record inside a write transaction.
 pub(crate) fn get_inbox(t: &mut Tx<'_>, id: &str) -> Result<Option<InboxRecord>> {
-    let v = t.inbox.get(id)?;
+    let v = t.inbox.get(id).or_storage()?;
     v.map(|v| dec("inbox", v.value())).transpose()
 }
 
@@ -1425,17 +1539,22 @@ pub(crate) fn raise_epoch_floor(t: &mut Tx<'_>, from: &str, epoch: u64) -> Resul
     let key = epoch_floor_key(from);
     let cur = t
         .inbox_streams
-        .get(key.as_str())?
+        .get(key.as_str())
+        .or_storage()?
         .map(|v| v.value())
         .unwrap_or(1);
     if epoch <= cur {
         return Ok(0);
     }
-    t.inbox_streams.insert(key.as_str(), epoch)?;
+    t.inbox_streams.insert(key.as_str(), epoch).or_storage()?;
     let (lo, hi) = (format!("{from}/"), format!("{from}0"));
     let mut old = Vec::new();
-    for row in t.inbox_streams.range(lo.as_str()..hi.as_str())? {
-        let (k, _) = row?;
+    for row in t
+        .inbox_streams
+        .range(lo.as_str()..hi.as_str())
+        .or_storage()?
+    {
+        let (k, _) = row.or_storage()?;
         let k = k.value();
         let e = k
             .split('/')
@@ -1446,18 +1565,18 @@ pub(crate) fn raise_epoch_floor(t: &mut Tx<'_>, from: &str, epoch: u64) -> Resul
         }
     }
     for k in &old {
-        t.inbox_streams.remove(k.as_str())?;
+        t.inbox_streams.remove(k.as_str()).or_storage()?;
     }
     Ok(old.len())
 }
 
 /// How many stream positions this receiver keeps for `from` (for the per-sender bound).
 pub(crate) fn count_streams(t: &ReadTransaction, from: &str) -> Result<usize> {
-    let table = t.open_table(INBOX_STREAMS)?;
+    let table = t.open_table(INBOX_STREAMS).or_storage()?;
     let (lo, hi) = (format!("{from}/"), format!("{from}0"));
     let mut n = 0;
-    for row in table.range(lo.as_str()..hi.as_str())? {
-        row?;
+    for row in table.range(lo.as_str()..hi.as_str()).or_storage()? {
+        row.or_storage()?;
         n += 1;
     }
     Ok(n)
@@ -1465,9 +1584,14 @@ pub(crate) fn count_streams(t: &ReadTransaction, from: &str) -> Result<usize> {
 
 /// Sets the next sequence number expected on an inbound stream.
 pub(crate) fn set_expected(t: &mut Tx<'_>, stream: &str, expected: u64) -> Result<()> {
-    let cur = t.inbox_streams.get(stream)?.map(|v| v.value()).unwrap_or(1);
+    let cur = t
+        .inbox_streams
+        .get(stream)
+        .or_storage()?
+        .map(|v| v.value())
+        .unwrap_or(1);
     if expected > cur {
-        t.inbox_streams.insert(stream, expected)?;
+        t.inbox_streams.insert(stream, expected).or_storage()?;
     }
     Ok(())
 }
@@ -1521,6 +1645,45 @@ mod tests {
     use super::tests_support::new_msg;
     use super::*;
     use redb::ReadableTableMetadata;
+
+    /// A record that passes its checksum but is not JSON: the damage error keeps the
+    /// decoder's error as its source.
+    #[test]
+    fn undecodable_record_keeps_the_decoding_error() {
+        let e = dec::<StreamRecord>("streams", &seal(b"not json")).unwrap_err();
+        assert!(matches!(e, Error::Damaged { .. }), "{e:?}");
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        assert_eq!(
+            e.to_string(),
+            format!("damaged record in table streams of steward.redb: {source}")
+        );
+    }
+
+    /// A failed commit fails every job of its batch with the same message, and each job's
+    /// error leads to the OS error.
+    #[test]
+    fn commit_failure_reaches_every_job_with_its_source() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let want = format!(
+            "the message store failed: I/O error: {full}; check free disk space and \
+             permissions of the data directory"
+        );
+        let failed =
+            CommitFailed::from_redb(redb::CommitError::Storage(redb::StorageError::Io(full)));
+        for e in [failed.error(), failed.error()] {
+            assert_eq!(e.kind(), crate::ErrorKind::Storage);
+            assert_eq!(e.to_string(), want);
+            let mut last = std::error::Error::source(&e).expect("a source");
+            while let Some(next) = last.source() {
+                last = next;
+            }
+            let io = last
+                .downcast_ref::<std::io::Error>()
+                .unwrap_or_else(|| panic!("the chain ends at {last:?}, not the OS error"));
+            assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        }
+    }
 
     #[tokio::test]
     async fn finalize_twice_counts_once() {
@@ -1579,7 +1742,7 @@ mod tests {
         assert_eq!(removed, 1);
         assert!(store.message("m1").unwrap().is_none());
         let left = store
-            .read(|t| Ok(ReadableTableMetadata::len(&t.open_table(BODIES)?)?))
+            .read(|t| ReadableTableMetadata::len(&t.open_table(BODIES).or_storage()?).or_storage())
             .unwrap();
         assert_eq!(left, 0, "the body outlived its record");
     }
@@ -1609,27 +1772,31 @@ struct MessageAgeStatus {
 /// message records (their audit lines stay in audit.log). Returns (inbox, messages) removed.
 pub(crate) fn prune(t: &mut Tx<'_>, cutoff_ms: u64) -> Result<(usize, usize)> {
     let mut inbox_removed = 0;
-    t.inbox.retain(|_, v| {
-        let old = dec::<InboxAge>("inbox", v)
-            .map(|r| r.state == InboxState::Done && r.updated_ms < cutoff_ms)
-            .unwrap_or(false);
-        inbox_removed += usize::from(old);
-        !old
-    })?;
+    t.inbox
+        .retain(|_, v| {
+            let old = dec::<InboxAge>("inbox", v)
+                .map(|r| r.state == InboxState::Done && r.updated_ms < cutoff_ms)
+                .unwrap_or(false);
+            inbox_removed += usize::from(old);
+            !old
+        })
+        .or_storage()?;
     let mut messages_removed = 0;
     let mut forgotten = Vec::new();
-    t.messages.retain(|k, v| {
-        let old = dec::<MessageAge>("messages", v)
-            .map(|r| r.status.state.is_final() && r.status.updated_ms < cutoff_ms)
-            .unwrap_or(false);
-        messages_removed += usize::from(old);
-        if old {
-            forgotten.push(k.to_owned());
-        }
-        !old
-    })?;
+    t.messages
+        .retain(|k, v| {
+            let old = dec::<MessageAge>("messages", v)
+                .map(|r| r.status.state.is_final() && r.status.updated_ms < cutoff_ms)
+                .unwrap_or(false);
+            messages_removed += usize::from(old);
+            if old {
+                forgotten.push(k.to_owned());
+            }
+            !old
+        })
+        .or_storage()?;
     for id in forgotten {
-        t.bodies.remove(id.as_str())?;
+        t.bodies.remove(id.as_str()).or_storage()?;
     }
     Ok((inbox_removed, messages_removed))
 }
