@@ -22,6 +22,7 @@ mod callback;
 mod config;
 mod enrol;
 mod error;
+mod explain;
 mod keys;
 mod message;
 mod method;
@@ -35,8 +36,9 @@ pub use callback::{
 };
 pub use config::*;
 pub use enrol::*;
-pub use error::{
-    steward_last_error_code, steward_last_error_message, steward_result, steward_result_message,
+pub use error::steward_result;
+pub use explain::{
+    steward_last_error_code, steward_last_error_message, steward_result_message,
     steward_result_name,
 };
 pub use message::*;
