@@ -28,6 +28,7 @@ mod message;
 mod method;
 mod metrics;
 mod node;
+mod slot;
 mod status;
 
 pub use callback::{

@@ -15,12 +15,13 @@ use crate::boundary::{
 };
 use crate::callback::{
     steward_error_callback, steward_event_callback, steward_method_callback,
-    steward_status_callback, take, Closable, Slot,
+    steward_status_callback,
 };
 use crate::config::{method_name_arg, steward_node_builder};
 use crate::error::{steward_result, FfiError};
 use crate::message::{steward_message, STEWARD_ID_BUF_LEN};
 use crate::method::{self, kind_arg, EventCall, MethodCall, Served};
+use crate::slot::{take, Closable, Slot};
 use crate::status::{
     steward_destination_list, steward_error_report, steward_message_status, steward_send_report,
 };
