@@ -1,5 +1,6 @@
-//! Callbacks from C as `{context, call, drop}` triples: the types C passes in (`slot` takes
-//! them over and guarantees `drop` runs exactly once, after the last `call`).
+//! Callbacks from C as `{context, call, drop}` triples: the types C passes in, and the `call`
+//! types of the status and error callbacks (`slot` takes a triple over and guarantees `drop`
+//! runs exactly once, after the last `call`).
 
 use std::ffi::c_void;
 
@@ -89,3 +90,8 @@ pub struct steward_method_callback {
     /// Releases `context`; may be NULL.
     pub drop: Option<unsafe extern "C" fn(context: *mut c_void)>,
 }
+
+/// The `call` of a `steward_status_callback`.
+pub(crate) type StatusCall = unsafe extern "C" fn(*mut c_void, *const steward_message_status);
+/// The `call` of a `steward_error_callback`.
+pub(crate) type ErrorCall = unsafe extern "C" fn(*mut c_void, *const steward_error_report);
