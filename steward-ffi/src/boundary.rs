@@ -208,12 +208,13 @@ mod tests {
         let code = guard(|| panic!("boom"));
         assert_eq!(code, STEWARD_RESULT_PANIC);
         assert_eq!(
-            crate::error::steward_last_error_code(),
+            crate::explain::steward_last_error_code(),
             STEWARD_RESULT_PANIC
         );
         let mut buf = [0 as c_char; 128];
         let mut n = 0usize;
-        let r = unsafe { crate::error::steward_last_error_message(buf.as_mut_ptr(), 128, &mut n) };
+        let r =
+            unsafe { crate::explain::steward_last_error_message(buf.as_mut_ptr(), 128, &mut n) };
         assert_eq!(r, STEWARD_RESULT_OK);
         let s = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
         assert!(s.contains("boom"), "{s}");

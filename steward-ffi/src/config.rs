@@ -10,11 +10,11 @@ use steward::{BrokerAuth, Kind, NodeConfig, MAX_ACK_TIMEOUT, MAX_METHOD_TIMEOUT,
 use crate::boundary::{arg_millis, arg_mut, arg_str, guard, guard_value, out_arg};
 use crate::callback::{
     steward_error_callback, steward_event_callback, steward_method_callback,
-    steward_status_callback, take, Slot,
+    steward_status_callback, ErrorCall, StatusCall,
 };
 use crate::error::{steward_result, FfiError};
 use crate::method::{kind_arg, EventCall, MethodCall, Served};
-use crate::node::{ErrorCall, StatusCall};
+use crate::slot::{take, Slot};
 
 /// Upper bound for waits between resends (the core's limit for `retryWait`).
 pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(24 * 3600);

@@ -22,11 +22,13 @@ mod callback;
 mod config;
 mod enrol;
 mod error;
+mod explain;
 mod keys;
 mod message;
 mod method;
 mod metrics;
 mod node;
+mod slot;
 mod status;
 
 pub use callback::{
@@ -35,8 +37,9 @@ pub use callback::{
 };
 pub use config::*;
 pub use enrol::*;
-pub use error::{
-    steward_last_error_code, steward_last_error_message, steward_result, steward_result_message,
+pub use error::steward_result;
+pub use explain::{
+    steward_last_error_code, steward_last_error_message, steward_result_message,
     steward_result_name,
 };
 pub use message::*;

@@ -10,8 +10,8 @@ use steward::{Kind, Method, MethodResult, Request};
 use tokio::sync::oneshot;
 
 use crate::boundary::{arg_str, guard, guard_value, text_out, Text};
-use crate::callback::Slot;
 use crate::error::{steward_result, FfiError};
+use crate::slot::Slot;
 
 /// Whether a message asks for something to be run (command) or delivers something (event).
 /// Numbers are stable.

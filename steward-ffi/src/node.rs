@@ -1,7 +1,7 @@
 //! The node handle: starting a node on its own runtime, sending, querying, callbacks, stopping.
 
 use std::collections::HashMap;
-use std::ffi::{c_char, c_void};
+use std::ffi::c_char;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,18 +15,16 @@ use crate::boundary::{
 };
 use crate::callback::{
     steward_error_callback, steward_event_callback, steward_method_callback,
-    steward_status_callback, take, Closable, Slot,
+    steward_status_callback, ErrorCall, StatusCall,
 };
 use crate::config::{method_name_arg, steward_node_builder};
 use crate::error::{steward_result, FfiError};
 use crate::message::{steward_message, STEWARD_ID_BUF_LEN};
 use crate::method::{self, kind_arg, EventCall, MethodCall, Served};
+use crate::slot::{take, Closable, Slot};
 use crate::status::{
     steward_destination_list, steward_error_report, steward_message_status, steward_send_report,
 };
-
-pub(crate) type StatusCall = unsafe extern "C" fn(*mut c_void, *const steward_message_status);
-pub(crate) type ErrorCall = unsafe extern "C" fn(*mut c_void, *const steward_error_report);
 
 /// How long stopping waits for the runtime's remaining tasks before dropping them.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
