@@ -218,9 +218,18 @@ fn store_json(n: &Node) -> Value {
 }
 
 /// Runs sections 1, 2 and the CPU-per-message figure.
+/// Message bytes (payload and headers) nats-server has received from clients so far (`/varz`
+/// `in_bytes`), if it answers: each message published through it counts once.
+fn broker_bytes(monitor_port: u16) -> Option<u64> {
+    let text = steward_tests::http_get(monitor_port, "/varz").ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["in_bytes"].as_u64()
+}
+
 pub async fn run(
     url: &str,
     nats_pid: Option<u32>,
+    monitor_port: u16,
     s: &Settings,
     rows: &mut Vec<Row>,
     extra: &mut Map<String, Value>,
@@ -255,12 +264,20 @@ pub async fn run(
     let scale = if s.quick { 1 } else { 4 };
     let n_lat = if s.quick { 300 } else { 2000 };
     let (c0, s0) = (central.store_stats(), ship.store_stats());
+    let b0 = broker_bytes(monitor_port);
     let (sp50, sp99) = steward_latency(&central, n_lat).await;
+    let b1 = broker_bytes(monitor_port);
     let (c1, s1) = (central.store_stats(), ship.store_stats());
     let commits = (c1.commits - c0.commits + s1.commits - s0.commits).max(1);
     let per_commit_us =
         (c1.commit_ns - c0.commit_ns + s1.commit_ns - s0.commit_ns) as f64 / 1e3 / commits as f64;
+    let b2 = broker_bytes(monitor_port);
     let (rp50, rp99) = raw_latency(&client, "bench.echo", n_lat).await;
+    let b3 = broker_bytes(monitor_port);
+    let per_trip = |a: Option<u64>, b: Option<u64>| {
+        a.zip(b)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / n_lat as f64)
+    };
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     rows.push(
         Row::new(1, "round trip p50, 1 in flight (echo)", "µs", Some(us(sp50)), Some(us(rp50)))
@@ -271,6 +288,16 @@ pub async fn run(
                 (s1.commits - s0.commits) as f64 / n_lat as f64,
             )),
     );
+    // Issue 14, item 3: the visible path should cost at most two commits and two broker trips.
+    let bound = 2.0 * per_commit_us + 2.0 * us(rp50);
+    rows.push(
+        Row::new(1, "round trip p50 against 2 commits + 2 raw round trips", "µs", Some(us(sp50)), Some(bound))
+            .target(Target::Below(bound))
+            .note(format!(
+                "raw column: 2 × {per_commit_us:.0} µs (this run's commit time) + 2 × {:.0} µs (raw round trip p50)",
+                us(rp50)
+            )),
+    );
     rows.push(Row::new(
         1,
         "round trip p99, 1 in flight (echo)",
@@ -278,6 +305,20 @@ pub async fn run(
         Some(us(sp99)),
         Some(us(rp99)),
     ));
+    rows.push(
+        Row::new(
+            1,
+            "bytes through the broker per echo round trip",
+            "B",
+            per_trip(b0, b1),
+            per_trip(b2, b3),
+        )
+        .target(Target::Below(250.0))
+        .note(format!(
+            "nats-server's own /varz in_bytes (message payloads and headers published through it, each message once; protocol lines not counted) over the {n_lat} sequential round trips above, data \"x\", hellos included; raw: a 1-byte request and its 1-byte reply; signatures: {}",
+            central.config().signatures
+        )),
+    );
 
     for depth in [1usize, 64, 1024] {
         let total = match depth {

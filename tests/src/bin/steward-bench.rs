@@ -108,7 +108,15 @@ fn main() {
         }
         if s.runs("throughput") {
             eprintln!("bench: round trip and throughput");
-            bench::throughput::run(&url, server.pid(), &s, &mut rows, &mut extra).await;
+            bench::throughput::run(
+                &url,
+                server.pid(),
+                server.monitor_port(),
+                &s,
+                &mut rows,
+                &mut extra,
+            )
+            .await;
         }
         if s.runs("fanout") {
             bench::fanout::run(&url, server.pid(), &s, &mut rows, &mut extra).await;
