@@ -5,9 +5,11 @@
 //! written beside it (`node.pub`) so an operator can compare it with what central shows before
 //! approving it. A private key file that group or others can read is refused, like ssh does.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -19,6 +21,9 @@ use crate::error::{Error, Result};
 pub const KEY_FILE: &str = "node.key";
 /// File name of the public key, beside the private key.
 pub const PUBLIC_KEY_FILE: &str = "node.pub";
+
+/// How many parsed keys [`PublicKey::verifying`] keeps at most.
+const PARSED_KEYS: usize = 4096;
 
 /// An ed25519 public key; written and parsed as standard base64 (44 characters).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,8 +71,25 @@ impl PublicKey {
         })
     }
 
+    /// The key as a point on the curve, or `None` if it is not one. Parsing is a point
+    /// decompression (a field exponentiation, the cost of a third of a signature check), so
+    /// parsed keys are kept: a node checks a few keys millions of times. At most
+    /// [`PARSED_KEYS`] are kept; when full the set starts over, so keys made up by strangers
+    /// cost what they cost without it.
     pub(crate) fn verifying(&self) -> Option<VerifyingKey> {
-        VerifyingKey::from_bytes(&self.0).ok()
+        static PARSED: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> =
+            LazyLock::new(Mutex::default);
+        if let Some(vk) = PARSED.lock().ok().and_then(|m| m.get(&self.0).copied()) {
+            return Some(vk);
+        }
+        let vk = VerifyingKey::from_bytes(&self.0).ok()?;
+        if let Ok(mut m) = PARSED.lock() {
+            if m.len() >= PARSED_KEYS {
+                m.clear();
+            }
+            m.insert(self.0, vk);
+        }
+        Some(vk)
     }
 }
 
@@ -267,6 +289,32 @@ fn sync_dir(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsed_keys_are_kept_and_stay_right() {
+        let keys = KeyPair::random();
+        let public = keys.public();
+        let first = public.verifying().expect("on the curve");
+        let again = public.verifying().expect("kept");
+        assert_eq!(first, again);
+        let sig = keys.sign(b"hello");
+        assert!(again.verify_strict(b"hello", &sig).is_ok());
+        // Not a point: refused every time, never kept as one.
+        let mut off = [0u8; 32];
+        off[0] = 2;
+        off[31] = 0x7f;
+        let off = PublicKey(off);
+        if VerifyingKey::from_bytes(&off.0).is_err() {
+            assert!(off.verifying().is_none());
+            assert!(off.verifying().is_none());
+        }
+        // More keys than are kept: each still parses to itself.
+        for _ in 0..(PARSED_KEYS + 10) {
+            let k = KeyPair::random().public();
+            assert_eq!(k.verifying().unwrap().to_bytes(), k.0);
+        }
+        assert_eq!(public.verifying(), Some(first));
+    }
 
     #[test]
     fn created_once_with_mode_0600_and_loaded_after() {

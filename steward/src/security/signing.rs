@@ -242,7 +242,7 @@ fn parse_key(b64: &str) -> Result<(PublicKey, VerifyingKey), SigError> {
     let bad = || SigError::Malformed("the signer key is not an ed25519 public key".into());
     let raw = B64.decode(b64.as_bytes()).map_err(|_| bad())?;
     let arr: [u8; 32] = raw.try_into().map_err(|_| bad())?;
-    let vk = VerifyingKey::from_bytes(&arr).map_err(|_| bad())?;
+    let vk = PublicKey(arr).verifying().ok_or_else(bad)?;
     if vk.is_weak() {
         return Err(bad());
     }
