@@ -263,6 +263,45 @@ typedef uint32_t steward_message_state;
 #endif // __cplusplus
 
 /**
+ * Why a receiver refused a message, when it said (see `steward_message_status_refusal`).
+ * Numbers are stable.
+ */
+enum steward_refusal
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Not refused, or the receiver gave only a reason.
+   */
+  STEWARD_REFUSAL_NONE = 0,
+  /**
+   * The receiver's access list does not let the sender call the method (with these
+   * arguments).
+   */
+  STEWARD_REFUSAL_NOT_ALLOWED = 1,
+  /**
+   * The receiver does not serve the method, or serves it as the other kind.
+   */
+  STEWARD_REFUSAL_NOT_SERVED = 2,
+  /**
+   * The signature did not hold, or its key is not trusted for the sender.
+   */
+  STEWARD_REFUSAL_UNTRUSTED = 3,
+  /**
+   * A code this version of the C API does not know (newer core).
+   */
+  STEWARD_REFUSAL_UNKNOWN = 255,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum steward_refusal steward_refusal;
+#else
+typedef uint32_t steward_refusal;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * How a method run ended. Numbers are stable.
  */
 enum steward_run_status
@@ -1491,6 +1530,13 @@ uint32_t steward_message_status_attempts(const struct steward_message_status *st
  * Why it failed, expired or was rejected; NULL when there is no reason. Owned by `status`.
  */
 const char *steward_message_status_reason(const struct steward_message_status *status);
+
+/**
+ * For a rejected message, why as a code when the receiver said (`STEWARD_REFUSAL_NONE`
+ * otherwise, and for NULL): tells an access-list refusal from the others without reading
+ * the reason's words.
+ */
+steward_refusal steward_message_status_refusal(const struct steward_message_status *status);
 
 /**
  * When it was accepted (ms since the Unix epoch).

@@ -9,7 +9,7 @@ use std::ffi::c_char;
 
 use steward::{
     DestinationStatus, ErrorReport, ErrorReportKind, MessageState, MessageStatus, MethodResult,
-    ResultStatus,
+    Refusal, ResultStatus,
 };
 
 use crate::boundary::{guard_value, text_out, Text};
@@ -38,6 +38,25 @@ pub enum steward_message_state {
     STEWARD_STATE_CANCELLED = 7,
     /// A state this version of the C API does not know (newer core).
     STEWARD_STATE_UNKNOWN = 255,
+}
+
+/// Why a receiver refused a message, when it said (see `steward_message_status_refusal`).
+/// Numbers are stable.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum steward_refusal {
+    /// Not refused, or the receiver gave only a reason.
+    STEWARD_REFUSAL_NONE = 0,
+    /// The receiver's access list does not let the sender call the method (with these
+    /// arguments).
+    STEWARD_REFUSAL_NOT_ALLOWED = 1,
+    /// The receiver does not serve the method, or serves it as the other kind.
+    STEWARD_REFUSAL_NOT_SERVED = 2,
+    /// The signature did not hold, or its key is not trusted for the sender.
+    STEWARD_REFUSAL_UNTRUSTED = 3,
+    /// A code this version of the C API does not know (newer core).
+    STEWARD_REFUSAL_UNKNOWN = 255,
 }
 
 /// How a method run ended. Numbers are stable.
@@ -75,6 +94,17 @@ pub enum steward_report_kind {
     /// The broker refused this node while it was (re)connecting: credentials revoked, expired
     /// or changed, or a certificate no longer trusted.
     STEWARD_REPORT_BROKER_AUTH = 6,
+}
+
+fn refusal_of(r: Option<Refusal>) -> steward_refusal {
+    use steward_refusal::*;
+    match r {
+        None => STEWARD_REFUSAL_NONE,
+        Some(Refusal::NotAllowed) => STEWARD_REFUSAL_NOT_ALLOWED,
+        Some(Refusal::NotServed) => STEWARD_REFUSAL_NOT_SERVED,
+        Some(Refusal::Untrusted) => STEWARD_REFUSAL_UNTRUSTED,
+        Some(_) => STEWARD_REFUSAL_UNKNOWN,
+    }
 }
 
 fn state_of(s: MessageState) -> steward_message_state {
@@ -133,6 +163,7 @@ pub struct steward_message_status {
     state: steward_message_state,
     attempts: u32,
     reason: Option<Text>,
+    refusal: steward_refusal,
     created_ms: u64,
     updated_ms: u64,
     message_json: Text,
@@ -148,6 +179,7 @@ impl steward_message_status {
             state: state_of(s.state),
             attempts: s.attempts,
             reason: s.reason.as_deref().map(Text::new),
+            refusal: refusal_of(s.refusal),
             created_ms: s.created_ms,
             updated_ms: s.updated_ms,
             message_json: Text::new(&s.message.to_string()),
@@ -217,6 +249,16 @@ pub unsafe extern "C" fn steward_message_status_reason(
         .reason
         .as_ref()
         .map_or(std::ptr::null(), |r| r.ptr()))
+}
+
+/// For a rejected message, why as a code when the receiver said (`STEWARD_REFUSAL_NONE`
+/// otherwise, and for NULL): tells an access-list refusal from the others without reading
+/// the reason's words.
+#[no_mangle]
+pub unsafe extern "C" fn steward_message_status_refusal(
+    status: *const steward_message_status,
+) -> steward_refusal {
+    with!(status, steward_refusal::STEWARD_REFUSAL_NONE, |s| s.refusal)
 }
 
 /// When it was accepted (ms since the Unix epoch).

@@ -76,6 +76,7 @@ TEST(rejected_message_reaches_the_error_callback) {
     CHECK_OK(steward_node_wait(central, id, 5000, &st));
     CHECK(steward_message_status_state(st) == STEWARD_STATE_REJECTED);
     CHECK_STR_CONTAINS(steward_message_status_reason(st), "does not serve");
+    CHECK(steward_message_status_refusal(st) == STEWARD_REFUSAL_NOT_SERVED);
     CHECK(steward_message_status_run_status(st) == STEWARD_RUN_NONE);
     steward_message_status_free(st);
 
@@ -88,6 +89,8 @@ TEST(rejected_message_reaches_the_error_callback) {
     CHECK_OK(steward_node_wait(ship, id, 20000, &st));
     CHECK(steward_message_status_state(st) == STEWARD_STATE_REJECTED);
     CHECK_STR_CONTAINS(steward_message_status_reason(st), "access list");
+    CHECK(steward_message_status_refusal(st) == STEWARD_REFUSAL_NOT_ALLOWED);
+    CHECK(steward_message_status_refusal(NULL) == STEWARD_REFUSAL_NONE);
     steward_message_status_free(st);
 
     steward_node_free(central);
