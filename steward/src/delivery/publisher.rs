@@ -533,13 +533,8 @@ impl Publisher {
             }
             ReplyStatus::Rejected => {
                 self.probing = false;
-                self.finish_as(
-                    seq,
-                    MessageState::Rejected,
-                    None,
-                    reply.reason,
-                    reply.refusal,
-                );
+                let refusal = reply.refusal();
+                self.finish_as(seq, MessageState::Rejected, None, reply.reason, refusal);
             }
             ReplyStatus::Expired => {
                 self.probing = false;

@@ -364,7 +364,7 @@ async fn process(
                 crate::delivery::screen::refused_after_check(inner, &key, &reason);
                 let mut r = Reply::new(&id, status);
                 r.reason = Some(reason);
-                r.refusal = refusal;
+                r.set_refusal(refusal);
                 Some(r)
             }
             Action::Result { env } => {
@@ -841,7 +841,7 @@ fn answer_from_record(id: &str, rec: InboxRecord) -> Reply {
         InboxState::Done => {
             let mut r = Reply::new(id, rec.reply.unwrap_or(ReplyStatus::Done));
             r.reason = rec.reason;
-            r.refusal = rec.refusal;
+            r.set_refusal(rec.refusal);
             r.result = rec.result;
             r
         }
@@ -868,7 +868,7 @@ impl Refused {
     fn reply(self, id: &str) -> Reply {
         let mut r = Reply::new(id, self.status);
         r.reason = Some(self.reason);
-        r.refusal = self.refusal;
+        r.set_refusal(self.refusal);
         r
     }
 }

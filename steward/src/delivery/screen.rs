@@ -54,7 +54,7 @@ pub(crate) async fn screen(
             if let Some(to) = reply_to {
                 let mut r = Reply::new(&env.id, ReplyStatus::Rejected);
                 r.reason = Some(reason);
-                r.refusal = Some(Refusal::Untrusted);
+                r.set_refusal(Some(Refusal::Untrusted));
                 crate::delivery::receiver::send_reply(inner, to, &r).await;
             }
             None

@@ -177,8 +177,8 @@ pub(crate) fn reply_canonical(responder: &str, reply_to: &str, r: &Reply) -> Vec
     c.opt_str(r.reason.as_deref());
     c.result(r.result.as_ref());
     // Appended only when present, so answers without one sign as before.
-    if let Some(refusal) = r.refusal {
-        c.str(refusal.as_str());
+    if let Some(refusal) = &r.refusal {
+        c.str(refusal);
     }
     c.0
 }
@@ -458,7 +458,7 @@ mod tests {
             ("status", |r| r.status = ReplyStatus::Received),
             ("expected", |r| r.expected = Some(1)),
             ("reason", |r| r.reason = Some("x".into())),
-            ("refusal", |r| r.refusal = Some(Refusal::NotAllowed)),
+            ("refusal", |r| r.set_refusal(Some(Refusal::NotAllowed))),
             ("stdout", |r| r.result.as_mut().unwrap().stdout.push('!')),
             ("no result", |r| r.result = None),
         ];

@@ -119,15 +119,29 @@ pub(crate) struct Reply {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<MethodResult>,
-    /// For `rejected`: why, as a code (absent when the receiver gives only a reason).
+    /// For `rejected`: why, as a code (absent when the receiver gives only a reason). Kept as
+    /// sent, so the signature over it holds even for a code this version does not know (see
+    /// [`Reply::refusal`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<Refusal>,
+    pub refusal: Option<String>,
     /// The answering node's signature, when the sender asked for one (see `signing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<Seal>,
 }
 
 impl Reply {
+    /// The refusal code, if the receiver gave one this version knows.
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        self.refusal
+            .as_deref()
+            .and_then(|c| serde_json::from_value(serde_json::Value::from(c)).ok())
+    }
+
+    /// Sets the refusal code.
+    pub(crate) fn set_refusal(&mut self, refusal: Option<Refusal>) {
+        self.refusal = refusal.map(|r| r.as_str().to_owned());
+    }
+
     pub(crate) fn new(id: &str, status: ReplyStatus) -> Self {
         Reply {
             id: id.to_owned(),
@@ -147,4 +161,31 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_refusal_code_reads_as_none_and_the_answer_still_counts() {
+        let r: Reply = serde_json::from_str(
+            r#"{"id":"m1","status":"rejected","reason":"r","refusal":"someNewCode"}"#,
+        )
+        .unwrap();
+        assert_eq!((r.status, r.refusal()), (ReplyStatus::Rejected, None));
+        assert_eq!(r.refusal.as_deref(), Some("someNewCode"));
+        let r: Reply =
+            serde_json::from_str(r#"{"id":"m1","status":"rejected","refusal":"notAllowed"}"#)
+                .unwrap();
+        assert_eq!(r.refusal(), Some(Refusal::NotAllowed));
+        let r: Reply = serde_json::from_str(r#"{"id":"m1","status":"done"}"#).unwrap();
+        assert_eq!(r.refusal(), None);
+        for code in [Refusal::NotAllowed, Refusal::NotServed, Refusal::Untrusted] {
+            let mut r = Reply::new("m1", ReplyStatus::Rejected);
+            r.set_refusal(Some(code));
+            let back: Reply = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+            assert_eq!(back.refusal(), Some(code));
+        }
+    }
 }
