@@ -220,6 +220,8 @@ async fn register(inner: Arc<Delivery>) {
             result: None,
             outcome: None,
             sig: None,
+            wire: Some(crate::wire::frame::VERSION),
+            authentic: None,
         };
         // Always signed: central accepts a registration only with the key it carries.
         signing::sign_with(&inner.security.keys, &mut env);

@@ -344,6 +344,8 @@ pub(crate) fn finish_then(
         result: Some(result.clone()),
         outcome,
         sig: None,
+        wire: None,
+        authentic: None,
     };
     let subject = result_msg.subject();
     let new = NewMessage {

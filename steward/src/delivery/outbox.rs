@@ -106,6 +106,8 @@ impl Outbox {
             result: None,
             outcome: None,
             sig: None,
+            wire: None,
+            authentic: None,
         };
         let size = serde_json::to_vec(&envelope).map(|v| v.len()).unwrap_or(0) + 256;
         let max = self.max_payload();

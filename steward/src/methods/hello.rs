@@ -68,6 +68,8 @@ pub(crate) async fn run(h: Hello, every: Duration) -> crate::Result<()> {
             result: None,
             outcome: None,
             sig: None,
+            wire: Some(crate::wire::frame::VERSION),
+            authentic: None,
         };
         crate::security::signing::sign(&h.security, &mut env);
         let payload = Bytes::from(serde_json::to_vec(&env).unwrap_or_default());

@@ -193,6 +193,17 @@ impl KeyPair {
     pub(crate) fn sign(&self, bytes: &[u8]) -> Signature {
         self.signing.sign(bytes)
     }
+
+    /// The secret this node shares with the holder of `peer`: X25519 of this key's scalar and
+    /// the peer's point in Montgomery form (the conversion libsodium's
+    /// `crypto_sign_ed25519_*_to_curve25519` makes). Both ends compute the same value from
+    /// their own private key and the other's public key, with no message exchanged. `None` for
+    /// a key that is not a point or gives the all-zero secret (a low-order point).
+    pub(crate) fn agree(&self, peer: &PublicKey) -> Option<[u8; 32]> {
+        let point = peer.verifying()?.to_montgomery();
+        let shared = point.mul_clamped(self.signing.to_scalar_bytes()).to_bytes();
+        (shared != [0u8; 32]).then_some(shared)
+    }
 }
 
 /// Where a node writes its public key, given its private key file: `node.key` → `node.pub`

@@ -394,6 +394,8 @@ mod tests {
             result: None,
             outcome: None,
             sig: None,
+            wire: None,
+            authentic: None,
         }
     }
 

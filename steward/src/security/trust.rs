@@ -229,6 +229,8 @@ pub(crate) struct Security {
     /// Per inbound stream: the highest floor whose signature was checked.
     pub(crate) verified_floors: Mutex<HashMap<String, u64>>,
     pub(crate) reports: Mutex<Limiter>,
+    /// Session keys with peers, derived once each (see `session.rs`).
+    pub(crate) sessions: crate::security::session::Sessions,
     /// False while a node that joins with a token has no answer to its registration yet.
     pub registered: tokio::sync::watch::Sender<bool>,
 }
@@ -292,6 +294,7 @@ impl Security {
             floor_sigs: Mutex::default(),
             verified_floors: Mutex::default(),
             reports: Mutex::new(Limiter::new()),
+            sessions: Default::default(),
             registered: tokio::sync::watch::Sender::new(!cfg.joining || is_central),
         })
     }
@@ -340,6 +343,26 @@ impl Security {
         };
         self.key_trusted(responder, &key)
             .map_err(|why| format!("the answer from {responder}: {why}"))
+    }
+
+    /// Every key trusted for `node` (the same rules as [`Security::key_trusted`]).
+    pub(crate) fn trusted_keys(&self, node: &str) -> Vec<PublicKey> {
+        let mut keys = Vec::with_capacity(1);
+        if node == self.me {
+            keys.push(self.keys.public());
+        }
+        if node == self.central {
+            keys.extend(self.central_key());
+        }
+        if let Some(ks) = self.local.get(node) {
+            keys.extend(ks.iter().copied());
+        }
+        if node != self.central {
+            keys.extend(self.state().approved.get(node).copied());
+        }
+        keys.sort_by_key(|k| k.0);
+        keys.dedup();
+        keys
     }
 
     fn key_trusted(&self, from: &str, key: &PublicKey) -> Result<(), String> {

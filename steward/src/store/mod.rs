@@ -1625,6 +1625,8 @@ mod tests_support {
                     result: None,
                     outcome: None,
                     sig: None,
+                    wire: None,
+                    authentic: None,
                 },
                 ack_timeout_ms: 1000,
                 retries: None,

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::wire::frame::Tag;
 use crate::wire::message::Kind;
 use crate::wire::result::{MethodResult, Refusal};
 
@@ -81,6 +82,14 @@ pub(crate) struct Envelope {
     /// The sender's signature over every field above (see `signing`); absent when unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<Seal>,
+    /// In JSON: the binary wire version the sender also reads (absent from nodes that read only
+    /// JSON); how a node learns what a peer speaks (see `delivery/peers.rs`). Not signed: a
+    /// forged value costs bytes, never trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<u8>,
+    /// Set by the receiver once the frame's session tag held: the sender's public key.
+    #[serde(skip)]
+    pub authentic: Option<[u8; 32]>,
 }
 
 impl Envelope {
@@ -127,6 +136,15 @@ pub(crate) struct Reply {
     /// The answering node's signature, when the sender asked for one (see `signing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<Seal>,
+    /// As [`Envelope::wire`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<u8>,
+    /// A binary reply's session tag (see `security/session.rs`).
+    #[serde(skip)]
+    pub tag: Option<Tag>,
+    /// A binary reply saying the session tag could not be checked: send signed JSON instead.
+    #[serde(skip)]
+    pub send_signed: bool,
 }
 
 impl Reply {
@@ -151,6 +169,9 @@ impl Reply {
             result: None,
             refusal: None,
             sig: None,
+            wire: None,
+            tag: None,
+            send_signed: false,
         }
     }
 }
