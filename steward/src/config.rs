@@ -9,6 +9,7 @@ use crate::security::broker_auth::{BrokerAuth, BrokerTls};
 use crate::security::join::JoinToken;
 use crate::security::keys::PublicKey;
 use crate::security::trust::{SignaturePolicy, TrustedKey};
+use crate::wire::frame::WireFormat;
 
 /// Everything a node needs to run. Use [`crate::Node::builder`] to make one.
 #[derive(Debug, Clone)]
@@ -73,6 +74,8 @@ pub struct NodeConfig {
     /// A join token from central (`steward keys token`): pins central's key and proves the
     /// right to have this node's key approved at once (see [`JoinToken`]).
     pub join: Option<JoinToken>,
+    /// What this node sends in (see [`WireFormat`]).
+    pub wire_format: WireFormat,
     /// Central only: approve every new key that registers, without a token (labs only; each
     /// approval is logged as a warning).
     pub auto_approve: bool,
@@ -111,6 +114,7 @@ impl NodeConfig {
             trusted_keys: Vec::new(),
             join: None,
             auto_approve: false,
+            wire_format: WireFormat::Binary,
         }
     }
 }

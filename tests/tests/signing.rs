@@ -12,15 +12,21 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use steward::{
     AccessList, Argv, ErrorKind, KeyState, Message, MessageState, Node, NodeBuilder, PublicKey,
-    SignaturePolicy,
+    SignaturePolicy, WireFormat,
 };
 use steward_tests::nodes::test_node;
 use steward_tests::{wait_until_async, NatsServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+///
+/// The nodes here send JSON only: these attacks take signed JSON envelopes off the broker and
+/// change, replay or forge them, and every node still reads JSON from anyone. The same attacks
+/// on binary frames are in `binary.rs`.
 fn central_builder(urls: &[String], dir: &Path) -> NodeBuilder {
-    test_node("central", urls, dir).signatures(SignaturePolicy::Required)
+    test_node("central", urls, dir)
+        .signatures(SignaturePolicy::Required)
+        .wire_format(WireFormat::Json)
 }
 
 /// A ship that requires signatures, pins central's key, lets central call everything and ship2
@@ -28,6 +34,7 @@ fn central_builder(urls: &[String], dir: &Path) -> NodeBuilder {
 fn ship_builder(name: &str, urls: &[String], dir: &Path, central_key: PublicKey) -> NodeBuilder {
     test_node(name, urls, dir)
         .signatures(SignaturePolicy::Required)
+        .wire_format(WireFormat::Json)
         .central_key(central_key)
         .access(AccessList::default_for("central").allow("ship2", "echo"))
         .clock_skew(Duration::ZERO)

@@ -438,7 +438,11 @@ async fn send_bundle(inner: &Arc<Central>, nodes: Vec<String>) -> Result<()> {
 /// (proof of possession); the key is recorded as pending unless known; a node behind on trust
 /// gets the current bundle in the answer (and, if approved, queued durably as well). Waits
 /// for one of [`REGISTERING`] slots, so a flood slows the receiver down instead of piling up.
-pub(crate) async fn on_register(inner: &Arc<Central>, env: Envelope, reply_to: Option<String>) {
+pub(crate) async fn on_register(
+    inner: &Arc<Central>,
+    env: Envelope,
+    reply_to: Option<crate::delivery::receiver::ReplyTo>,
+) {
     let reg = &inner.reg;
     let Ok(slot) = reg.slots.clone().acquire_owned().await else {
         return;

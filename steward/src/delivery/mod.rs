@@ -11,6 +11,7 @@ pub(crate) mod executor;
 pub(crate) mod finals;
 pub(crate) mod method_table;
 pub(crate) mod outbox;
+pub(crate) mod peers;
 pub(crate) mod publisher;
 pub(crate) mod publishers;
 pub(crate) mod receiver;
@@ -32,7 +33,7 @@ use crate::wire::envelope::Envelope;
 /// Takes a `_keyRegister` envelope (and where to answer it) off the receiver: installed by
 /// central's registry, absent on every other node.
 pub(crate) type Registrar =
-    Arc<dyn Fn(Envelope, Option<String>) -> BoxFuture<'static, ()> + Send + Sync>;
+    Arc<dyn Fn(Envelope, Option<receiver::ReplyTo>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The handles the delivery tasks share (publishers, receiver, executors, confirmations).
 pub(crate) struct Delivery {
@@ -62,6 +63,8 @@ pub(crate) struct Delivery {
     pub executors: executor::Executors,
     /// Streams whose position the sender confirmed since the last connect.
     pub confirm: confirm::Confirmations,
+    /// What each peer reads on the wire.
+    pub peers: peers::Peers,
     /// Central's handler of key registrations (set once, on central only).
     pub registrar: OnceLock<Registrar>,
 }

@@ -13,17 +13,19 @@ use tokio::time::Instant;
 
 use crate::delivery::Delivery;
 use crate::runtime::notify::ErrorReportKind;
-use crate::security::trust::SignaturePolicy;
+use crate::security::trust::{log_admit, SignaturePolicy};
 use crate::store::{self, decode_outbox};
-use crate::wire::envelope::{now_ms, Reply, ReplyStatus, WireKind, FLOOR_HEADER};
+use crate::wire::envelope::{now_ms, Envelope, ReplyStatus, WireKind, FLOOR_HEADER};
+use crate::wire::frame;
 use crate::wire::result::{MessageState, MethodResult, Refusal};
 
 /// What a publisher is told.
 pub(crate) enum PubEvent {
     /// A message was committed to the outbox at this sequence number.
     Enqueued(u64),
-    /// The receiver answered.
-    Reply(u64, Box<Reply>),
+    /// The receiver answered (the payload as it came: the publisher, which knows who answered,
+    /// reads it).
+    Reply(u64, Bytes),
     /// Nobody listens on the subject.
     NoResponders(u64),
     /// The message reached a final state elsewhere (result arrived, cancelled).
@@ -46,7 +48,12 @@ struct Entry {
     id: String,
     /// A result going home: its ACK completes it, no result of its own follows.
     is_result: bool,
-    payload: Bytes,
+    /// The message as it travels (encoded per send: the floor and the format may change).
+    envelope: Envelope,
+    /// Its signed JSON, made the first time it is sent in JSON.
+    json: Option<Bytes>,
+    /// The last send was a binary frame with a session tag.
+    tagged: bool,
     ack: bool,
     ack_timeout: Duration,
     retries: Option<u32>,
@@ -247,14 +254,12 @@ impl Publisher {
                     continue;
                 }
             };
-            crate::security::signing::seal(&self.inner.security, &mut item.envelope, seq);
-            let payload = Bytes::from(serde_json::to_vec(&item.envelope).unwrap_or_default());
+            crate::security::signing::number(&mut item.envelope, seq);
             self.window.insert(
                 seq,
                 Entry {
                     is_result: item.envelope.kind == WireKind::Result,
-                    id: item.envelope.id,
-                    payload,
+                    id: item.envelope.id.clone(),
                     ack: item.envelope.ack,
                     ack_timeout: Duration::from_millis(item.ack_timeout_ms),
                     retries: item.retries,
@@ -269,6 +274,9 @@ impl Publisher {
                     in_flight: None,
                     ignored: None,
                     polls: 0,
+                    envelope: item.envelope,
+                    json: None,
+                    tagged: false,
                 },
             );
         }
@@ -326,16 +334,13 @@ impl Publisher {
             Some(k) => *k,
             None => return,
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(FLOOR_HEADER, floor.to_string().as_str());
-        crate::security::signing::floor_header(
-            &self.inner.security,
-            &self.inner.cfg.name,
-            self.inner.store.epoch(),
-            &self.subject,
+        let mut out = Outgoing {
+            d: &self.inner,
+            subject: &self.subject,
+            to_node: &self.to_node,
             floor,
-            &mut headers,
-        );
+            headers: None,
+        };
         // Received long ago and still no result: ask again (answered from the receiver's record).
         for (&seq, e) in self.window.iter_mut() {
             if e.phase != Phase::Received || e.deadline > now {
@@ -343,17 +348,20 @@ impl Publisher {
             }
             tracing::debug!(msg_id = %e.id, subject = %self.subject, seq, polls = e.polls, "no result yet; asking the receiver again");
             let reply = reply_subject(&self.reply_prefix, seq);
-            let _ = self
-                .inner
-                .link
-                .client
-                .publish_with_reply_and_headers(
-                    self.subject.clone(),
-                    reply,
-                    headers.clone(),
-                    e.payload.clone(),
-                )
-                .await;
+            let (payload, headers) = out.payload(e);
+            let client = &self.inner.link.client;
+            let _ = match headers {
+                Some(h) => {
+                    client
+                        .publish_with_reply_and_headers(self.subject.clone(), reply, h, payload)
+                        .await
+                }
+                None => {
+                    client
+                        .publish_with_reply(self.subject.clone(), reply, payload)
+                        .await
+                }
+            };
             e.polls += 1;
             e.deadline = now + poll_after(e.ack_timeout, e.polls);
         }
@@ -378,24 +386,23 @@ impl Publisher {
                     continue;
                 }
             }
-            let r = if e.ack {
-                let reply = reply_subject(&self.reply_prefix, seq);
-                self.inner
-                    .link
-                    .client
-                    .publish_with_reply_and_headers(
-                        self.subject.clone(),
-                        reply,
-                        headers.clone(),
-                        e.payload.clone(),
-                    )
-                    .await
-            } else {
-                self.inner
-                    .link
-                    .client
-                    .publish_with_headers(self.subject.clone(), headers.clone(), e.payload.clone())
-                    .await
+            let (payload, headers) = out.payload(e);
+            let size = payload.len();
+            let client = &self.inner.link.client;
+            let subject = self.subject.clone();
+            let r = match (e.ack, headers) {
+                (true, Some(h)) => {
+                    let reply = reply_subject(&self.reply_prefix, seq);
+                    client
+                        .publish_with_reply_and_headers(subject, reply, h, payload)
+                        .await
+                }
+                (true, None) => {
+                    let reply = reply_subject(&self.reply_prefix, seq);
+                    client.publish_with_reply(subject, reply, payload).await
+                }
+                (false, Some(h)) => client.publish_with_headers(subject, h, payload).await,
+                (false, None) => client.publish(subject, payload).await,
             };
             if let Err(err) = r {
                 if err.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
@@ -407,8 +414,7 @@ impl Publisher {
                         MessageState::Failed,
                         None,
                         Some(format!(
-                            "the message is {} bytes, more than the broker's max_payload of {max} bytes; send less data per message",
-                            e.payload.len()
+                            "the message is {size} bytes, more than the broker's max_payload of {max} bytes; send less data per message",
                         )),
                     ));
                     continue;
@@ -474,15 +480,38 @@ impl Publisher {
                     self.failed_attempt(seq, reason);
                 }
             }
-            PubEvent::Reply(seq, reply) => self.on_reply(seq, *reply),
+            PubEvent::Reply(seq, payload) => self.on_reply(seq, payload),
         }
     }
 
-    fn on_reply(&mut self, seq: u64, reply: Reply) {
+    fn on_reply(&mut self, seq: u64, payload: Bytes) {
         let Some(e) = self.window.get_mut(&seq) else {
             return;
         };
-        if e.id != reply.id {
+        let reply = match frame::decode_reply(&payload, &self.to_node) {
+            Ok(r) => r,
+            Err(why) => {
+                if log_admit(&self.inner.cfg.name, &self.to_node) {
+                    tracing::warn!(msg_id = %e.id, subject = %self.subject, "ignored an answer it cannot read: {why}");
+                }
+                return;
+            }
+        };
+        if reply.send_signed {
+            // The receiver could not check the session tag (unauthenticated, so it only ever
+            // makes this node sign: a forged one costs bytes, not trust). Send it again at
+            // once, signed, as JSON; the answer to that says what is wrong, if anything.
+            if e.tagged && e.phase == Phase::AwaitAck {
+                tracing::info!(msg_id = %e.id, subject = %self.subject, "{} could not check the session tag; sending signed JSON to it for a while: {}", self.to_node, reply.reason.as_deref().unwrap_or(""));
+                self.inner.peers.tag_refused(&self.to_node);
+                e.phase = Phase::Pending;
+                e.not_before = Instant::now();
+            }
+            return;
+        }
+        // An answer without the id is a refusal of a message the receiver could not read
+        // (bound to this message by the reply subject, and signed when asked).
+        if e.id != reply.id && !(reply.id.is_empty() && reply.status == ReplyStatus::Rejected) {
             return;
         }
         if self.inner.security.policy == SignaturePolicy::Required {
@@ -504,6 +533,7 @@ impl Publisher {
             }
         }
         self.said_ignored = false;
+        self.inner.peers.heard(&self.to_node, reply.wire);
         if e.phase != Phase::Received
             && matches!(reply.status, ReplyStatus::Received | ReplyStatus::Done)
         {
@@ -742,6 +772,70 @@ impl Publisher {
         if r.is_err() {
             tracing::debug!("store closed while finishing a message");
         }
+    }
+}
+
+/// Encodes the messages of one round of sends: binary with a session tag to a peer that reads
+/// it and whose key this node trusts, else signed JSON with the floor in (signed) headers.
+struct Outgoing<'a> {
+    d: &'a Delivery,
+    subject: &'a str,
+    to_node: &'a str,
+    floor: u64,
+    /// The JSON floor headers, made once per round when first needed.
+    headers: Option<HeaderMap>,
+}
+
+impl Outgoing<'_> {
+    /// The payload for `e`, and the headers when it goes as JSON.
+    fn payload(&mut self, e: &mut Entry) -> (Bytes, Option<HeaderMap>) {
+        let unsigned = self.d.security.policy == SignaturePolicy::Unsigned;
+        // The third, fifth… attempt goes as JSON, which every version reads: a peer rolled back
+        // to a version that reads only JSON answers it, and says so.
+        let alternate = e.attempts >= 2 && e.attempts % 2 == 0;
+        if self.d.cfg.wire_format == crate::WireFormat::Binary
+            && self.d.peers.reads_binary(self.to_node)
+            && !alternate
+        {
+            let session = if unsigned {
+                None
+            } else {
+                self.d.security.session_with(self.to_node)
+            };
+            if unsigned || session.is_some() {
+                let tag = session.map(|s| s.tag_envelope(&e.envelope, self.floor));
+                e.tagged = tag.is_some();
+                let bytes = frame::encode_envelope(&e.envelope, self.floor, tag.as_ref());
+                return (Bytes::from(bytes), None);
+            }
+        }
+        e.tagged = false;
+        let json = e
+            .json
+            .get_or_insert_with(|| {
+                let mut env = e.envelope.clone();
+                env.wire = Some(frame::VERSION);
+                crate::security::signing::sign(&self.d.security, &mut env);
+                Bytes::from(serde_json::to_vec(&env).unwrap_or_default())
+            })
+            .clone();
+        let headers = self
+            .headers
+            .get_or_insert_with(|| {
+                let mut headers = HeaderMap::new();
+                headers.insert(FLOOR_HEADER, self.floor.to_string().as_str());
+                crate::security::signing::floor_header(
+                    &self.d.security,
+                    &self.d.cfg.name,
+                    self.d.store.epoch(),
+                    self.subject,
+                    self.floor,
+                    &mut headers,
+                );
+                headers
+            })
+            .clone();
+        (json, Some(headers))
     }
 }
 

@@ -11,10 +11,13 @@ use futures::{FutureExt, Stream, StreamExt};
 use crate::delivery::executor::{Inline, Work};
 use crate::delivery::publisher::PubEvent;
 use crate::delivery::Delivery;
+use crate::security::keys::PublicKey;
+use crate::security::trust::log_admit;
 use crate::store::{self, InboxRecord, InboxState};
 use crate::wire::envelope::{
     now_ms, Envelope, Reply, ReplyStatus, WireKind, FLOOR_HEADER, RESULT_METHOD,
 };
+use crate::wire::frame::{self, Format, FrameError};
 use crate::wire::result::{MessageState, Refusal};
 
 /// What one decided item writes: (stream, seq, inbox record, incoming result, sender).
@@ -55,7 +58,7 @@ enum Action {
 }
 
 struct Item {
-    reply_to: Option<String>,
+    reply_to: Option<ReplyTo>,
     stream: String,
     seq: u64,
     action: Action,
@@ -108,43 +111,76 @@ async fn process(
             crate::delivery::confirm::answer(inner, &msg).await;
             continue;
         }
-        let reply_to = msg.reply.as_ref().map(|r| r.to_string());
-        let env: Envelope = match serde_json::from_slice(&msg.payload) {
-            Ok(e) => e,
+        let mut reply_to = msg.reply.as_ref().map(|r| ReplyTo::new(r.to_string()));
+        let incoming = match read(inner, &msg, &mut reply_to).await {
+            Ok(Some(i)) => i,
+            Ok(None) => continue,
             Err(e) => {
                 if crate::security::trust::log_admit(&inner.cfg.name, &msg.subject) {
-                    tracing::warn!(subject = %msg.subject, "refused a malformed envelope: {e}");
+                    tracing::warn!(subject = %msg.subject, "refused a message it cannot read: {e}");
                 } else {
-                    tracing::debug!(subject = %msg.subject, "refused a malformed envelope: {e}");
+                    tracing::debug!(subject = %msg.subject, "refused a message it cannot read: {e}");
                 }
-                if let Some(to) = reply_to {
+                if let FrameError::UnknownVersion(_) = e {
+                    // Said to central too: a node that cannot read what it is sent needs an
+                    // upgrade, and the sender may not be watching.
+                    inner.reporter.report(
+                        None,
+                        crate::runtime::notify::ErrorReportKind::Rejected,
+                        format!(
+                            "{} could not read a message on {}: {e}",
+                            inner.cfg.name, msg.subject
+                        ),
+                    );
+                }
+                if let Some(mut to) = reply_to {
+                    // In JSON, which every version reads.
+                    to.binary = false;
                     let mut r = Reply::new("", ReplyStatus::Rejected);
-                    r.reason = Some(format!("malformed envelope: {e}"));
+                    r.reason = Some(format!("{} could not read it: {e}", inner.cfg.name));
                     send_reply(inner, &to, &r).await;
                 }
                 continue;
             }
         };
+        let Incoming {
+            env,
+            floor: framed_floor,
+        } = incoming;
         let Some(env) = crate::delivery::screen::screen(inner, env, &reply_to).await else {
             continue;
         };
+        inner.peers.heard(&env.from, env.wire);
         let confirmed_floor = match crate::delivery::confirm::gate(inner, &env, &msg) {
             crate::delivery::confirm::Gate::Pass(floor) => floor,
             crate::delivery::confirm::Gate::Held => continue,
         };
-        let floor = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(FLOOR_HEADER))
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .unwrap_or(0);
-        let floor = crate::delivery::screen::checked_floor(
-            inner,
-            &env,
-            floor,
-            msg.headers.as_ref(),
-            expected,
-        )
+        let floor = match framed_floor {
+            // Covered by the frame's tag (or nothing is checked here).
+            Some(f)
+                if env.authentic.is_some()
+                    || inner.security.policy
+                        != crate::security::trust::SignaturePolicy::Required =>
+            {
+                f
+            }
+            Some(_) => 0,
+            None => {
+                let floor = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(FLOOR_HEADER))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .unwrap_or(0);
+                crate::delivery::screen::checked_floor(
+                    inner,
+                    &env,
+                    floor,
+                    msg.headers.as_ref(),
+                    expected,
+                )
+            }
+        }
         .max(confirmed_floor);
         let item = decide(inner, env, floor, reply_to, expected, &mut in_batch);
         items.push(item);
@@ -504,7 +540,7 @@ async fn run_fast(inner: &Arc<Delivery>, items: &mut [Item]) {
 const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 type Waiting = (
-    String,
+    ReplyTo,
     String,
     Inline,
     tokio::sync::oneshot::Receiver<(crate::MethodResult, Option<ReplyStatus>)>,
@@ -591,7 +627,7 @@ fn decide(
     inner: &Arc<Delivery>,
     env: Envelope,
     floor: u64,
-    reply_to: Option<String>,
+    reply_to: Option<ReplyTo>,
     expected: &mut HashMap<String, u64>,
     in_batch: &mut HashMap<String, ReplyStatus>,
 ) -> Item {
@@ -920,21 +956,158 @@ fn check(inner: &Delivery, env: &Envelope) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Sends an answer, signed when its sender asked for that (see `signing`).
-pub(crate) async fn send_reply(inner: &Delivery, to: &str, r: &Reply) {
-    let signed;
-    let r = if inner.security.policy != crate::security::trust::SignaturePolicy::Unsigned
-        && crate::security::signing::wants_signed_reply(to)
-    {
-        let mut s = r.clone();
-        crate::security::signing::sign_reply(&inner.security.keys, &inner.cfg.name, to, &mut s);
-        signed = s;
-        &signed
+/// Where and how to answer a message: its reply subject, and what it came in.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTo {
+    /// The reply subject.
+    pub subject: String,
+    /// It came as a binary frame, so the answer goes as one.
+    pub binary: bool,
+    /// Its sender, once read (whose session tags the answer).
+    pub asker: Option<String>,
+    /// Its session tag held, under the session with this key.
+    pub peer: Option<PublicKey>,
+    /// Its session tag could not be checked: the answer asks for signed JSON.
+    pub send_signed: bool,
+}
+
+impl ReplyTo {
+    /// An answer to `subject`, in JSON until the message is read.
+    pub(crate) fn new(subject: String) -> ReplyTo {
+        ReplyTo {
+            subject,
+            binary: false,
+            asker: None,
+            peer: None,
+            send_signed: false,
+        }
+    }
+}
+
+/// A message as read, whatever its format.
+struct Incoming {
+    env: Envelope,
+    /// The floor a binary frame carries (JSON: in a header).
+    floor: Option<u64>,
+}
+
+/// Reads a message in either format and checks a binary frame's session tag. `Ok(None)`: it
+/// was answered already (a tag that does not hold, with signatures required).
+async fn read(
+    inner: &Delivery,
+    msg: &async_nats::Message,
+    reply_to: &mut Option<ReplyTo>,
+) -> Result<Option<Incoming>, FrameError> {
+    if frame::sniff(&msg.payload)? == Format::Json {
+        let env: Envelope =
+            serde_json::from_slice(&msg.payload).map_err(|e| FrameError::Malformed {
+                what: "envelope",
+                why: e.to_string(),
+            })?;
+        if let Some(to) = reply_to {
+            to.asker = Some(env.from.clone());
+        }
+        return Ok(Some(Incoming { env, floor: None }));
+    }
+    let frame::ReadEnvelope {
+        mut env,
+        floor,
+        tag,
+    } = frame::decode_envelope(&msg.payload, &msg.subject)?;
+    if let Some(to) = reply_to.as_mut() {
+        to.binary = true;
+        to.asker = Some(env.from.clone());
+    }
+    if let Some(tag) = tag {
+        match inner.security.check_envelope_tag(&env, floor, &tag) {
+            Ok(key) => {
+                env.authentic = Some(key.0);
+                if let Some(to) = reply_to.as_mut() {
+                    to.peer = Some(key);
+                }
+            }
+            Err(why) => {
+                // The tag is what a signature is for a binary frame: without one that holds,
+                // the message is unsigned (refused with signatures required, see `screen`).
+                // With signatures required, a sender waiting for an answer is asked for signed
+                // JSON instead, whose answer names exactly what is wrong.
+                let required =
+                    inner.security.policy == crate::security::trust::SignaturePolicy::Required;
+                if let (true, Some(mut to)) = (required, reply_to.take()) {
+                    if log_admit(&inner.cfg.name, &env.from) {
+                        tracing::warn!(msg_id = %env.id, from = %env.from, "asked for signed JSON: {why}");
+                    } else {
+                        tracing::debug!(msg_id = %env.id, from = %env.from, "asked for signed JSON: {why}");
+                    }
+                    to.send_signed = true;
+                    let mut r = Reply::new(&env.id, ReplyStatus::Retry);
+                    r.reason = Some(format!(
+                        "{} could not check the session tag: {why}; send it signed",
+                        inner.cfg.name
+                    ));
+                    send_reply(inner, &to, &r).await;
+                    return Ok(None);
+                }
+                tracing::debug!(msg_id = %env.id, from = %env.from, "a session tag did not hold: {why}");
+            }
+        }
+    }
+    Ok(Some(Incoming {
+        env,
+        floor: Some(floor),
+    }))
+}
+
+/// Sends an answer in the format of the message it answers: binary with a session tag when the
+/// message came with one (or the sender asked for signed answers and this node trusts its key),
+/// else signed JSON when the sender asked for signed answers (see `signing`), else plain.
+pub(crate) async fn send_reply(inner: &Delivery, to: &ReplyTo, r: &Reply) {
+    let me = inner.cfg.name.as_str();
+    let signing_wanted = inner.security.policy != crate::security::trust::SignaturePolicy::Unsigned
+        && crate::security::signing::wants_signed_reply(&to.subject);
+    let payload = if to.binary && to.send_signed {
+        frame::encode_reply(r, me, None, true)
+    } else if to.binary && !signing_wanted {
+        frame::encode_reply(r, me, None, false)
     } else {
-        r
+        let session = to
+            .binary
+            .then(|| {
+                to.peer
+                    .and_then(|k| inner.security.session(&k))
+                    .or_else(|| {
+                        to.asker
+                            .as_deref()
+                            .and_then(|a| inner.security.session_with(a))
+                    })
+            })
+            .flatten();
+        match session {
+            Some(s) => {
+                let tag = s.tag_reply(me, &to.subject, r);
+                frame::encode_reply(r, me, Some(&tag), false)
+            }
+            None => {
+                let mut s = r.clone();
+                s.wire = Some(frame::VERSION);
+                if signing_wanted {
+                    crate::security::signing::sign_reply(
+                        &inner.security.keys,
+                        me,
+                        &to.subject,
+                        &mut s,
+                    );
+                }
+                serde_json::to_vec(&s).unwrap_or_default()
+            }
+        }
     };
-    let payload = Bytes::from(serde_json::to_vec(r).unwrap_or_default());
-    if let Err(e) = inner.link.client.publish(to.to_owned(), payload).await {
+    if let Err(e) = inner
+        .link
+        .client
+        .publish(to.subject.clone(), Bytes::from(payload))
+        .await
+    {
         tracing::debug!("could not send a reply: {e}");
     }
 }

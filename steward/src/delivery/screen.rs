@@ -25,7 +25,7 @@ use crate::wire::result::{MethodResult, Refusal};
 pub(crate) async fn screen(
     inner: &Arc<Delivery>,
     env: Envelope,
-    reply_to: &Option<String>,
+    reply_to: &Option<crate::delivery::receiver::ReplyTo>,
 ) -> Option<Envelope> {
     if env.method == KEY_REGISTER {
         match inner.registrar.get() {
@@ -66,7 +66,7 @@ pub(crate) async fn screen(
 pub(crate) async fn refuse(
     inner: &Arc<Delivery>,
     env: &Envelope,
-    reply_to: &Option<String>,
+    reply_to: &Option<crate::delivery::receiver::ReplyTo>,
     status: ReplyStatus,
     reason: String,
 ) {
@@ -240,7 +240,11 @@ pub(crate) fn access(inner: &Delivery, env: &Envelope) -> std::result::Result<()
 }
 
 /// A trust update from central: verified, applied if newer, answered.
-async fn on_update(inner: &Arc<Delivery>, env: Envelope, reply_to: &Option<String>) {
+async fn on_update(
+    inner: &Arc<Delivery>,
+    env: Envelope,
+    reply_to: &Option<crate::delivery::receiver::ReplyTo>,
+) {
     let outcome = apply_update(inner, &env).await;
     match outcome {
         Ok(text) => {

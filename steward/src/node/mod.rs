@@ -240,6 +240,12 @@ impl NodeBuilder {
         self.cfg.metrics_address = addr;
         self
     }
+    /// What this node sends in (default: [`WireFormat::Binary`](crate::WireFormat::Binary) to
+    /// peers that read it, JSON to the rest).
+    pub fn wire_format(mut self, format: crate::WireFormat) -> Self {
+        self.cfg.wire_format = format;
+        self
+    }
     /// Whether incoming messages must be signed by a trusted key (default:
     /// [`SignaturePolicy::Required`](crate::SignaturePolicy::Required); `Off` and `Unsigned`
     /// are warned about at start).
@@ -554,6 +560,7 @@ impl Node {
                 publishers: PublisherSet::default(),
                 executors: Executors::default(),
                 confirm: Confirmations::new(conn_rx.clone()),
+                peers: Default::default(),
                 registrar: OnceLock::new(),
             }
         });

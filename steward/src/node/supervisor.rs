@@ -11,7 +11,6 @@ use crate::delivery::publisher::PubEvent;
 use crate::delivery::Delivery;
 use crate::node::Inner;
 use crate::runtime::notify::ErrorReportKind;
-use crate::wire::envelope::Reply;
 
 /// Restarts allowed within [`RESTART_WINDOW`] before a task is stopped for good.
 const MAX_RESTARTS: usize = 5;
@@ -140,13 +139,7 @@ where
         let ev = if no_responders {
             PubEvent::NoResponders(seq)
         } else {
-            match serde_json::from_slice::<Reply>(&msg.payload) {
-                Ok(r) => PubEvent::Reply(seq, Box::new(r)),
-                Err(e) => {
-                    tracing::warn!("ignored a malformed reply on {}: {e}", msg.subject);
-                    continue;
-                }
-            }
+            PubEvent::Reply(seq, msg.payload)
         };
         let _ = tx.send(ev);
     }

@@ -323,19 +323,16 @@ pub(crate) fn confirm_bytes(
 // ----- the sending side's hooks -----
 
 /// Publisher hook, once per message when it is loaded from the outbox (its sequence number is
-/// known by then): a fire-and-forget message gets its stream position too (so a receiver can
-/// recognise a replay of it), then the envelope is signed. Deterministic: a reload after a
-/// restart produces the same bytes.
-pub(crate) fn seal(sec: &Security, env: &mut Envelope, seq: u64) {
+/// known by then): a fire-and-forget message gets its stream position too, so a receiver can
+/// recognise a replay of it. Deterministic: a reload after a restart gives the same envelope
+/// (and, ed25519 being deterministic, the same signature when it is signed).
+pub(crate) fn number(env: &mut Envelope, seq: u64) {
     if !env.ack && env.seq == 0 && env.kind != WireKind::Result {
         env.seq = seq;
     }
-    if sec.policy != SignaturePolicy::Unsigned {
-        sign_with(&sec.keys, env);
-    }
 }
 
-/// Signs an envelope that does not go through the outbox (`hello`).
+/// Signs an envelope as the policy says (none when unsigned): as it goes out in JSON.
 pub(crate) fn sign(sec: &Security, env: &mut Envelope) {
     if sec.policy != SignaturePolicy::Unsigned {
         sign_with(&sec.keys, env);

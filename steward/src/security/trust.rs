@@ -322,13 +322,16 @@ impl Security {
 
     /// Whether `key` may sign for `from`; the error is the reason for refusing.
     /// Checks that an answer received on `reply_to` is signed by the key trusted for
-    /// `responder`, the node the message went to.
+    /// `responder`, the node the message went to (or carries a session tag that holds).
     pub(crate) fn check_reply(
         &self,
         responder: &str,
         reply_to: &str,
         r: &crate::wire::envelope::Reply,
     ) -> Result<(), String> {
+        if let Some(tag) = &r.tag {
+            return self.check_reply_tag(responder, reply_to, r, tag);
+        }
         let key = match signing::verify_reply(responder, reply_to, r) {
             Ok(key) => key,
             Err(SigError::Unsigned) => return Err(format!(
@@ -407,8 +410,26 @@ impl Security {
         })
     }
 
-    /// The signature checks of the `Required` policy.
+    /// The signature checks of the `Required` policy: a session tag that held (see
+    /// `session.rs`; the receiver checks it as it reads the frame), or a valid signature.
     pub(crate) fn admit(&self, env: &Envelope) -> Result<(), String> {
+        if let Some(key) = env.authentic {
+            self.key_trusted(&env.from, &PublicKey(key))?;
+        } else {
+            self.admit_signed(env)?;
+        }
+        if env.kind != WireKind::Result {
+            if env.ack && env.seq == 0 {
+                return Err("a signed message with ACK must carry its stream sequence number (a replay could not be recognised otherwise)".into());
+            }
+            if !env.ack && env.seq == 0 && env.expires_ms.is_none() {
+                return Err("a fire-and-forget message without a stream sequence number must carry an expiry (a replay could not be recognised otherwise)".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn admit_signed(&self, env: &Envelope) -> Result<(), String> {
         let (key, vk) = match signing::signer(env) {
             Ok(k) => k,
             Err(SigError::Unsigned) => {
@@ -422,22 +443,13 @@ impl Security {
         };
         self.key_trusted(&env.from, &key)?;
         match signing::verify_envelope_with(env, &vk) {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             Err(SigError::Bad) => {
-                return Err("bad signature: the message was changed after it was signed (destination, method, data, expiry or another field), or the signature is not by the key it names".into())
+                Err("bad signature: the message was changed after it was signed (destination, method, data, expiry or another field), or the signature is not by the key it names".into())
             }
-            Err(SigError::Malformed(why)) => return Err(format!("malformed signature: {why}")),
-            Err(SigError::Unsigned) => return Err("unsigned message".into()),
+            Err(SigError::Malformed(why)) => Err(format!("malformed signature: {why}")),
+            Err(SigError::Unsigned) => Err("unsigned message".into()),
         }
-        if env.kind != WireKind::Result {
-            if env.ack && env.seq == 0 {
-                return Err("a signed message with ACK must carry its stream sequence number (a replay could not be recognised otherwise)".into());
-            }
-            if !env.ack && env.seq == 0 && env.expires_ms.is_none() {
-                return Err("a fire-and-forget message without a stream sequence number must carry an expiry (a replay could not be recognised otherwise)".into());
-            }
-        }
-        Ok(())
     }
 }
 
