@@ -39,7 +39,7 @@ pub use security::join::{JoinToken, JoinTokenInfo, DEFAULT_TOKEN_VALIDITY};
 pub use security::keys::{public_key_path, PublicKey, KEY_FILE, PUBLIC_KEY_FILE};
 pub use security::trust::{SignaturePolicy, TrustedKey, TRUST_FILE};
 pub use store::StoreStats;
-pub use wire::frame::WireFormat;
+pub use wire::frame::{fuzz_frame, WireFormat};
 pub use wire::handler::{Handler, HandlerFuture, Method, Request};
 pub use wire::message::{
     parse_json, parse_value, Expiry, Kind, Message, ParsedBatch, MAX_ACK_TIMEOUT,
