@@ -792,7 +792,7 @@ impl Outgoing<'_> {
         let unsigned = self.d.security.policy == SignaturePolicy::Unsigned;
         // The third, fifth… attempt goes as JSON, which every version reads: a peer rolled back
         // to a version that reads only JSON answers it, and says so.
-        let alternate = e.attempts >= 2 && e.attempts % 2 == 0;
+        let alternate = e.attempts >= 2 && e.attempts.is_multiple_of(2);
         if self.d.cfg.wire_format == crate::WireFormat::Binary
             && self.d.peers.reads_binary(self.to_node)
             && !alternate
