@@ -37,7 +37,7 @@ with --config (keys as the flags with '_' for '-': node, broker_address, data_di
 hello_interval, ack_timeout, retries, retry_wait, retry_wait_max, method_timeout, ttl,
 output_limit, allow, log_level, log_format, embedded_broker, profiling_port, metrics_address,
 broker_user, broker_password, broker_token, broker_nkey_seed, broker_nkey_seed_file, broker_creds,
-broker_tls_ca, broker_tls_cert, broker_tls_key, broker_require_tls, signatures, key_file,
+broker_tls_ca, broker_tls_cert, broker_tls_key, broker_require_tls, signatures, wire_format, key_file,
 central_key, central_key_file, join, join_file, auto_approve; and in the file only: trusted_keys, a table of NODE = \"KEY\",
 and access, an array of rules replacing the default access list), else from the defaults shown.
 Durations are seconds (10, 1.5) or take a unit: 500ms, 10s, 5m, 2h, 1d.
@@ -241,6 +241,11 @@ pub struct Tuning {
     /// [default: required]
     #[arg(long, value_name = "POLICY", value_parser = parse_policy, env = "STEWARD_SIGNATURES")]
     pub signatures: Option<steward::SignaturePolicy>,
+    /// What this node sends in: binary (compact frames to peers that read them, JSON to the
+    /// rest) or json (only JSON, readable with `nats sub`; binary frames are still read)
+    /// [default: binary]
+    #[arg(long, value_name = "FORMAT", value_parser = parse_wire_format, env = "STEWARD_WIRE_FORMAT")]
+    pub wire_format: Option<steward::WireFormat>,
     /// This node's private key (created with mode 0600 on first start if missing)
     /// [default: DATA_DIR/node.key]
     #[arg(long, value_name = "FILE", env = "STEWARD_KEY_FILE")]
@@ -281,6 +286,11 @@ pub fn parse_join(text: &str) -> Result<steward::JoinToken, String> {
 
 /// `off`, `unsigned` or `required`.
 pub fn parse_policy(text: &str) -> Result<steward::SignaturePolicy, String> {
+    text.parse().map_err(|e: steward::Error| e.to_string())
+}
+
+/// `binary` or `json`.
+pub fn parse_wire_format(text: &str) -> Result<steward::WireFormat, String> {
     text.parse().map_err(|e: steward::Error| e.to_string())
 }
 

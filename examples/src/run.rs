@@ -33,6 +33,7 @@ pub fn builder(s: &Settings, name: &str, brokers: Vec<String>) -> NodeBuilder {
     cfg.broker_auth = s.broker_auth.clone();
     cfg.broker_tls = s.broker_tls.clone();
     cfg.signatures = s.signatures;
+    cfg.wire_format = s.wire_format;
     cfg.key_file = s.key_file.clone();
     cfg.central_key = s.central_key;
     cfg.trusted_keys = s.trusted_keys.clone();

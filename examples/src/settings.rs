@@ -41,6 +41,7 @@ pub struct Settings {
     pub broker_tls: BrokerTls,
     pub metrics_address: Option<SocketAddr>,
     pub signatures: steward::SignaturePolicy,
+    pub wire_format: steward::WireFormat,
     pub key_file: Option<PathBuf>,
     pub central_key: Option<steward::PublicKey>,
     pub trusted_keys: Vec<steward::TrustedKey>,
@@ -86,6 +87,7 @@ pub struct FileConfig {
     broker_require_tls: Option<bool>,
     metrics_address: Option<String>,
     signatures: Option<String>,
+    wire_format: Option<String>,
     key_file: Option<PathBuf>,
     central_key: Option<String>,
     central_key_file: Option<PathBuf>,
@@ -435,6 +437,15 @@ pub fn resolve(
             None => steward::SignaturePolicy::Required,
         },
     };
+    let wire_format = match t.wire_format {
+        Some(w) => w,
+        None => match &file.wire_format {
+            Some(text) => text
+                .parse()
+                .map_err(|e: steward::Error| format!("config file, wire_format: {e}"))?,
+            None => steward::WireFormat::Binary,
+        },
+    };
     let central_key = match (&t.central_key, &t.central_key_file) {
         (Some(k), _) => Some(*k),
         (None, Some(p)) => Some(steward::PublicKey::from_file(p).map_err(|e| e.to_string())?),
@@ -485,6 +496,7 @@ pub fn resolve(
     Ok(Settings {
         auto_approve: t.auto_approve || file.auto_approve.unwrap_or(false),
         signatures,
+        wire_format,
         key_file: t.key_file.clone().or(file.key_file.clone()),
         central_key,
         trusted_keys,
@@ -716,6 +728,7 @@ mod tests {
         let f: FileConfig = toml::from_str(
             r#"
 signatures = "required"
+wire_format = "json"
 central_key = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
 access = [
     { from = "central", method = "shellCommand", argv_prefix = ["systemctl", "status"] },
@@ -727,6 +740,7 @@ ship9 = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
         )
         .unwrap();
         assert_eq!(f.signatures.as_deref(), Some("required"));
+        assert_eq!(f.wire_format.as_deref(), Some("json"));
         assert_eq!(f.access.as_ref().unwrap().rules().len(), 2);
         assert_eq!(f.trusted_keys.len(), 1);
         assert!(toml::from_str::<FileConfig>(

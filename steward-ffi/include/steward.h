@@ -322,7 +322,7 @@ enum steward_run_status
    */
   STEWARD_RUN_FAILED = 2,
   /**
-   * The receiver stopped while the method ran; its outcome is unknown.
+   * The receiver stopped after it was started and before it finished; its outcome is unknown.
    */
   STEWARD_RUN_UNKNOWN = 3,
 };

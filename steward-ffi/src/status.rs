@@ -70,7 +70,7 @@ pub enum steward_run_status {
     STEWARD_RUN_OK = 1,
     /// The method finished and reported failure (non-zero exit, error, timeout).
     STEWARD_RUN_FAILED = 2,
-    /// The receiver stopped while the method ran; its outcome is unknown.
+    /// The receiver stopped after it was started and before it finished; its outcome is unknown.
     STEWARD_RUN_UNKNOWN = 3,
 }
 

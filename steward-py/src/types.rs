@@ -92,7 +92,7 @@ impl PyMethodResult {
     fn exit_code(&self) -> Option<i32> {
         self.inner.exit_code
     }
-    /// "ok", "failed" or "unknown" (the receiver stopped while the method ran).
+    /// "ok", "failed" or "unknown" (the receiver stopped after it was started, before it finished).
     #[getter]
     fn status(&self) -> &'static str {
         status_str(self.inner.status)

@@ -464,3 +464,40 @@ async fn data_directories_and_files_are_private() {
     }
     assert!(checked >= 6, "only {checked} files checked");
 }
+
+/// A result is handed to `result()` as soon as the receiver holds it durably, before the
+/// sender's own final-state commit; what must hold: from that moment the message's status
+/// reads completed with that result (never "sent" or "received" again), `wait()` returns the
+/// same, and the final state and listeners follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_returned_early_is_the_status_from_then_on() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let ship1 = test_node("ship1", &urls, dir.path()).start().await.unwrap();
+    for i in 0..200 {
+        let r = central
+            .send(Message::command("ship1", "echo", [format!("n{i}")]))
+            .await
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(20), r.result())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(res.stdout, format!("n{i}"));
+        let st = r.status().await.unwrap();
+        assert_eq!(st.state, MessageState::Completed, "{i}: {st:?}");
+        assert_eq!(st.result.as_ref(), Some(&res), "{i}");
+        let done = r.wait().await.unwrap();
+        assert_eq!(
+            (done.state, done.result.as_ref()),
+            (MessageState::Completed, Some(&res))
+        );
+    }
+    ship1.stop().await;
+    central.stop().await;
+}

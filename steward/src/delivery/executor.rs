@@ -1,5 +1,11 @@
 //! Per-stream executors: run received messages one after another in the sender's order,
 //! record "started" before anything with side effects, and send the result home durably.
+//!
+//! "Started" is recorded for the messages queued together on a stream in one commit (at most
+//! [`START_BATCH`]), then they run one after another: a stream of events to a method with side
+//! effects runs at the speed of a commit per batch, not per message. The price, on a crash: a
+//! message of the batch that had not run yet is found "started" and, never being run twice, is
+//! reported with an unknown outcome, like one that was running — never as run.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,6 +107,9 @@ impl Delivery {
     }
 }
 
+/// Most messages recorded "started" in one commit.
+const START_BATCH: usize = 256;
+
 /// An executor or publisher with nothing to do for this long retires (and is restarted on demand).
 pub(crate) const IDLE_RETIRE: Duration = Duration::from_secs(30);
 
@@ -127,13 +136,93 @@ async fn run(
                 }
             }
         };
-        run_one(&inner, work).await;
-        // After run_one: its result's record is submitted, so anything run later commits later.
-        outstanding.fetch_sub(1, Ordering::SeqCst);
+        let mut batch = vec![work];
+        while batch.len() < START_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let started = start(&inner, &batch).await;
+        for (work, started) in batch.into_iter().zip(started) {
+            run_one(&inner, work, started).await;
+            // After run_one: its result's record is submitted, so anything run later commits later.
+            outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
-async fn run_one(inner: &Arc<Delivery>, work: Work) {
+/// Whether a message must be recorded "started" before it runs: it has side effects (its
+/// method is not repeatable) and an answer is owed (fire-and-forget messages are not recorded).
+fn needs_start(inner: &Delivery, env: &Envelope) -> bool {
+    env.ack
+        && inner
+            .methods
+            .get(&env.method)
+            .is_some_and(|m| !m.repeatable)
+}
+
+/// Records "started" for every message of `batch` that needs it, in one commit. Per message:
+/// `None` when it needs no record, `Some(true)` when it may run, `Some(false)` when it must not
+/// (already started or done: resumed twice; or the record failed).
+async fn start(inner: &Arc<Delivery>, batch: &[Work]) -> Vec<Option<bool>> {
+    let skew = inner.cfg.clock_skew.as_millis() as u64;
+    let wanted: Vec<(usize, String, Envelope)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| {
+            needs_start(inner, &w.env)
+                // An expired one is finished as expired, never started.
+                && w.env.expires_ms.is_none_or(|exp| now_ms() <= exp.saturating_add(skew))
+        })
+        .map(|(i, w)| (i, w.key.clone(), w.env.clone()))
+        .collect();
+    let mut out = vec![None; batch.len()];
+    if wanted.is_empty() {
+        return out;
+    }
+    let index: Vec<usize> = wanted.iter().map(|(i, _, _)| *i).collect();
+    let first = wanted[0].2.clone();
+    let written = inner
+        .store
+        .write(move |txn| {
+            let mut may_run = Vec::with_capacity(wanted.len());
+            for (_, k, e) in wanted {
+                let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
+                if rec.state != InboxState::Received {
+                    // Already started or done (resumed twice): never run again.
+                    may_run.push(false);
+                    continue;
+                }
+                rec.state = InboxState::Started;
+                store::put_inbox(txn, &k, &mut rec)?;
+                may_run.push(true);
+            }
+            Ok(may_run)
+        })
+        .await;
+    match written {
+        Ok(may_run) => {
+            for (i, ok) in index.into_iter().zip(may_run) {
+                out[i] = Some(ok);
+            }
+        }
+        Err(e) => {
+            // Not recorded as started, so not run; they stay received and resume after a restart.
+            tracing::error!(msg_id = %first.id, from = %first.from, method = %first.method, count = index.len(), "cannot record start, not running them now: {e}");
+            for i in index {
+                out[i] = Some(false);
+            }
+        }
+    }
+    out
+}
+
+/// Runs one message. `started`: what [`start`] recorded for it (`None`: it needs no record).
+async fn run_one(inner: &Arc<Delivery>, work: Work, started: Option<bool>) {
+    if started == Some(false) {
+        return;
+    }
     let Work { key, env, inline } = work;
     let skew = inner.cfg.clock_skew.as_millis() as u64;
     if env
@@ -158,30 +247,22 @@ async fn run_one(inner: &Arc<Delivery>, work: Work) {
         finish(inner, &key, &env, r, None).await;
         return;
     };
-    if env.ack && !method.repeatable {
-        let k = key.clone();
-        let e = env.clone();
-        let started = inner
-            .store
-            .write(move |txn| {
-                let mut rec = store::get_inbox(txn, &k)?.unwrap_or_else(|| fresh(e));
-                if rec.state != InboxState::Received {
-                    // Already started or done (resumed twice): never run again.
-                    return Ok(false);
-                }
-                rec.state = InboxState::Started;
-                store::put_inbox(txn, &k, &mut rec)?;
-                Ok(true)
-            })
-            .await;
-        match started {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                // Not recorded as started, so not run; it stays received and resumes after a restart.
-                tracing::error!(msg_id = %env.id, from = %env.from, method = %env.method, "cannot record start, not running it now: {e}");
-                return;
-            }
+    if env.ack && !method.repeatable && started.is_none() {
+        // Its method was served as repeatable (or not at all) when the batch was started:
+        // recorded on its own now, never run unrecorded.
+        if start(
+            inner,
+            std::slice::from_ref(&Work {
+                key: key.clone(),
+                env: env.clone(),
+                inline: None,
+            }),
+        )
+        .await
+        .first()
+            != Some(&Some(true))
+        {
+            return;
         }
     }
     let result = call(inner, &env, &method).await;
@@ -434,9 +515,9 @@ pub(crate) async fn resume(inner: &Arc<Delivery>) -> crate::Result<()> {
                 );
             }
             InboxState::Started => {
-                tracing::warn!(msg_id = %env.id, from = %env.from, method = %env.method, "was running when the node stopped; reporting its outcome as unknown");
+                tracing::warn!(msg_id = %env.id, from = %env.from, method = %env.method, "was started when the node stopped; reporting its outcome as unknown");
                 let r = MethodResult::unknown(format!(
-                    "{} stopped while {} was running; it was not run again, so its outcome is unknown",
+                    "{} stopped after {} was started (running, or queued behind messages started with it) and before it finished; it was not run again, so its outcome is unknown",
                     inner.cfg.name, env.method
                 ));
                 finish(inner, &key, &env, r, None).await;

@@ -758,6 +758,17 @@ impl Publisher {
         }
         let inner = self.inner.clone();
         let (id, attempts) = (e.id, e.attempts);
+        if let (MessageState::Completed, Some(result)) = (state, &result) {
+            // The receiver holds it durably: the caller need not wait for this commit.
+            self.inner.finals.early(
+                &id,
+                crate::delivery::finals::Finishing {
+                    result: result.clone(),
+                    attempts,
+                    at_ms: now_ms(),
+                },
+            );
+        }
         let msg_id = id.clone();
         let r = self.inner.store.submit(
             move |txn| store::finalize_with(txn, &id, state, result, reason, refusal, attempts),

@@ -106,6 +106,14 @@ impl Delivery {
         if st.state.is_final() {
             return st;
         }
+        if let Some(f) = self.finals.finishing(&st.id) {
+            // Its result is in; the final state is being committed.
+            st.state = MessageState::Completed;
+            st.result = Some(f.result);
+            st.attempts = st.attempts.max(f.attempts);
+            st.updated_ms = f.at_ms;
+            return st;
+        }
         if let Some(tx) = self.publishers.get(stream_id) {
             let (otx, orx) = oneshot::channel();
             if tx.send(PubEvent::Query(seq, otx)).is_ok() {

@@ -791,8 +791,37 @@ impl Node {
     /// Waits for the message's result. `Ok` for every method run (check `status`); `Err` when
     /// it failed to be delivered, expired, was rejected or cancelled, or was sent without ACK.
     pub async fn result(&self, id: &str) -> Result<MethodResult> {
-        let st = self.wait(id).await?;
-        status_to_result(st)
+        let finals = &self.inner.d.finals;
+        let rx = finals.wait_result(id)?;
+        if let Some(f) = finals.finishing(id) {
+            drop(rx);
+            finals.prune(id);
+            return Ok(f.result);
+        }
+        match self.inner.d.store.message_state(id)? {
+            None => {
+                drop(rx);
+                finals.prune(id);
+                return Err(Error::NotFound(id.to_owned()));
+            }
+            Some(state) if state.is_final() => {
+                drop(rx);
+                finals.prune(id);
+                let rec = self
+                    .inner
+                    .d
+                    .store
+                    .message(id)?
+                    .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+                return status_to_result(rec.into_status());
+            }
+            Some(_) => {}
+        }
+        let mut stop = self.inner.d.tasks.subscribe();
+        tokio::select! {
+            r = rx => r.map_err(|_| Error::Stopped)?,
+            _ = stop.wait_for(|s| *s) => Err(Error::Stopped),
+        }
     }
 
     /// Cancels a message not yet received by its destination. Returns false if it is too late.
@@ -922,39 +951,7 @@ impl Node {
     }
 }
 
-pub(crate) fn status_to_result(st: MessageStatus) -> Result<MethodResult> {
-    let reason = st.reason.clone().unwrap_or_default();
-    match st.state {
-        MessageState::Completed => st.result.ok_or(Error::NoResult(st.id)),
-        MessageState::Failed => Err(Error::DeliveryFailed {
-            id: st.id,
-            node: st.to_node,
-            reason,
-        }),
-        MessageState::Expired => Err(Error::Expired {
-            id: st.id,
-            stage: if reason.contains("run") {
-                "run".into()
-            } else {
-                "delivered".into()
-            },
-        }),
-        MessageState::Rejected if st.refusal == Some(Refusal::NotAllowed) => {
-            Err(Error::NotAllowed {
-                id: st.id,
-                node: st.to_node,
-                reason,
-            })
-        }
-        MessageState::Rejected => Err(Error::Rejected {
-            id: st.id,
-            node: st.to_node,
-            reason,
-        }),
-        MessageState::Cancelled => Err(Error::Cancelled(st.id)),
-        _ => Err(Error::Stopped),
-    }
-}
+pub(crate) use crate::delivery::finals::status_to_result;
 
 impl Inner {
     /// The central handle, or why this node has none.

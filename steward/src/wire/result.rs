@@ -10,7 +10,8 @@ pub enum ResultStatus {
     Ok,
     /// The method finished and reported failure (non-zero exit, error, killed at timeout).
     Failed,
-    /// The receiver stopped while the method ran; it was not run again, so its outcome is unknown.
+    /// The receiver stopped after the message was started (running, or queued behind messages
+    /// started with it) and before it finished; it was not run again, so its outcome is unknown.
     Unknown,
 }
 
