@@ -38,7 +38,7 @@ use crate::store::{self, Enqueued, NewMessage, Store};
 use crate::wire::handler::Method;
 use crate::wire::message::{Message, ParsedBatch};
 use crate::wire::names;
-use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult, Refusal};
+use crate::wire::result::{DestinationStatus, MessageState, MessageStatus, MethodResult};
 
 /// Builds and starts a [`Node`].
 ///
