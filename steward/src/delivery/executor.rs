@@ -5,7 +5,8 @@
 //! [`START_BATCH`]), then they run one after another: a stream of events to a method with side
 //! effects runs at the speed of a commit per batch, not per message. The price, on a crash: a
 //! message of the batch that had not run yet is found "started" and, never being run twice, is
-//! reported with an unknown outcome, like one that was running — never as run.
+//! reported with an unknown outcome, like one that was running — never as run. A graceful stop
+//! puts the ones that did not begin to run back to "received" first.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -144,11 +145,49 @@ async fn run(
             }
         }
         let started = start(&inner, &batch).await;
-        for (work, started) in batch.into_iter().zip(started) {
+        let mut rest = batch.into_iter().zip(started);
+        while let Some((work, started)) = rest.next() {
+            if inner.tasks.stopping() {
+                // A graceful stop leaves no doubt behind: what was started with this group but
+                // has not begun to run goes back to received, and runs after the next start.
+                let unrun: Vec<String> = std::iter::once((work, started))
+                    .chain(rest)
+                    .filter(|(_, s)| *s == Some(true))
+                    .map(|(w, _)| w.key)
+                    .collect();
+                unstart(&inner, unrun).await;
+                return;
+            }
             run_one(&inner, work, started).await;
             // After run_one: its result's record is submitted, so anything run later commits later.
             outstanding.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// Puts messages recorded "started" that never began to run back to "received".
+async fn unstart(inner: &Arc<Delivery>, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    let n = keys.len();
+    let written = inner
+        .store
+        .write(move |txn| {
+            for k in keys {
+                if let Some(mut rec) = store::get_inbox(txn, &k)? {
+                    if rec.state == InboxState::Started {
+                        rec.state = InboxState::Received;
+                        store::put_inbox(txn, &k, &mut rec)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+    match written {
+        Ok(()) => tracing::debug!(count = n, "stopping: started messages that did not run wait for the next start"),
+        Err(e) => tracing::warn!(count = n, "stopping: could not put {n} started messages that did not run back to received, so they will be reported unknown: {e}"),
     }
 }
 
