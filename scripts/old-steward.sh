@@ -59,7 +59,11 @@ SRC="$(mktemp -d "$ROOT/src.XXXXXX")"
 trap 'rm -rf "$SRC"' EXIT
 
 log "extracting $REV ($COMMIT) into $SRC"
-git -C "$REPO_ROOT" archive --format=tar "$COMMIT" | tar -x -C "$SRC"
+# -m: the files get the time of extraction, not the commit's. With the commit's time, cargo
+# would take the sources of a revision committed before the last build as unchanged and
+# hand back the binary of the revision built before (the shared build directory's
+# fingerprints do not depend on where the source lies).
+git -C "$REPO_ROOT" archive --format=tar "$COMMIT" | tar -x -m -C "$SRC"
 [[ -f "$SRC/examples/Cargo.toml" ]] || die "$REV has no examples/Cargo.toml: no steward command to build there"
 
 # Package and binary as that revision names them (the `steward` binary of the CLI package).
