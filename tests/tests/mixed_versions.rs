@@ -187,17 +187,24 @@ impl OldNode {
             .collect()
     }
 
-    /// Messages accepted for `to` and not final yet (`steward status --json`).
-    async fn pending_for(&self, to: &str) -> u64 {
-        let status: Value = serde_json::from_str(&self.cli(&["status", "--json"]).await)
-            .expect("`steward status --json` prints JSON");
-        status["destinations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|d| d["node"] == to)
-            .and_then(|d| d["pending"].as_u64())
-            .unwrap_or(0)
+    /// Messages accepted for `to` and not final yet, and the send attempts of the message
+    /// `id` so far (`steward status --json`).
+    async fn pending_and_attempts(&self, to: &str, id: &str) -> (u64, u64) {
+        let status: Value =
+            serde_json::from_str(&self.cli(&["status", "--json", "--limit", "1000"]).await)
+                .expect("`steward status --json` prints JSON");
+        let find = |list: &str, key: &str, value: &str| {
+            status[list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d[key] == value)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let pending = find("destinations", "node", to)["pending"].as_u64();
+        let attempts = find("messages", "id", id)["attempts"].as_u64();
+        (pending.unwrap_or(0), attempts.unwrap_or(0))
     }
 
     /// SIGTERM, then the exit status (a graceful stop: 0).
@@ -677,7 +684,8 @@ enum Destination {
 ///
 /// 1. The old central runs (closed by default), makes a join token, and is given
 ///    [`QUEUED`] commands for ship1 through its `inmsg.txt` (ids `m-0`…); ship1 is not
-///    running. Once `steward status` shows all of them pending, central is stopped (`stop`).
+///    running. Once `steward status` shows all of them pending and the first one tried,
+///    central is stopped (`stop`).
 /// 2. While no node runs, [`APPENDED_WHILE_STOPPED`] more are appended to `inmsg.txt`.
 /// 3. This version starts on the same data directory (store, keys, trust registry with the
 ///    old token, `inmsg.offset`), then ship1 starts (`destination`) and joins with the old
@@ -712,16 +720,17 @@ async fn upgrade_in_place(test: &str, stop: Stop, destination: Destination) {
     let mut old = OldNode::start(&bin, "central", &central_dir, &url, &[]).await;
     let token = old.join_token().await;
     append_inmsg(&central_dir, &(0..QUEUED).map(message).collect::<Vec<_>>());
+    // All accepted, and the first one tried (ship1 does not answer: a failed attempt, stored).
     let o = &old;
-    let pending = poll_for(
+    let (pending, attempts) = poll_for(
         WAIT,
-        || async move { o.pending_for("ship1").await },
-        |n| *n == QUEUED as u64,
+        || async move { o.pending_and_attempts("ship1", "m-0").await },
+        |&(pending, attempts)| pending == QUEUED as u64 && attempts > 0,
     )
     .await;
-    assert_eq!(
-        pending, QUEUED as u64,
-        "messages pending at the old central"
+    assert!(
+        pending == QUEUED as u64 && attempts > 0,
+        "the old central: {pending} of {QUEUED} pending, {attempts} attempts to send m-0"
     );
     match stop {
         Stop::Term => {
