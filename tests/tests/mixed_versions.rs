@@ -17,10 +17,14 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use steward::{JoinToken, KeyState, MessageState, Node, NodeBuilder, ResultStatus};
+use steward::{
+    JoinToken, KeyState, Kind, MessageState, Method, MethodResult, Node, NodeBuilder, Request,
+    ResultStatus,
+};
 use steward_tests::nodes::{default_node, init_tracing};
 use steward_tests::recorder::Recorder;
 use steward_tests::NatsServer;
@@ -360,6 +364,17 @@ fn audit(dir: &Path) -> HashMap<String, Vec<Value>> {
 /// each has exactly one line, completed, with an OK result from `ran_at` whose output is the
 /// expected one (`None`: any output).
 async fn assert_audited_once(dir: &Path, ran_at: &str, expected: &[(String, Option<String>)]) {
+    assert_audited(dir, ran_at, expected, true).await;
+}
+
+/// [`assert_audited_once`], where `once: false` allows a message more than one line (all
+/// alike): after a SIGKILL the audit log may repeat a line, never lose one.
+async fn assert_audited(
+    dir: &Path,
+    ran_at: &str,
+    expected: &[(String, Option<String>)],
+    once: bool,
+) {
     let all_in = poll(WAIT, || {
         let a = audit(dir);
         let done = expected.iter().all(|(id, _)| a.contains_key(id));
@@ -382,23 +397,23 @@ async fn assert_audited_once(dir: &Path, ran_at: &str, expected: &[(String, Opti
     );
     for (id, out) in expected {
         let entries = &a[id];
-        assert_eq!(
-            entries.len(),
-            1,
+        assert!(
+            !once || entries.len() == 1,
             "{id} finished {} times in {}: {entries:?}",
             entries.len(),
             dir.display()
         );
-        let e = &entries[0];
-        assert_eq!(e["outcome"], "completed", "{id}: {e}");
-        assert_eq!(e["result"]["status"], "ok", "{id}: {e}");
-        assert_eq!(e["result"]["node"], ran_at, "{id}: {e}");
-        if let Some(out) = out {
-            assert_eq!(
-                e["result"]["stdout"].as_str(),
-                Some(out.as_str()),
-                "{id}: {e}"
-            );
+        for e in entries {
+            assert_eq!(e["outcome"], "completed", "{id}: {e}");
+            assert_eq!(e["result"]["status"], "ok", "{id}: {e}");
+            assert_eq!(e["result"]["node"], ran_at, "{id}: {e}");
+            if let Some(out) = out {
+                assert_eq!(
+                    e["result"]["stdout"].as_str(),
+                    Some(out.as_str()),
+                    "{id}: {e}"
+                );
+            }
         }
     }
 }
@@ -559,6 +574,44 @@ async fn exchange(old: &OldNode, new: &Node, tmp: &Path) {
     );
 }
 
+/// Waits until the old `central` approved the new `ship`'s key and `ship` applied a trust
+/// bundle from it.
+async fn enrolled_with_old_central(central: &OldNode, ship: &Node) {
+    let name = ship.name();
+    let (states, version) = poll_for(
+        WAIT,
+        || async move { (central.key_states(name).await, ship.trust_version()) },
+        |(states, version)| states == &["approved"] && *version > 0,
+    )
+    .await;
+    assert!(
+        states == ["approved"] && version > 0,
+        "{name} not enrolled: its keys at the old central {states:?}, its trust version {version}"
+    );
+}
+
+/// Waits until the new `central` approved the old `ship`'s key and `ship` applied a trust
+/// bundle from it (its `trust.json`).
+async fn enrolled_with_new_central(central: &Node, ship: &OldNode) {
+    let trust_file = ship.dir.join("trust.json");
+    let enrolled = poll(WAIT, || {
+        let approved = central.keys().is_ok_and(|ks| {
+            ks.iter()
+                .any(|k| k.node == ship.name && k.state == KeyState::Approved)
+        });
+        let bundle = trust_file.exists();
+        async move { approved && bundle }
+    })
+    .await;
+    assert!(
+        enrolled,
+        "old {} not enrolled: keys at the new central {:?}, its trust.json there: {}",
+        ship.name,
+        central.keys(),
+        trust_file.exists()
+    );
+}
+
 /// An old central and a new ship1 joined to it with `steward keys token` from the old
 /// central. Must hold: the new node's key is approved and it gets the old central's trust
 /// bundle; then everything of [`exchange`] (50 echo commands, 50 shell commands, 50 events
@@ -587,17 +640,7 @@ async fn old_central_and_new_node_exchange_messages() {
         .start()
         .await
         .expect("the new ship1 starts with the old central's token");
-    let (c, s) = (&central, &ship);
-    let (states, version) = poll_for(
-        WAIT,
-        || async move { (c.key_states("ship1").await, s.trust_version()) },
-        |(states, version)| states == &["approved"] && *version > 0,
-    )
-    .await;
-    assert!(
-        states == ["approved"] && version > 0,
-        "ship1 not enrolled: its keys at the old central {states:?}, its trust version {version}"
-    );
+    enrolled_with_old_central(&central, &ship).await;
 
     exchange(&central, &ship, tmp.path()).await;
 
@@ -636,22 +679,7 @@ async fn new_central_and_old_node_exchange_messages() {
         &["--join-file", &token_arg],
     )
     .await;
-    let trust_file = ship.dir.join("trust.json");
-    let enrolled = poll(WAIT, || {
-        let approved = central.keys().is_ok_and(|ks| {
-            ks.iter()
-                .any(|k| k.node == "ship1" && k.state == KeyState::Approved)
-        });
-        let bundle = trust_file.exists();
-        async move { approved && bundle }
-    })
-    .await;
-    assert!(
-        enrolled,
-        "old ship1 not enrolled: keys at the new central {:?}, its trust.json there: {}",
-        central.keys(),
-        trust_file.exists()
-    );
+    enrolled_with_new_central(&central, &ship).await;
 
     exchange(&ship, &central, tmp.path()).await;
 
@@ -870,4 +898,223 @@ async fn upgrade_after_sigkill_delivers_to_an_old_node() {
         Destination::Old,
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// c. Rolling upgrade in the middle of a stream
+// ---------------------------------------------------------------------------
+
+/// Commands in each stream cut by an upgrade.
+const STREAM: usize = 200;
+
+/// A `record` command that records its `data[0]` in `ran` after `delay` of work, so that a
+/// stream of them is still running when a test cuts it.
+fn slow_record(ran: Arc<Mutex<Vec<String>>>, delay: Duration) -> Method {
+    Method::new(Kind::Command, move |req: Request| {
+        let ran = Arc::clone(&ran);
+        async move {
+            tokio::time::sleep(delay).await;
+            ran.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(req.data.first().cloned().unwrap_or_default());
+            MethodResult::ok("")
+        }
+    })
+}
+
+fn stream_ids() -> Vec<String> {
+    (0..STREAM).map(|i| format!("m-{i}")).collect()
+}
+
+/// The sender is upgraded in the middle of a stream to a running node of this version: the
+/// old central streams [`STREAM`] `record` commands (through its `inmsg.txt`) to ship1 (this
+/// version, joined with the old central's token); once ship1 ran a quarter of them the old
+/// central is SIGKILLed and this version starts on its data directory.
+///
+/// Must hold: every command completes at the new central with an OK result from ship1
+/// (and has completed lines in `audit.log`, repeats allowed after a SIGKILL); ship1 ran each
+/// exactly once, in the order sent — the resends of the new version (whatever format it
+/// then speaks to ship1) are recognised as what the old one already delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_upgraded_mid_stream_after_sigkill() {
+    let Some(bin) = old_bin("sender_upgraded_mid_stream_after_sigkill") else {
+        return;
+    };
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let central_dir = tmp.path().join("central");
+    let mut old = OldNode::start(&bin, "central", &central_dir, &url, &[]).await;
+    let token = JoinToken::parse(&old.join_token().await).expect("the old token parses");
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let ship = default_node("ship1", std::slice::from_ref(&url), tmp.path())
+        .join(token)
+        .method(
+            "record",
+            slow_record(Arc::clone(&ran), Duration::from_millis(10)),
+        )
+        .start()
+        .await
+        .expect("ship1 starts with the old central's token");
+    enrolled_with_old_central(&old, &ship).await;
+
+    let ids = stream_ids();
+    let messages: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({"id": id, "toNode": "ship1", "commandOrEvent": "command",
+                   "method": "record", "data": [id]})
+        })
+        .collect();
+    append_inmsg(&central_dir, &messages);
+    let count = || ran.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let cut = poll(WAIT, || {
+        let n = count();
+        async move { n >= STREAM / 4 }
+    })
+    .await;
+    assert!(
+        cut,
+        "ship1 ran {} of {STREAM} from the old central",
+        count()
+    );
+    old.sigkill();
+    let before = count();
+    assert!(
+        before < STREAM,
+        "the stream ended before the old central was killed: nothing was cut"
+    );
+
+    let central = new_like_cli("central", &url, &central_dir)
+        .start()
+        .await
+        .expect("the new version opens the killed old version's data directory");
+    for id in &ids {
+        let st = match tokio::time::timeout(WAIT, central.wait(id)).await {
+            Ok(st) => st.unwrap_or_else(|e| panic!("{id}: {e}")),
+            Err(_) => panic!(
+                "{id}: not final within {WAIT:?} after the upgrade: {:?}",
+                central.message(id).await
+            ),
+        };
+        assert_eq!(st.state, MessageState::Completed, "{id}: {st:?}");
+        let result = st
+            .result
+            .as_ref()
+            .expect("a completed message has a result");
+        assert_eq!(result.status, ResultStatus::Ok, "{id}: {result:?}");
+    }
+    let results: Vec<(String, Option<String>)> = ids
+        .iter()
+        .map(|id| (id.clone(), Some(String::new())))
+        .collect();
+    assert_audited(&central_dir, "ship1", &results, false).await;
+
+    central.stop().await;
+    ship.stop().await;
+    let seen = ran.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_exactly_once_in_order(
+        &format!("record at ship1 ({before} ran before the kill)"),
+        &seen,
+        &ids,
+    );
+}
+
+/// The receiver is upgraded in the middle of a stream: the new central streams [`STREAM`]
+/// shell commands (each appends its tag to a file) to an old ship1 joined with its token;
+/// once ship1 ran a quarter of them it is stopped with SIGTERM (exit 0) and this version
+/// starts on ship1's data directory (its key, the pinned `central.pub`, `trust.json`, the
+/// records of what it received).
+///
+/// Must hold: every command completes at central with an OK result from ship1 that prints
+/// its tag; the shell commands ran exactly once, in the order sent — what the old ship1
+/// received before it stopped is answered from its records by the new one, never run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_upgraded_mid_stream_after_sigterm() {
+    let Some(bin) = old_bin("receiver_upgraded_mid_stream_after_sigterm") else {
+        return;
+    };
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let central = default_node("central", std::slice::from_ref(&url), tmp.path())
+        .start()
+        .await
+        .expect("the new central starts");
+    let token_file = tmp.path().join("join.token");
+    let token = central.join_token(None).await.expect("a join token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let token_arg = token_file.display().to_string();
+    let ship_dir = tmp.path().join("ship1");
+    let mut ship =
+        OldNode::start(&bin, "ship1", &ship_dir, &url, &["--join-file", &token_arg]).await;
+    enrolled_with_new_central(&central, &ship).await;
+
+    let exec_log = tmp.path().join("exec-at-ship1.log");
+    let ids = stream_ids();
+    let messages: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({"id": id, "toNode": "ship1", "commandOrEvent": "command",
+                   "method": "shellCommand", "data": witness(id, &exec_log)})
+        })
+        .collect();
+    let report = central
+        .send_json(&Value::Array(messages).to_string())
+        .await
+        .expect("central accepts the stream");
+    assert!(report.rejected.is_empty(), "refused: {:?}", report.rejected);
+    let cut = poll(WAIT, || {
+        let n = lines(&exec_log).len();
+        async move { n >= STREAM / 4 }
+    })
+    .await;
+    assert!(
+        cut,
+        "the old ship1 ran {} of {STREAM}",
+        lines(&exec_log).len()
+    );
+    let st = ship.sigterm();
+    assert!(st.success(), "the old ship1 exited with {st}");
+    let before = lines(&exec_log).len();
+    assert!(
+        before < STREAM,
+        "the stream ended before the old ship1 stopped: nothing was cut"
+    );
+
+    let new_ship = new_like_cli("ship1", &url, &ship_dir)
+        .start()
+        .await
+        .expect("the new version opens the old ship1's data directory");
+    for (_, receipt) in &report.accepted {
+        let st = match tokio::time::timeout(WAIT, receipt.wait()).await {
+            Ok(st) => st.expect("wait for a final state"),
+            Err(_) => panic!(
+                "{}: not final within {WAIT:?} after the upgrade: {:?}",
+                receipt.id,
+                receipt.status().await
+            ),
+        };
+        assert_eq!(st.state, MessageState::Completed, "{}: {st:?}", receipt.id);
+        let result = st
+            .result
+            .as_ref()
+            .expect("a completed message has a result");
+        assert_eq!(
+            result.status,
+            ResultStatus::Ok,
+            "{}: {result:?}",
+            receipt.id
+        );
+        assert_eq!(result.node, "ship1", "{}: {result:?}", receipt.id);
+        assert_eq!(result.stdout, receipt.id, "{}: wrong result", receipt.id);
+    }
+
+    central.stop().await;
+    new_ship.stop().await;
+    assert_exactly_once_in_order(
+        &format!("shell commands at ship1 ({before} ran before the upgrade)"),
+        &lines(&exec_log),
+        &ids,
+    );
 }
