@@ -309,6 +309,74 @@ fn new_like_cli(name: &str, url: &str, dir: &Path) -> NodeBuilder {
         .retry_wait_max(Duration::from_millis(400))
 }
 
+/// Watches what is published on `<node>.>` — what the old node `node` is sent — and keeps
+/// each message that is not a JSON object: the old version reads nothing else. (Answers to
+/// the old node's own messages go to its reply inbox, which is not watched: it could not
+/// read those either, and its messages would not complete.)
+struct JsonTap {
+    node: String,
+    seen: Arc<Mutex<(usize, Vec<String>)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JsonTap {
+    async fn start(url: &str, node: &str) -> JsonTap {
+        use futures::StreamExt;
+        let client = async_nats::connect(url).await.expect("the tap connects");
+        let mut sub = client
+            .subscribe(format!("{node}.>"))
+            .await
+            .expect("the tap subscribes");
+        client.flush().await.expect("the tap's subscription is in");
+        let seen = Arc::new(Mutex::new((0, Vec::new())));
+        let keep = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = sub.next().await {
+                let json = matches!(
+                    serde_json::from_slice::<Value>(&m.payload),
+                    Ok(Value::Object(_))
+                );
+                let mut seen = keep.lock().unwrap_or_else(|p| p.into_inner());
+                seen.0 += 1;
+                if !json {
+                    let head = &m.payload[..m.payload.len().min(16)];
+                    seen.1.push(format!(
+                        "{} ({} bytes: {head:02x?}...)",
+                        m.subject,
+                        m.payload.len()
+                    ));
+                }
+            }
+        });
+        JsonTap {
+            node: node.to_owned(),
+            seen,
+            task,
+        }
+    }
+
+    /// Asserts that the old node was sent something, and only JSON.
+    fn assert_only_json(&self) {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(seen.0 > 0, "nothing was published to {}", self.node);
+        assert!(
+            seen.1.is_empty(),
+            "{} of {} messages sent to the old {} were not JSON, which it cannot read: {:?}",
+            seen.1.len(),
+            seen.0,
+            self.node,
+            &seen.1[..seen.1.len().min(5)]
+        );
+    }
+}
+
+impl Drop for JsonTap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Checks
 // ---------------------------------------------------------------------------
@@ -507,7 +575,8 @@ fn tags(prefix: &str, kind: &str) -> Vec<String> {
 ///   outcome completed, an OK result), and the results came back: echo and the shell
 ///   commands return their tag; the new sender's receipts give the same results;
 /// * at each receiver, every shell command and every textLogging event ran exactly once, in
-///   the order sent (the order steward keeps: per sender and subject).
+///   the order sent (the order steward keeps: per sender and subject);
+/// * (checked by the callers' [`JsonTap`]) the old node is sent nothing but JSON.
 async fn exchange(old: &OldNode, new: &Node, tmp: &Path) {
     let old_name = old.name.clone();
     let new_name = new.name().to_owned();
@@ -625,6 +694,7 @@ async fn old_central_and_new_node_exchange_messages() {
     let nats = NatsServer::start();
     let url = nats.url();
     let tmp = tempfile::tempdir().unwrap();
+    let tap = JsonTap::start(&url, "central").await;
     // Central lets ship1 call echo and shellCommand (it accepts textLogging from every node).
     let mut central = OldNode::start(
         &bin,
@@ -643,6 +713,7 @@ async fn old_central_and_new_node_exchange_messages() {
     enrolled_with_old_central(&central, &ship).await;
 
     exchange(&central, &ship, tmp.path()).await;
+    tap.assert_only_json();
 
     ship.stop().await;
     let st = central.sigterm();
@@ -661,6 +732,7 @@ async fn new_central_and_old_node_exchange_messages() {
     let nats = NatsServer::start();
     let url = nats.url();
     let tmp = tempfile::tempdir().unwrap();
+    let tap = JsonTap::start(&url, "ship1").await;
     let central = default_node("central", std::slice::from_ref(&url), tmp.path())
         .allow("ship1", "echo")
         .allow("ship1", "shellCommand")
@@ -682,6 +754,7 @@ async fn new_central_and_old_node_exchange_messages() {
     enrolled_with_new_central(&central, &ship).await;
 
     exchange(&ship, &central, tmp.path()).await;
+    tap.assert_only_json();
 
     let st = ship.sigterm();
     assert!(st.success(), "the old ship1 exited with {st}");
@@ -721,8 +794,9 @@ enum Destination {
 ///
 /// Must hold: every message — the queued ones and the appended ones — completes exactly
 /// once at the new central with an OK result (one `audit.log` line each), and ship1 ran each
-/// exactly once, in the order sent (nothing lost, nothing twice, nothing reordered). With
-/// SIGTERM the old central exits 0.
+/// exactly once, in the order sent (nothing lost, nothing twice, nothing reordered); an old
+/// ship1 is sent nothing but JSON by the upgraded central. With SIGTERM the old central
+/// exits 0.
 async fn upgrade_in_place(test: &str, stop: Stop, destination: Destination) {
     let Some(bin) = old_bin(test) else {
         return;
@@ -730,6 +804,7 @@ async fn upgrade_in_place(test: &str, stop: Stop, destination: Destination) {
     let nats = NatsServer::start();
     let url = nats.url();
     let tmp = tempfile::tempdir().unwrap();
+    let tap = JsonTap::start(&url, "ship1").await;
     let central_dir = tmp.path().join("central");
     let exec_log = tmp.path().join("exec-at-ship1.log");
     let message = |i: usize| {
@@ -850,6 +925,7 @@ async fn upgrade_in_place(test: &str, stop: Stop, destination: Destination) {
             let mut ship = ship_old.take().expect("old ship1");
             let st = ship.sigterm();
             assert!(st.success(), "the old ship1 exited with {st}");
+            tap.assert_only_json();
             lines(&exec_log)
         }
     };
@@ -931,9 +1007,9 @@ fn stream_ids() -> Vec<String> {
 /// version, joined with the old central's token); once ship1 ran a quarter of them the old
 /// central is SIGKILLed and this version starts on its data directory.
 ///
-/// Must hold: every command completes at the new central with an OK result from ship1
-/// (and has completed lines in `audit.log`, repeats allowed after a SIGKILL); ship1 ran each
-/// exactly once, in the order sent — the resends of the new version (whatever format it
+/// Must hold: ship1 sends the old central only JSON; every command completes at the new
+/// central with an OK result from ship1 (and has completed lines in `audit.log`, repeats
+/// allowed after a SIGKILL); ship1 ran each exactly once, in the order sent — the resends of the new version (whatever format it
 /// then speaks to ship1) are recognised as what the old one already delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_upgraded_mid_stream_after_sigkill() {
@@ -943,6 +1019,7 @@ async fn sender_upgraded_mid_stream_after_sigkill() {
     let nats = NatsServer::start();
     let url = nats.url();
     let tmp = tempfile::tempdir().unwrap();
+    let tap = JsonTap::start(&url, "central").await;
     let central_dir = tmp.path().join("central");
     let mut old = OldNode::start(&bin, "central", &central_dir, &url, &[]).await;
     let token = JoinToken::parse(&old.join_token().await).expect("the old token parses");
@@ -984,6 +1061,8 @@ async fn sender_upgraded_mid_stream_after_sigkill() {
         before < STREAM,
         "the stream ended before the old central was killed: nothing was cut"
     );
+    // Until this version runs central, ship1 sends it JSON only (results going home).
+    tap.assert_only_json();
 
     let central = new_like_cli("central", &url, &central_dir)
         .start()
@@ -1026,8 +1105,8 @@ async fn sender_upgraded_mid_stream_after_sigkill() {
 /// starts on ship1's data directory (its key, the pinned `central.pub`, `trust.json`, the
 /// records of what it received).
 ///
-/// Must hold: every command completes at central with an OK result from ship1 that prints
-/// its tag; the shell commands ran exactly once, in the order sent — what the old ship1
+/// Must hold: central sends the old ship1 only JSON; every command completes at central
+/// with an OK result from ship1 that prints its tag; the shell commands ran exactly once, in the order sent — what the old ship1
 /// received before it stopped is answered from its records by the new one, never run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_upgraded_mid_stream_after_sigterm() {
@@ -1037,6 +1116,7 @@ async fn receiver_upgraded_mid_stream_after_sigterm() {
     let nats = NatsServer::start();
     let url = nats.url();
     let tmp = tempfile::tempdir().unwrap();
+    let tap = JsonTap::start(&url, "ship1").await;
     let central = default_node("central", std::slice::from_ref(&url), tmp.path())
         .start()
         .await
@@ -1081,6 +1161,7 @@ async fn receiver_upgraded_mid_stream_after_sigterm() {
         before < STREAM,
         "the stream ended before the old ship1 stopped: nothing was cut"
     );
+    tap.assert_only_json();
 
     let new_ship = new_like_cli("ship1", &url, &ship_dir)
         .start()
