@@ -10,6 +10,14 @@
 //! --json` / `steward keys list --json`, and is stopped with SIGTERM (or SIGKILLed). This
 //! version's node runs in this process, through the library.
 //!
+//! a. A mixed pair, either version as central: each sends the other echo and shell commands
+//!    and textLogging events; each completes once with its result and runs once, in order.
+//! b. Upgrade in place: what the old central queued for a node that is down (stopped with
+//!    SIGTERM or SIGKILL), and what was appended to its `inmsg.txt` meanwhile, this version
+//!    delivers from the same data directory, once and in order, to a new or an old node.
+//! c. Upgrade in the middle of a stream, of the sender (SIGKILL) and of the receiver.
+//!
+//! Throughout, what is published to an old node is watched on the broker: JSON only.
 //! Without `STEWARD_OLD_BIN` every test says on stderr that it was skipped, and passes.
 
 use std::collections::HashMap;
