@@ -31,6 +31,9 @@ if [[ $rc -eq 124 ]]; then
 fi
 [[ $rc -eq 0 ]] || exit "$rc"
 
+step "mixed versions: the last JSON-only release and this one (scripts/mixed-versions.sh)"
+bash scripts/mixed-versions.sh </dev/null
+
 step "C ABI (scripts/test-c.sh)"
 bash scripts/test-c.sh </dev/null
 
