@@ -998,7 +998,7 @@ async fn read(
     msg: &async_nats::Message,
     reply_to: &mut Option<ReplyTo>,
 ) -> Result<Option<Incoming>, FrameError> {
-    if frame::sniff(&msg.payload)? == Format::Json {
+    if frame::sniff(&msg.payload, "envelope")? == Format::Json {
         let env: Envelope =
             serde_json::from_slice(&msg.payload).map_err(|e| FrameError::Malformed {
                 what: "envelope",

@@ -3,8 +3,8 @@
 //! A frame is `[version][type][flags] body [tag]`:
 //! - `version` is [`VERSION`]. JSON text starts with `{` (or white space), so the first byte
 //!   tells the formats apart; any other first byte is a version this node does not read, refused
-//!   with [`FrameError::UnknownVersion`]. (So a version byte is never `{` nor a JSON white-space
-//!   byte: 0x09, 0x0a, 0x0d, 0x20.)
+//!   with [`FrameError::UnknownVersion`] when it is a version byte of a later release (3 to 31,
+//!   never a JSON white-space byte), as malformed otherwise.
 //! - `type` is [`ENVELOPE`] or [`REPLY`]; `flags` say whether the body is zstd-compressed, whether
 //!   a session tag follows it, and (replies) whether the sender should send signed JSON instead.
 //! - `body` is postcard (the postcard 1.0 wire format: varints, no field names). Fields are only
@@ -99,13 +99,18 @@ pub(crate) enum Format {
     Binary,
 }
 
-/// Tells the format from the first byte.
-pub(crate) fn sniff(payload: &[u8]) -> Result<Format, FrameError> {
+/// Tells the format from the first byte: JSON, this version's binary frame, a later version's
+/// (a first byte from 3 to 31), or neither (malformed). `what` names the payload for errors.
+pub(crate) fn sniff(payload: &[u8], what: &'static str) -> Result<Format, FrameError> {
     match payload.first() {
-        None => Err(bad("message", "it is empty")),
+        None => Err(bad(what, "it is empty")),
         Some(b'{' | b' ' | b'\t' | b'\r' | b'\n') => Ok(Format::Json),
         Some(&VERSION) => Ok(Format::Binary),
-        Some(&v) => Err(FrameError::UnknownVersion(v)),
+        Some(&v) if (VERSION + 1..32).contains(&v) => Err(FrameError::UnknownVersion(v)),
+        Some(&v) => Err(bad(
+            what,
+            format!("neither JSON nor a binary frame (it starts with byte {v:#04x})"),
+        )),
     }
 }
 
@@ -245,7 +250,7 @@ struct Parts {
 }
 
 fn parts(payload: &[u8], want: u8, what: &'static str) -> Result<Parts, FrameError> {
-    if sniff(payload)? != Format::Binary {
+    if sniff(payload, what)? != Format::Binary {
         return Err(bad(what, "not a binary frame"));
     }
     let (&kind, rest) = payload[1..]
@@ -455,7 +460,7 @@ pub(crate) fn encode_reply(
 /// Reads a reply in either format; `responder` is the node the message went to.
 pub(crate) fn decode_reply(payload: &[u8], responder: &str) -> Result<Reply, FrameError> {
     const WHAT: &str = "reply";
-    if sniff(payload)? == Format::Json {
+    if sniff(payload, WHAT)? == Format::Json {
         return serde_json::from_slice::<Reply>(payload).map_err(|e| bad(WHAT, e.to_string()));
     }
     let p = parts(payload, REPLY, WHAT)?;
@@ -574,9 +579,18 @@ mod tests {
 
     #[test]
     fn unknown_versions_and_junk_are_clear_errors() {
-        assert_eq!(sniff(b"{}"), Ok(Format::Json));
-        assert_eq!(sniff(&[VERSION]), Ok(Format::Binary));
-        let e = sniff(&[3, 1, 0]).unwrap_err();
+        assert_eq!(sniff(b"{}", "m"), Ok(Format::Json));
+        assert_eq!(sniff(&[VERSION], "m"), Ok(Format::Binary));
+        assert!(matches!(
+            sniff(&[0, 1], "m"),
+            Err(FrameError::Malformed { .. })
+        ));
+        assert!(matches!(
+            sniff(b"not json", "m"),
+            Err(FrameError::Malformed { .. })
+        ));
+        assert_eq!(sniff(&[31], "m"), Err(FrameError::UnknownVersion(31)));
+        let e = sniff(&[3, 1, 0], "m").unwrap_err();
         assert_eq!(e, FrameError::UnknownVersion(3));
         assert!(e.to_string().contains("version 3"), "{e}");
         for junk in [
