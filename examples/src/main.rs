@@ -15,6 +15,12 @@ use clap::Parser;
 
 use cli::{Cli, Cmd, LogFormat};
 
+/// mimalloc instead of the C library's allocator: a node allocates and frees small buffers for
+/// every message on several threads, where glibc's malloc cost about 15 % of its CPU
+/// (`steward-bench --only pipeline`: 53 → 45 µs per message, both ends).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs go to standard error, filtered by `--log-level` (a level or a tracing directive), as
 /// text or as one JSON object per line (`--log-format json`).
 pub(crate) fn init_logging(level: &str, format: LogFormat) {

@@ -488,6 +488,11 @@ pub(crate) struct Store {
 const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 /// ...unless it already has this many.
 const LINGER_UNTIL: usize = 256;
+/// A commit lingers only after one that gathered at least this many jobs without waiting:
+/// concurrent senders, whose next jobs are about to come. One caller waiting on its own
+/// (a sequential round trip: its send and the previous final state, two jobs) is never made to
+/// wait.
+const LINGER_AFTER: usize = 8;
 
 /// Largest number of write jobs committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -939,7 +944,9 @@ fn writer_loop(
             break;
         }
         // Under load, wait a moment for more jobs: one commit (and its fsync and page writes)
-        // then serves many more messages. An idle store commits a lone job at once.
+        // then serves many more messages. A store that is idle or serves one sequential caller
+        // commits at once.
+        let gathered = jobs.len();
         if busy && jobs.len() < LINGER_UNTIL && closing.is_none() {
             let until = std::time::Instant::now() + LINGER;
             while jobs.len() < MAX_BATCH && std::time::Instant::now() < until {
@@ -953,7 +960,7 @@ fn writer_loop(
                 }
             }
         }
-        busy = jobs.len() > 1;
+        busy = gathered >= LINGER_AFTER;
         let txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {

@@ -10,6 +10,8 @@ pub enum Target {
     RatioAtLeast(f64),
     /// The steward figure below this (in the row's unit).
     Below(f64),
+    /// The steward figure at least this (in the row's unit).
+    AtLeast(f64),
 }
 
 /// One measured figure.
@@ -77,6 +79,7 @@ impl Row {
         match self.target? {
             Target::RatioAtLeast(x) => self.ratio().map(|r| r >= x),
             Target::Below(x) => Some(s < x),
+            Target::AtLeast(x) => Some(s >= x),
         }
     }
 
@@ -85,6 +88,7 @@ impl Row {
             None => "-".into(),
             Some(Target::RatioAtLeast(x)) => format!("ratio >= {x:.2}"),
             Some(Target::Below(x)) => format!("< {} {}", fmt_num(x), self.unit),
+            Some(Target::AtLeast(x)) => format!(">= {} {}", fmt_num(x), self.unit),
         }
     }
 }

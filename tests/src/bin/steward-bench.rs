@@ -21,6 +21,10 @@ mod bench;
 
 use std::time::Instant;
 
+/// The allocator the `steward` command runs with, so the figures are those of a node.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bench::report::{self, Row};
 use bench::Settings;
 use serde_json::{json, Map};
