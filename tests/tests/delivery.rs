@@ -67,6 +67,42 @@ async fn original_shell_command_round_trip() {
     central.stop().await;
 }
 
+/// The result reaches the caller before the sender's own final-state commit; a status read
+/// that follows must still count it (read-your-writes), never show it pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_right_after_a_result_counts_it_completed() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = vec![server.url()];
+    let central = test_node("central", &urls, dir.path())
+        .start()
+        .await
+        .unwrap();
+    let ship1 = test_node("ship1", &urls, dir.path()).start().await.unwrap();
+    for i in 1..=30u64 {
+        let id = format!("status-{i:03}");
+        let m = Message::command("ship1", "echo", ["x"]).with_id(&id);
+        let receipt = central.send(m).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), receipt.result())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.stdout, "x");
+        let dests = central.destinations().unwrap();
+        let d = dests.iter().find(|d| d.node == "ship1").unwrap();
+        assert_eq!((d.completed, d.pending), (i, 0), "round {i}");
+        let recent = central.recent_messages(1).unwrap();
+        assert_eq!(
+            (recent[0].id.as_str(), recent[0].state),
+            (id.as_str(), MessageState::Completed)
+        );
+        let st = central.message(&id).await.unwrap().unwrap();
+        assert_eq!(st.state, MessageState::Completed);
+    }
+    ship1.stop().await;
+    central.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_custom_methods_run_in_order() {
     let server = NatsServer::start();

@@ -2,7 +2,7 @@
 //! audit writer woken, the listeners told, and failures reported.
 //!
 //! A result the receiver holds durably is handed to the callers of `result()` at once, before
-//! the sender's own final-state commit ([`Finals::early`]): that commit is not on the caller's
+//! the sender's own final-state commit ([`Finals::answer_early`]): that commit is not on the caller's
 //! path. A crash before it leaves the message pending; it is sent again after the restart and
 //! the receiver answers from its record with the same result. Meanwhile the message's status
 //! reads completed ([`Finals::finishing`]); listeners, the audit log and `wait()` follow the
@@ -99,13 +99,18 @@ impl Finals {
         Ok(())
     }
 
-    /// A result the receiver holds durably came for `id`, whose final state is being
-    /// committed: its result waiters are answered now.
-    pub(crate) fn early(&self, id: &str, f: Finishing) {
-        let result = f.result.clone();
+    /// A result the receiver holds durably came for `id`: its status reads completed from now
+    /// on, while its final state is being committed. Call before submitting that commit.
+    pub(crate) fn finishing_now(&self, id: &str, f: Finishing) {
         if let Ok(mut m) = self.finishing.lock() {
             m.insert(id.to_owned(), f);
         }
+    }
+
+    /// Answers the result waiters of `id` with its result (see [`Self::finishing_now`]). Call
+    /// after submitting the final-state commit, so a status read that follows the answer waits
+    /// for that commit ([`crate::store::Store::settle`]).
+    pub(crate) fn answer_early(&self, id: &str, result: &MethodResult) {
         let Ok(mut waiters) = self.waiters.lock() else {
             return;
         };

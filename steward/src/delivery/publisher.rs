@@ -303,12 +303,18 @@ impl Publisher {
         );
     }
 
+    /// When the publisher has something to do: a deadline, a record to write, or the first
+    /// pending message falling due. A pending message `send_due` would hold back anyway (the
+    /// link is down, or a probe is still unanswered) sets no time: the reconnection or the
+    /// probe's answer wakes the publisher, and waking for it meanwhile would spin.
     fn next_wakeup(&self) -> Option<Instant> {
         let mut wake: Option<Instant> = self
             .unrecorded
             .front()
             .map(|(_, at)| *at + RECORD_RECEIVED_AFTER);
-        let mut first_pending = true;
+        let held = !self.inner.link.is_connected()
+            || (self.probing && self.window.values().any(|e| e.phase == Phase::AwaitAck));
+        let mut first_pending = !held;
         for e in self.window.values() {
             let t = match e.phase {
                 Phase::AwaitAck | Phase::Received => Some(e.deadline),
@@ -758,17 +764,21 @@ impl Publisher {
         }
         let inner = self.inner.clone();
         let (id, attempts) = (e.id, e.attempts);
-        if let (MessageState::Completed, Some(result)) = (state, &result) {
-            // The receiver holds it durably: the caller need not wait for this commit.
-            self.inner.finals.early(
-                &id,
-                crate::delivery::finals::Finishing {
-                    result: result.clone(),
-                    attempts,
-                    at_ms: now_ms(),
-                },
-            );
-        }
+        let early = match (state, &result) {
+            (MessageState::Completed, Some(result)) => {
+                // The receiver holds it durably: the caller need not wait for this commit.
+                self.inner.finals.finishing_now(
+                    &id,
+                    crate::delivery::finals::Finishing {
+                        result: result.clone(),
+                        attempts,
+                        at_ms: now_ms(),
+                    },
+                );
+                Some((id.clone(), result.clone()))
+            }
+            _ => None,
+        };
         let msg_id = id.clone();
         let r = self.inner.store.submit(
             move |txn| store::finalize_with(txn, &id, state, result, reason, refusal, attempts),
@@ -780,6 +790,10 @@ impl Publisher {
                 }
             },
         );
+        // Answered after the commit is submitted: a status read that follows waits for it.
+        if let Some((id, result)) = early {
+            self.inner.finals.answer_early(&id, &result);
+        }
         if r.is_err() {
             tracing::debug!("store closed while finishing a message");
         }

@@ -100,13 +100,19 @@ impl Delivery {
     }
 
     /// The status with the publisher's live view (sent / attempts) merged in.
-    pub(crate) async fn live_status(&self, rec: MessageRecord) -> MessageStatus {
+    /// `finishing`: its result if it came before its final-state commit, looked up before
+    /// `rec` was read.
+    pub(crate) async fn live_status(
+        &self,
+        rec: MessageRecord,
+        finishing: Option<crate::delivery::finals::Finishing>,
+    ) -> MessageStatus {
         let (stream_id, seq) = (rec.stream_id, rec.seq);
         let mut st = rec.into_status();
         if st.state.is_final() {
             return st;
         }
-        if let Some(f) = self.finals.finishing(&st.id) {
+        if let Some(f) = finishing {
             // Its result is in; the final state is being committed.
             st.state = MessageState::Completed;
             st.result = Some(f.result);

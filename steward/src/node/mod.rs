@@ -737,10 +737,13 @@ impl Node {
 
     /// The state of a message this node sent, or `None` if unknown.
     pub async fn message(&self, id: &str) -> Result<Option<MessageStatus>> {
+        // The result that came before the final-state commit is looked up first: once it is
+        // gone from there, that commit is visible to the read that follows.
+        let finishing = self.inner.d.finals.finishing(id);
         let Some(rec) = self.inner.d.store.message(id)? else {
             return Ok(None);
         };
-        Ok(Some(self.inner.d.live_status(rec).await))
+        Ok(Some(self.inner.d.live_status(rec, finishing).await))
     }
 
     /// The store writer's counters (jobs, commits, time applying and committing).
@@ -750,11 +753,15 @@ impl Node {
 
     /// Recently sent messages, newest first.
     pub fn recent_messages(&self, limit: usize) -> Result<Vec<MessageStatus>> {
+        self.inner.d.store.settle();
         self.inner.d.store.recent_messages(limit)
     }
 
     /// What this node knows of every destination (pending, completed, failed, last ACK, last seen).
+    /// Reads after every write already on its way is committed: a result just returned by
+    /// `result()` is counted as completed.
     pub fn destinations(&self) -> Result<Vec<DestinationStatus>> {
+        self.inner.d.store.settle();
         self.inner.d.store.destinations()
     }
 

@@ -473,6 +473,10 @@ struct Counters {
     commits: std::sync::atomic::AtomicU64,
     apply_ns: std::sync::atomic::AtomicU64,
     commit_ns: std::sync::atomic::AtomicU64,
+    /// Jobs handed to the writer, and jobs whose transaction ended (committed or not): equal
+    /// when no write is on its way.
+    submitted: std::sync::atomic::AtomicU64,
+    settled: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the store; cheap to clone.
@@ -644,9 +648,33 @@ impl Store {
             });
             (done, poisoned)
         });
+        self.counters
+            .submitted
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.jobs
             .send(WriterMsg::Job(job))
             .map_err(|_| Error::Stopped)
+    }
+
+    /// Waits until every write submitted before this call has been committed, so a read that
+    /// follows sees them (a status read right after `result()` returned, whose final state was
+    /// still being committed). Returns at once when no write is on its way.
+    pub(crate) fn settle(&self) {
+        use std::sync::atomic::Ordering::Acquire;
+        if self.counters.settled.load(Acquire) == self.counters.submitted.load(Acquire) {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let barrier = self.submit(
+            |_| Ok(()),
+            move |_: Result<()>| {
+                let _ = tx.send(());
+            },
+        );
+        if barrier.is_ok() {
+            // Dropped unrun (the writer stopped or could not begin a transaction): read anyway.
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+        }
     }
 
     /// True once the writer thread is gone (the node stopped).
@@ -971,7 +999,8 @@ fn writer_loop(
             }
         };
         let started = std::time::Instant::now();
-        counters.jobs.fetch_add(jobs.len() as u64, Relaxed);
+        let n_jobs = jobs.len() as u64;
+        counters.jobs.fetch_add(n_jobs, Relaxed);
         let (dones, flushed) = match Tx::open(&txn) {
             Ok(mut tables) => {
                 let mut poisoned = false;
@@ -1011,6 +1040,9 @@ fn writer_loop(
         if let Err(e) = &outcome {
             tracing::error!("store: commit failed: {}", e.reason);
         }
+        counters
+            .settled
+            .fetch_add(n_jobs, std::sync::atomic::Ordering::AcqRel);
         completions.run(dones, outcome);
         if closing.is_some() {
             break;
